@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine (python3 + pip + make):
+#   make demo   - the main job: sandbox + local Prefect on SQLite + serve, a realistic stream, a report
+#   make test   - the test suite (starts a throwaway PostgreSQL on 127.0.0.1 when its binaries exist)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench schema clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,bench]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/klaviyo-segment demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/klaviyo-segment bench
+
+schema:
+	$(PY) scripts/gen_klaviyo_schema.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

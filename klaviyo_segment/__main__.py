@@ -1,0 +1,3 @@
+from klaviyo_segment.cli.app import main
+
+main()

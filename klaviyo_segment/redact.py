@@ -1,0 +1,41 @@
+"""PII redaction for logs: emails and phone numbers are masked by default."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+_PHONE = re.compile(r"(?<![\w])\+?\d[\d\s().-]{6,}\d(?![\w])")
+
+
+def mask_email(value: str) -> str:
+    return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", value)
+
+
+def redact(text: str) -> str:
+    """Mask emails and phone-like digit runs; set KLAVIYO_SEGMENT_LOG_PII=1 to see them (debugging only)."""
+    if os.environ.get("KLAVIYO_SEGMENT_LOG_PII") == "1":
+        return text
+    text = mask_email(text)
+    return _PHONE.sub(lambda m: m.group(0)[:3] + "***" + m.group(0)[-2:], text)
+
+
+class RedactingFilter(logging.Filter):
+    """Logging filter that rewrites the formatted message with :func:`redact`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # pragma: no cover - a broken format string is not ours to fix
+            return True
+        record.msg, record.args = redact(message), None
+        return True
+
+
+def install(logger: logging.Logger | None = None) -> None:
+    """Attach the filter to this project's logger (idempotent)."""
+    target = logger or logging.getLogger("klaviyo_segment")
+    if not any(isinstance(f, RedactingFilter) for f in target.filters):
+        target.addFilter(RedactingFilter())
