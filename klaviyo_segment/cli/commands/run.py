@@ -1,0 +1,97 @@
+"""``klaviyo-segment run FLOW --input FILE [--config FILE] [--json]``: one flow over a file of messages, as a
+real Prefect flow run (ephemeral local server, or PREFECT_API_URL), against KLAVIYO_BASE_URL/SEGMENT_BASE_URL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+
+def load_cli_config(path: Optional[Path]) -> tuple[Any, dict[str, Any] | None]:
+    """(AppConfig, secret-free document for flow parameters). Also hands the full document (credentials
+    included) to the runtime of this process, where the precedence flag > env > config > block applies."""
+    from klaviyo_segment import runtime
+    from klaviyo_segment.config import AppConfig, load_config
+
+    if path is None:
+        runtime.set_process_config(None)
+        return AppConfig(), None
+    config = load_config(path)
+    runtime.set_process_config(config.model_dump(mode="python", exclude_unset=True, context={"secrets": True})
+                               | _secrets(config))
+    return config, config.mapping_document()
+
+
+def _secrets(config: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for section in ("klaviyo", "segment"):
+        values = {k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v)
+                  for k, v in getattr(config, section).model_dump(exclude_none=True).items()}
+        if values:
+            out[section] = values
+    return out
+
+
+def print_outcomes(summary: dict[str, Any]) -> None:
+    """stderr: a table of skipped and failed messages with reasons."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = [o for o in summary.get("outcomes", []) if o.get("status") != "sent"]
+    console = Console(stderr=True)
+    if rows:
+        table = Table(title=f"{summary['flow']}: skipped and failed messages")
+        for column in ("message_id", "type", "status", "reason"):
+            table.add_column(column)
+        for o in rows[:500]:
+            table.add_row(str(o.get("message_id")), str(o.get("type") or ""), o["status"], str(o.get("reason") or ""))
+        console.print(table)
+        if len(rows) > 500:
+            console.print(f"... and {len(rows) - 500} more")
+    console.print(f"{summary['flow']}: received {summary['received']}, sent {summary['sent']}, "
+                  f"skipped {summary['skipped']}, failed {summary['failed']}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        flow: str = typer.Argument(..., help="Flow name: sync-identify, forward-track, engagement-to-segment, "
+                                   "sync-audiences, onboard-new-users, churn-winback."),
+        input: Optional[Path] = typer.Option(None, "--input", "-i", help="JSON lines or a JSON array of messages."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config YAML (mapping tables etc.)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as a JSON line last on stdout."),
+        since: Optional[str] = typer.Option(None, "--since", help="engagement-to-segment polling start (ISO-8601)."),
+    ) -> None:
+        """Run one flow on a file of messages (or poll Klaviyo for engagement-to-segment without --input)."""
+        import asyncio
+
+        from klaviyo_segment.errors import ConfigError
+        from klaviyo_segment.flows import load_flow_module
+        from klaviyo_segment.inputs import read_messages
+
+        module = load_flow_module(flow)
+        app_config, document = load_cli_config(config)
+        app_config.require(flow)
+        kwargs: dict[str, Any] = {"config": document}
+        if input is not None:
+            kwargs["messages"] = read_messages(input)
+        elif flow == "engagement-to-segment":
+            kwargs["poll"] = True
+            if since:
+                from datetime import datetime
+
+                try:
+                    datetime.fromisoformat(since.replace("Z", "+00:00"))
+                except ValueError:
+                    raise ConfigError(f"--since: not an ISO-8601 datetime: {since!r}") from None
+                kwargs["since"] = since
+        else:
+            raise ConfigError(f"flow {flow!r} needs --input FILE")
+        summary = asyncio.run(module.FLOW(**kwargs))
+        print_outcomes(summary)
+        if as_json:
+            typer.echo(json.dumps({k: v for k, v in summary.items() if k != "outcomes"}))
+        raise typer.Exit(1 if summary["failed"] else 0)

@@ -1,0 +1,304 @@
+"""Template compilation: validate a spec once, then map messages with precompiled closures.
+
+Every spec mistake raises ConfigError naming the template, the field and the problem, at load time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from klaviyo_segment.errors import ConfigError
+from klaviyo_segment.mapping import fields as catalogue
+from klaviyo_segment.mapping.expressions import ExpressionError, compile_expression
+from klaviyo_segment.mapping.filters import compile_globs, compile_predicate
+from klaviyo_segment.mapping.models import EventMapping, MappingError, ProfileMapping
+from klaviyo_segment.mapping.paths import MISSING, PathError, compile_path, first_key
+from klaviyo_segment.mapping.transforms import Drop, to_bool, to_e164, to_iso8601, to_number, to_string
+
+KINDS = ("identify", "track")
+NULLS = ("ignore", "clear")
+DEFAULT_NULLS = "ignore"
+_TEMPLATE_KEYS = {"name", "kind", "description", "match", "nulls", "fields", "properties", "expand"}
+_PROPERTIES_KEYS = {"from", "exclude", "rename", "exclude_mapped"}
+_EXPAND_KEYS = {"when", "each", "fields", "properties"}
+#: A null never clears these: wiping an identifier would detach the profile, not blank a field.
+_NEVER_CLEARED = {"email", "phone_number", "external_id", "anonymous_id"}
+METRIC_MAX = 128
+
+#: Static types each Klaviyo field type accepts from an expression (``any`` is checked at runtime).
+_ACCEPTS = {
+    "string": {"any", "string", "datetime", "number", "phone"},
+    "phone": {"any", "string", "number", "phone"},
+    "datetime": {"any", "string", "datetime", "number"},
+    "number": {"any", "number"},
+    "coordinate": {"any", "number", "string"},
+    "boolean": {"any", "boolean"},
+    "object": {"any", "object"},
+    "any": {"any", "string", "datetime", "number", "boolean", "object", "array", "phone"},
+}
+#: Static types that already are what a Klaviyo field type needs: no runtime coercion.
+_ALREADY = {"string": {"string", "datetime", "phone"}, "phone": {"phone"}, "datetime": {"datetime"},
+            "number": {"number"}, "boolean": {"boolean"}, "coordinate": {"number", "string"}, "object": {"object"}}
+
+
+def _coordinate(v: Any) -> Any:
+    if isinstance(v, str):
+        return v
+    return to_number(v)
+
+
+def _object(v: Any) -> Any:
+    if not isinstance(v, dict):
+        raise Drop("not an object")
+    return v
+
+
+def _coercer(field_type: str, country: str) -> Callable[[Any], Any] | None:
+    """Final conversion to what Klaviyo accepts; runs after the user's transforms (idempotent on good values)."""
+    if field_type == "phone":
+        return lambda v: to_e164(v, country)
+    return {"string": to_string, "datetime": to_iso8601, "number": to_number, "coordinate": _coordinate,
+            "boolean": to_bool, "object": _object}.get(field_type)
+
+
+@dataclass(slots=True)
+class _Field:
+    target: str
+    path: tuple[str, ...]
+    run: Callable[[dict[str, Any], Any], Any]
+    coerce: Callable[[Any], Any] | None
+    clear: bool  # send explicit nulls (nulls: clear on a nullable, non-identifier field)
+
+
+@dataclass(slots=True)
+class _Passthrough:
+    source: Callable[[dict[str, Any], Any], Any]
+    excluded: frozenset[str]
+    rename: dict[str, str]
+    keep_nulls: bool
+
+
+class _Block:
+    """Compiled ``fields`` + ``properties`` of a template or of one expand entry."""
+
+    def __init__(self, fields: list[_Field], passthrough: _Passthrough | None, props_key: tuple[str, ...]) -> None:
+        self.fields = fields
+        self.passthrough = passthrough
+        self.props_key = props_key
+
+    def build(self, msg: dict[str, Any], item: Any, warnings: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        pt = self.passthrough
+        if pt is not None:
+            src = pt.source(msg, item)
+            if isinstance(src, dict) and src:
+                excluded, rename, keep_nulls = pt.excluded, pt.rename, pt.keep_nulls
+                props = {rename.get(k, k): v for k, v in src.items()
+                         if k not in excluded and (keep_nulls or v is not None)}
+                if props:
+                    out[self.props_key[0]] = props
+        for f in self.fields:
+            try:
+                v = f.run(msg, item)
+                if v is MISSING:
+                    continue
+                if v is None:
+                    if not f.clear:
+                        continue
+                elif f.coerce is not None:
+                    v = f.coerce(v)
+            except Drop as drop:
+                warnings.append(f"{f.target}: value dropped: {drop.reason}")
+                continue
+            path = f.path
+            if len(path) == 1:
+                out[path[0]] = v
+            else:
+                node = out
+                for key in path[:-1]:
+                    node = node.setdefault(key, {})
+                node[path[-1]] = v
+        return out
+
+
+def _fail(template: str, where: str, problem: str) -> ConfigError:
+    return ConfigError(f"template {template!r}, {where}: {problem}")
+
+
+class CompiledTemplate:
+    """A validated template. ``apply`` returns None when the template does not handle the message."""
+
+    def __init__(self, spec: dict[str, Any], *, name: str | None = None, phone_default_country: str = "US") -> None:
+        if not isinstance(spec, dict):
+            raise ConfigError(f"template {name!r}: a template is a mapping, got {type(spec).__name__}")
+        self.name: str = str(name or spec.get("name") or "")
+        if not self.name:
+            raise ConfigError("template without a name: set 'name'")
+        unknown = set(spec) - _TEMPLATE_KEYS
+        if unknown:
+            raise _fail(self.name, f"key {sorted(unknown)[0]!r}", f"unknown key (allowed: {', '.join(sorted(_TEMPLATE_KEYS))})")
+        kind = spec.get("kind")
+        if kind not in KINDS:
+            raise _fail(self.name, "key 'kind'", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+        self.kind: str = kind
+        nulls = spec.get("nulls", DEFAULT_NULLS)
+        if nulls not in NULLS:
+            raise _fail(self.name, "key 'nulls'", f"must be one of {', '.join(NULLS)}, got {nulls!r}")
+        self.nulls: str = nulls
+        self.spec = spec
+        self._country = phone_default_country
+        self._events, self._where = self._compile_match(spec.get("match"), "match")
+        self._main = self._compile_block(spec.get("fields"), spec.get("properties"), "fields", item_scope=False)
+        if kind == "track" and not any(f.target == "metric" for f in self._main.fields):
+            raise _fail(self.name, "fields", "a track template must set 'metric' (e.g. metric: $.event)")
+        self._expand = self._compile_expand(spec.get("expand"))
+
+    # -- compilation -------------------------------------------------------------------------------------
+    def _compile_match(self, match: Any, where: str) -> tuple[Any, list[Any]]:
+        if match is None:
+            return None, []
+        if not isinstance(match, dict) or set(match) - {"events", "where"}:
+            raise _fail(self.name, f"key {where!r}", "expected a mapping with 'events' (globs) and/or 'where' "
+                        "(predicates)")
+        if "events" in match and self.kind != "track":
+            raise _fail(self.name, f"{where}.events", "only track templates match on event names")
+        events = compile_globs(match.get("events", []), f"template {self.name!r}, {where}.events")
+        preds = [compile_predicate(p, f"template {self.name!r}, {where}.where[{i}]")
+                 for i, p in enumerate(match.get("where", []) or [])]
+        return events, [p for p, _ in preds]
+
+    def _compile_block(self, fields: Any, properties: Any, where: str, *, item_scope: bool) -> _Block:
+        if fields is None:
+            fields = {}
+        if not isinstance(fields, dict):
+            raise _fail(self.name, where, "expected a mapping of Klaviyo field -> source expression")
+        compiled: list[_Field] = []
+        read_paths: list[str] = []
+        for target, expr in fields.items():
+            label = f"field {target!r}"
+            try:
+                field = catalogue.resolve(self.kind, str(target))
+            except KeyError as exc:
+                raise _fail(self.name, label, exc.args[0]) from None
+            if field.free:
+                raise _fail(self.name, label, "write individual keys (properties.<key>) or use the 'properties' "
+                            "block to copy a whole object")
+            if item_scope and str(target).split(".")[0] == "profile":
+                raise _fail(self.name, label, "expanded events reuse the parent event's profile")
+            try:
+                run, static, paths = compile_expression(expr, scalar=field.type not in ("object", "any"),
+                                                        phone_default_country=self._country)
+            except ExpressionError as exc:
+                raise _fail(self.name, label, str(exc)) from None
+            if static not in _ACCEPTS[field.type]:
+                raise _fail(self.name, label, f"type mismatch: the expression produces {static} but Klaviyo "
+                            f"field {target!r} is {field.type}")
+            if not item_scope and any(p.startswith("@") for p in paths):
+                raise _fail(self.name, label, "'@' paths only exist inside an 'expand' entry")
+            read_paths.extend(paths)
+            clear = self.nulls == "clear" and field.nullable and field.path[-1] not in _NEVER_CLEARED
+            coerce = None if static in _ALREADY.get(field.type, ()) else _coercer(field.type, self._country)
+            compiled.append(_Field(str(target), field.path, run, coerce, clear))
+        props_key = ("properties",)
+        return _Block(compiled, self._compile_properties(properties, where, read_paths), props_key)
+
+    def _compile_properties(self, spec: Any, where: str, read_paths: list[str]) -> _Passthrough | None:
+        if spec is None:
+            return None
+        label = f"{where.replace('fields', 'properties')}"
+        if isinstance(spec, str):
+            spec = {"from": spec}
+        if not isinstance(spec, dict) or "from" not in spec or set(spec) - _PROPERTIES_KEYS:
+            raise _fail(self.name, label, f"expected a path or a mapping with 'from' (allowed keys: "
+                        f"{', '.join(sorted(_PROPERTIES_KEYS))})")
+        source = spec["from"]
+        try:
+            getter = compile_path(str(source))
+        except PathError as exc:
+            raise _fail(self.name, f"{label}.from", str(exc)) from None
+        exclude = spec.get("exclude", [])
+        rename = spec.get("rename", {})
+        if not isinstance(exclude, list) or not all(isinstance(k, str) for k in exclude):
+            raise _fail(self.name, f"{label}.exclude", "expected a list of keys")
+        if not isinstance(rename, dict) or not all(isinstance(v, str) for v in rename.values()):
+            raise _fail(self.name, f"{label}.rename", "expected a mapping of old key -> new key")
+        excluded = set(exclude)
+        if spec.get("exclude_mapped", self.kind == "identify"):
+            excluded.update(k for p in read_paths if (k := first_key(p, str(source))) is not None)
+        return _Passthrough(getter, frozenset(excluded), dict(rename), self.nulls == "clear")
+
+    def _compile_expand(self, spec: Any) -> list[tuple[Any, list[Any], Callable[..., Any], _Block]]:
+        if spec is None:
+            return []
+        if self.kind != "track":
+            raise _fail(self.name, "key 'expand'", "only track templates can expand into several events")
+        if not isinstance(spec, list):
+            raise _fail(self.name, "key 'expand'", "expected a list of {when, each, fields, properties}")
+        out = []
+        for i, entry in enumerate(spec):
+            where = f"expand[{i}]"
+            if not isinstance(entry, dict) or set(entry) - _EXPAND_KEYS or "each" not in entry:
+                raise _fail(self.name, where, f"expected a mapping with 'each' (allowed keys: "
+                            f"{', '.join(sorted(_EXPAND_KEYS))})")
+            events, preds = self._compile_match(entry.get("when"), f"{where}.when")
+            try:
+                each = compile_path(str(entry["each"]))
+            except PathError as exc:
+                raise _fail(self.name, f"{where}.each", str(exc)) from None
+            block = self._compile_block(entry.get("fields"), entry.get("properties"), f"{where}.fields",
+                                        item_scope=True)
+            if not any(f.target == "metric" for f in block.fields):
+                raise _fail(self.name, f"{where}.fields", "each expanded event needs a 'metric'")
+            out.append((events, preds, each, block))
+        return out
+
+    # -- runtime -----------------------------------------------------------------------------------------
+    def _matches(self, msg: dict[str, Any], events: Any, preds: list[Any]) -> bool:
+        if events is not None:
+            event = msg.get("event")
+            if not isinstance(event, str) or not events.match(event):
+                return False
+        return all(p(msg) for p in preds)
+
+    def apply(self, message: dict[str, Any]) -> list[ProfileMapping | EventMapping] | None:
+        """Map one message; None = not handled here (the chain tries the next template)."""
+        mtype = message.get("type")
+        if mtype is not None and mtype != self.kind:
+            return None
+        if not self._matches(message, self._events, self._where):
+            return None
+        warnings: list[str] = []
+        out = self._main.build(message, None, warnings)
+        if self.kind == "identify":
+            return [ProfileMapping(out, warnings)]
+        parent = self._event(out, warnings, None)
+        results: list[ProfileMapping | EventMapping] = [parent]
+        for events, preds, each, block in self._expand:
+            if not self._matches(message, events, preds):
+                continue
+            items = each(message, None)
+            if not isinstance(items, list):
+                continue
+            for index, element in enumerate(items):
+                child_warnings: list[str] = []
+                child = self._event(block.build(message, (element, index), child_warnings), child_warnings, parent)
+                results.append(child)
+        return results
+
+    def _event(self, out: dict[str, Any], warnings: list[str], parent: EventMapping | None) -> EventMapping:
+        metric = out.get("metric")
+        if not metric:
+            raise MappingError(f"template {self.name!r}: no metric name (is 'event' missing?)")
+        if len(metric) >= METRIC_MAX:
+            raise MappingError(f"template {self.name!r}: metric name longer than {METRIC_MAX - 1} characters")
+        time = out.get("time")
+        return EventMapping(
+            metric=metric, properties=out.get("properties", {}),
+            time=time if time is not None or parent is None else parent.time,
+            value=out.get("value"), value_currency=out.get("value_currency"), unique_id=out.get("unique_id"),
+            profile=dict(parent.profile) if parent is not None else out.get("profile", {}), warnings=warnings,
+        )
+
+    def __repr__(self) -> str:
+        return f"CompiledTemplate(name={self.name!r}, kind={self.kind!r})"

@@ -1,0 +1,303 @@
+"""What every flow shares: resolving configuration and credentials, loading its messages (inline or from
+state-store batches), the common Segment rules, and finishing a run (dead letters, delivered marks, artifact,
+batch completion). A flow file then only holds its template's own steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from klaviyo_segment import redact
+from klaviyo_segment.config import AppConfig
+from klaviyo_segment.errors import ApiError, ConfigError
+from klaviyo_segment.outcomes import Outcome, Status, summarize
+from klaviyo_segment.segment_spec import SegmentMessage, klaviyo_opted_out, message_key, parse_message
+
+logger = logging.getLogger("klaviyo_segment.runtime")
+for _name in ("klaviyo_segment", "prefect.flow_runs", "prefect.task_runs"):
+    redact.install(logging.getLogger(_name))
+
+#: Lease long enough for a large batch; an expired lease lets another worker take the batch over.
+LEASE_SECONDS = 600.0
+MALFORMED = "__malformed_json__"
+
+
+#: Set by the CLI for in-process runs: the full config document including credentials, which must never
+#: travel as flow parameters (Prefect stores and shows those).
+_PROCESS_CONFIG: dict[str, Any] | None = None
+
+
+def set_process_config(document: dict[str, Any] | None) -> None:
+    global _PROCESS_CONFIG
+    _PROCESS_CONFIG = document
+
+
+@dataclass
+class Item:
+    """One input message as the flow sees it: its key, the raw dict and the parsed model (or why not)."""
+
+    index: int
+    key: str
+    raw: Any
+    msg: SegmentMessage | None = None
+
+
+@dataclass
+class FlowEnv:
+    flow: str
+    config: AppConfig
+    store: Any  # klaviyo_segment.store.Store
+    klaviyo: Any  # klaviyo_segment.clients.klaviyo.KlaviyoClient
+    segment: Any = None  # SegmentCredentials, only for flows that send to Segment
+    preview: bool = False
+    #: Preview only: where Segment requests go instead of the network.
+    segment_transport: Any = None
+    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    run_id: str = field(default_factory=lambda: f"local-{uuid.uuid4().hex[:12]}")
+
+    async def call(self, task: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a Prefect task; in preview (no Prefect, no network) call its function directly."""
+        if self.preview:
+            from prefect.logging import disable_run_logger
+
+            with disable_run_logger():
+                return await task.fn(*args, **kwargs)
+        return await task(*args, **kwargs)
+
+
+def load_flow_config(config: dict[str, Any] | None, config_block: str | None = None) -> AppConfig:
+    """Inline config document > named MappingTables block > the ``default`` block if saved > defaults."""
+    if config is not None:
+        return AppConfig.from_document(config, source="config parameter")
+    from klaviyo_segment.blocks.mapping import MappingTables
+    from klaviyo_segment.settings import load_saved_block
+
+    block = load_saved_block(MappingTables, config_block or "default")
+    if block is None:
+        if config_block:
+            raise ConfigError(f"mapping-tables block {config_block!r} not found (create it with "
+                              "`klaviyo-segment blocks apply --config FILE --name NAME`)")
+        return AppConfig()
+    return block.to_config()
+
+
+def _current_run_id() -> str | None:
+    try:
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+        return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
+    except Exception:  # pragma: no cover - outside Prefect
+        return None
+
+
+@asynccontextmanager
+async def open_env(flow: str, config: dict[str, Any] | None = None, *, config_block: str | None = None,
+                   preview: bool = False, http: httpx.AsyncClient | None = None, segment: bool = False,
+                   pacer: Any = None, segment_transport: httpx.AsyncBaseTransport | None = None
+                   ) -> AsyncIterator[FlowEnv]:
+    """Everything a flow run needs, closed again at the end. Preview uses a throwaway store."""
+    from klaviyo_segment.clients.klaviyo import KlaviyoClient
+    from klaviyo_segment.settings import resolve_klaviyo, resolve_segment, resolve_store_url
+    from klaviyo_segment.store import Store
+
+    app_config = load_flow_config(config, config_block)
+    app_config.require(flow)
+    raw = _PROCESS_CONFIG or config or {}
+    if preview:
+        from klaviyo_segment.blocks.klaviyo import KlaviyoCredentials
+
+        credentials = KlaviyoCredentials(api_key="pk_preview", base_url="https://preview.invalid")
+        tmp = tempfile.mkdtemp(prefix="klaviyo-segment-preview-")
+        store_url = f"sqlite:///{Path(tmp) / 'preview.db'}"
+    else:
+        credentials = resolve_klaviyo(config=raw)
+        store_url = resolve_store_url(config=raw)
+    segment_credentials = None
+    if segment:
+        if preview:
+            from klaviyo_segment.blocks.segment import SegmentCredentials
+
+            segment_credentials = SegmentCredentials(write_key="preview", base_url="https://preview.invalid")
+        else:
+            segment_credentials = resolve_segment(config=raw)
+    store = await Store.open(store_url)
+    try:
+        async with KlaviyoClient(credentials, http=http, pacer=pacer) as client:
+            env = FlowEnv(flow=flow, config=app_config, store=store, klaviyo=client, segment=segment_credentials,
+                          preview=preview, segment_transport=segment_transport)
+            env.run_id = _current_run_id() or env.run_id
+            yield env
+    finally:
+        await store.close()
+
+
+@dataclass
+class Inputs:
+    items: list[Item]
+    batch_ids: list[str]
+
+
+def _parse(index: int, raw: Any) -> tuple[Item, Outcome | None]:
+    key = message_key(raw, index)
+    if isinstance(raw, dict) and MALFORMED in raw:
+        return Item(index, key, raw), Outcome(message_id=key, status=Status.FAILED,
+                                              reason=f"malformed JSON: {raw[MALFORMED]}")
+    parsed = parse_message(raw)
+    if isinstance(parsed, str):
+        return Item(index, key, raw), Outcome(message_id=key, status=Status.FAILED, reason=parsed,
+                                              type=raw.get("type") if isinstance(raw, dict) else None)
+    return Item(index, key, raw, parsed), None
+
+
+async def load_inputs(env: FlowEnv, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None
+                      ) -> tuple[Inputs, dict[str, Outcome]]:
+    """Exactly one of ``messages``/``batch_ids``; batches are leased so a dead worker's batch is retaken."""
+    if (messages is None) == (batch_ids is None):
+        raise ConfigError("pass exactly one of 'messages' or 'batch_ids'")
+    raws: list[Any]
+    leased: list[str] = []
+    if batch_ids is not None:
+        batches = await env.store.lease(list(batch_ids), env.run_id, LEASE_SECONDS)
+        raws = [m for b in batches for m in b.messages]
+        leased = [b.id for b in batches]
+    else:
+        raws = list(messages or [])
+    items: list[Item] = []
+    outcomes: dict[str, Outcome] = {}
+    for index, raw in enumerate(raws):
+        item, parse_outcome = _parse(index, raw)
+        items.append(item)
+        if parse_outcome is not None and item.key not in outcomes:
+            outcomes[item.key] = parse_outcome
+    return Inputs(items=items, batch_ids=leased), outcomes
+
+
+def outcome(item: Item, status: Status, reason: str | None = None, error: ApiError | None = None,
+            warnings: Sequence[str] = ()) -> Outcome:
+    return Outcome(message_id=item.key, status=status, type=item.msg.type if item.msg else None, reason=reason,
+                   error=error, warnings=list(warnings))
+
+
+async def common_rules(env: FlowEnv, items: Sequence[Item], outcomes: dict[str, Outcome],
+                       accepts: Callable[[Item], str | None]) -> list[Item]:
+    """Apply what every flow honours, in order: parse failures, 'not for this flow', Segment's integrations
+    opt-out, duplicates inside the input, and messages this flow already delivered. Returns the rest."""
+    todo: list[Item] = []
+    seen: set[str] = set()
+    candidates: list[Item] = []
+    for item in items:
+        if item.key in outcomes or item.key in seen:
+            continue  # parse failure already recorded, or a repeat that finish() reports as a duplicate
+        seen.add(item.key)
+        assert item.msg is not None
+        reason = accepts(item)
+        if reason:
+            outcomes[item.key] = outcome(item, Status.SKIPPED, reason)
+        elif klaviyo_opted_out(item.msg):
+            outcomes[item.key] = outcome(item, Status.SKIPPED, "opted out (integrations)")
+        else:
+            candidates.append(item)
+    done = await env.store.is_done([delivered_key(env.flow, i.key) for i in candidates]) if candidates else set()
+    for item in candidates:
+        if delivered_key(env.flow, item.key) in done:
+            outcomes[item.key] = outcome(item, Status.SKIPPED, "duplicate of an already delivered messageId")
+        else:
+            todo.append(item)
+    return todo
+
+
+def delivered_key(flow: str, key: str) -> str:
+    return f"delivered:{flow}:{key}"
+
+
+async def finish(env: FlowEnv, inputs: Inputs, outcomes: dict[str, Outcome]) -> dict[str, Any]:
+    """Record what happened: dead letters for failures, delivered marks for sends, the run's artifact,
+    and the leased batches' completion. Returns the contract summary plus the per-message outcomes."""
+    ordered: list[Outcome] = []
+    seen: set[str] = set()
+    for item in inputs.items:
+        out = outcomes.get(item.key)
+        if out is None:  # a flow bug must not lose a message: count it as failed and keep it
+            out = outcomes[item.key] = outcome(item, Status.FAILED, "internal: no outcome recorded")
+        if item.key in seen:
+            ordered.append(out.model_copy(update={"status": Status.SKIPPED,
+                                                  "reason": "duplicate messageId in this batch"})
+                           if out.status != Status.SKIPPED else out)
+            continue
+        seen.add(item.key)
+        ordered.append(out)
+    if not env.preview:
+        from klaviyo_segment.store import DeadLetterIn
+
+        raws = {item.key: item.raw for item in inputs.items}
+        failed = [o for o in ordered if o.status == Status.FAILED]
+        if failed:
+            await env.store.add_dead_letters([
+                DeadLetterIn(flow=env.flow, message=_as_dict(raws.get(o.message_id)), message_id=o.message_id,
+                             reason=o.reason or "failed", error=o.error.model_dump() if o.error else None)
+                for o in failed])
+        sent = [delivered_key(env.flow, o.message_id) for o in ordered if o.status == Status.SENT]
+        if sent:
+            await env.store.claim_once(sent)
+        status = "partial" if failed else "done"
+        for batch_id in inputs.batch_ids:
+            await env.store.complete(batch_id, env.run_id, status=status)
+        await _artifact(env, ordered)
+    summary = summarize(env.flow, ordered)
+    summary["outcomes"] = [o.model_dump(mode="json", exclude_defaults=True) for o in ordered]
+    return summary
+
+
+def _as_dict(raw: Any) -> dict[str, Any]:
+    return raw if isinstance(raw, dict) else {"raw": raw}
+
+
+async def _artifact(env: FlowEnv, outcomes: Sequence[Outcome]) -> None:
+    """A table per message type of sent/skipped/failed with reasons, on the flow run (UI-visible)."""
+    if _current_run_id() is None:
+        return
+    from prefect.artifacts import acreate_table_artifact
+
+    rows: Counter[tuple[str, str, str]] = Counter()
+    for o in outcomes:
+        rows[(o.type or "unknown", o.status.value, o.reason or "")] += 1
+    table = [{"type": t, "status": s, "reason": r, "messages": n} for (t, s, r), n in sorted(rows.items())]
+    try:
+        await acreate_table_artifact(table=table, key=f"{env.flow}-outcomes",
+                                     description=f"{env.flow}: per-message outcomes of this run")
+    except Exception as exc:  # an artifact must never fail a run that delivered its messages
+        logger.warning("could not create the outcomes artifact: %s", exc)
+
+
+def is_old(msg: SegmentMessage, now: datetime, hours: float) -> bool:
+    return msg.timestamp is not None and (now - msg.timestamp).total_seconds() > hours * 3600
+
+
+Processor = Callable[[FlowEnv, list[Item], dict[str, Outcome]], Awaitable[None]]
+
+
+async def run_flow(flow: str, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None,
+                   config: dict[str, Any] | None, config_block: str | None, process: Processor,
+                   *, segment: bool = False) -> dict[str, Any]:
+    """The skeleton of every event flow: open, load, process (the template's steps), finish."""
+    async with open_env(flow, config, config_block=config_block, segment=segment) as env:
+        inputs, outcomes = await load_inputs(env, messages, batch_ids)
+        await process(env, inputs.items, outcomes)
+        return await finish(env, inputs, outcomes)
+
+
+def insecure_dev() -> bool:
+    return os.environ.get("KLAVIYO_SEGMENT_INSECURE_DEV") == "1"

@@ -1,0 +1,187 @@
+"""Inbox: accepted messages grouped into per-flow batches that workers lease, so a crash never loses a message.
+
+Claiming is safe across processes: PostgreSQL uses ``FOR UPDATE SKIP LOCKED`` (two workers never block on or take
+the same batch); SQLite runs every transaction as ``BEGIN IMMEDIATE`` (one writer at a time). Lease expiry uses the
+workers' wall clock, so workers on different hosts need synchronised clocks (NTP).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from klaviyo_segment.store import tables as t
+from klaviyo_segment.store.engine import StoreBase, chunks, dumps, from_us, loads, now_us, unique
+from klaviyo_segment.store.models import AcceptResult, Batch, BatchInfo
+
+_OPEN = ("pending", "leased")
+_FINAL = ("done", "partial")
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _claimable(now: int) -> sa.ColumnElement[bool]:
+    b = t.inbox_batches.c
+    return sa.or_(b.status == "pending", sa.and_(b.status == "leased", b.lease_expires_us < now))
+
+
+def _info(row: sa.Row[Any]) -> BatchInfo:
+    return BatchInfo(id=row.id, flow=row.flow, status=row.status, attempts=row.attempts, size=row.size,
+                     created_at=from_us(row.created_us), lease_owner=row.lease_owner,  # type: ignore[arg-type]
+                     lease_expires_at=from_us(row.lease_expires_us), dispatched_run_id=row.dispatched_run_id)
+
+
+class InboxMixin(StoreBase):
+    async def accept(self, messages: list[dict[str, Any]], *, key: Callable[[dict[str, Any]], str | None],
+                     route: Callable[[dict[str, Any]], Iterable[str]]) -> AcceptResult:
+        """Record new messages and create one batch per target flow, all in one transaction (group commit).
+
+        A message whose key was accepted before (or earlier in this call) is a duplicate; a ``None`` key is always
+        new. Keys are claimed with ``INSERT .. ON CONFLICT DO NOTHING`` so concurrent receivers agree on who won.
+        """
+        keyed = [(key(m), m) for m in messages]
+        wanted = sorted({k for k, _ in keyed if k is not None})  # one lock order: no deadlocks
+        now = now_us()
+        async with self._tx() as conn:
+            fresh: set[str] = set()
+            for part in chunks(wanted):
+                stmt = self._insert(t.inbox_seen).values([{"key": k, "created_us": now} for k in part])
+                rows = await conn.execute(stmt.on_conflict_do_nothing(index_elements=["key"])
+                                          .returning(t.inbox_seen.c.key))
+                fresh.update(r[0] for r in rows)
+            per_flow: dict[str, list[tuple[str | None, dict[str, Any]]]] = {}
+            accepted = duplicates = 0
+            for k, message in keyed:
+                if k is not None and k not in fresh:
+                    duplicates += 1
+                    continue
+                if k is not None:
+                    fresh.discard(k)  # a second copy in this same call is a duplicate
+                accepted += 1
+                for flow in unique(route(message)):
+                    per_flow.setdefault(flow, []).append((k, message))
+            batches = {flow: _new_id() for flow in per_flow}
+            await self._write_batches(conn, batches, per_flow, now)
+        return AcceptResult(batches=batches, accepted=accepted, duplicates=duplicates)
+
+    async def _write_batches(self, conn: AsyncConnection, batches: dict[str, str],
+                             per_flow: dict[str, list[tuple[str | None, dict[str, Any]]]], now: int) -> None:
+        if not batches:
+            return
+        await conn.execute(sa.insert(t.inbox_batches), [
+            {"id": bid, "flow": flow, "status": "pending", "attempts": 0, "size": len(per_flow[flow]),
+             "created_us": now, "updated_us": now} for flow, bid in batches.items()])
+        rows = [{"batch_id": batches[flow], "pos": pos, "message_id": k, "body": dumps(m)}
+                for flow, items in per_flow.items() for pos, (k, m) in enumerate(items)]
+        for part in chunks(rows):
+            await conn.execute(sa.insert(t.inbox_messages), part)
+
+    async def _lease_where(self, where: sa.ColumnElement[bool], owner: str, lease_seconds: float,
+                           limit: int | None) -> list[Batch]:
+        b = t.inbox_batches.c
+        now = now_us()
+        expires = now + int(lease_seconds * 1_000_000)
+        async with self._tx() as conn:
+            query = sa.select(b.id).where(where, _claimable(now)).order_by(b.created_us, b.id).limit(limit)
+            if self.is_postgres:
+                query = query.with_for_update(skip_locked=True)
+            ids = [r[0] for r in await conn.execute(query)]
+            if not ids:
+                return []
+            await conn.execute(sa.update(t.inbox_batches).where(b.id.in_(ids)).values(
+                status="leased", lease_owner=owner, lease_expires_us=expires, attempts=b.attempts + 1,
+                updated_us=now))
+            return await self._load(conn, ids)
+
+    async def _load(self, conn: AsyncConnection, ids: list[str]) -> list[Batch]:
+        b, m = t.inbox_batches.c, t.inbox_messages.c
+        rows = (await conn.execute(sa.select(t.inbox_batches).where(b.id.in_(ids))
+                                   .order_by(b.created_us, b.id))).all()
+        bodies: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        for r in await conn.execute(sa.select(m.batch_id, m.body).where(m.batch_id.in_(ids))
+                                    .order_by(m.batch_id, m.pos)):
+            bodies[r.batch_id].append(loads(r.body))
+        return [Batch(id=r.id, flow=r.flow, status=r.status, attempts=r.attempts, messages=bodies[r.id],
+                      created_at=from_us(r.created_us), lease_owner=r.lease_owner,  # type: ignore[arg-type]
+                      lease_expires_at=from_us(r.lease_expires_us)) for r in rows]
+
+    async def lease(self, batch_ids: Sequence[str], owner: str, lease_seconds: float) -> list[Batch]:
+        """Lease these batches if they are pending or their lease expired; others (done, held) are left out."""
+        ids = unique(batch_ids)
+        if not ids:
+            return []
+        return await self._lease_where(t.inbox_batches.c.id.in_(ids), owner, lease_seconds, None)
+
+    async def claim(self, owner: str, lease_seconds: float, limit: int,
+                    flow: str | None = None) -> list[Batch]:
+        """Lease up to ``limit`` claimable batches, oldest first (workers polling the inbox)."""
+        where = sa.true() if flow is None else t.inbox_batches.c.flow == flow
+        return await self._lease_where(where, owner, lease_seconds, limit)
+
+    async def _owned_update(self, batch_id: str, owner: str, values: dict[str, Any]) -> bool:
+        b = t.inbox_batches.c
+        async with self._tx() as conn:
+            result = await conn.execute(sa.update(t.inbox_batches).where(
+                b.id == batch_id, b.status == "leased", b.lease_owner == owner).values(updated_us=now_us(), **values))
+            return bool(result.rowcount)
+
+    async def complete(self, batch_id: str, owner: str, status: str = "done",
+                       summary: dict[str, Any] | None = None) -> bool:
+        """Finish a leased batch. False means the lease was lost (expired and taken by another worker)."""
+        if status not in _FINAL:
+            raise ValueError(f"status must be one of {_FINAL}, not {status!r}")
+        return await self._owned_update(batch_id, owner, {
+            "status": status, "summary": None if summary is None else dumps(summary), "lease_expires_us": None})
+
+    async def renew(self, batch_id: str, owner: str, lease_seconds: float) -> bool:
+        """Extend a lease still held by ``owner``; False means it was lost and the work should stop."""
+        return await self._owned_update(batch_id, owner,
+                                        {"lease_expires_us": now_us() + int(lease_seconds * 1_000_000)})
+
+    async def pending_batches(self, flow: str | None = None, older_than_seconds: float = 0,
+                              redispatch_after_seconds: float | None = None) -> list[BatchInfo]:
+        """Batches a sweeper should (re)dispatch: pending and never dispatched, or leased with an expired lease.
+
+        ``redispatch_after_seconds`` also returns pending batches dispatched that long ago but never leased (the
+        flow run that should have taken them died before starting).
+        """
+        b = t.inbox_batches.c
+        now = now_us()
+        cutoff = now - int(older_than_seconds * 1_000_000)
+        never = sa.and_(b.status == "pending", b.dispatched_run_id.is_(None))
+        parts: list[sa.ColumnElement[bool]] = [never, sa.and_(b.status == "leased", b.lease_expires_us < now)]
+        if redispatch_after_seconds is not None:
+            stale = now - int(redispatch_after_seconds * 1_000_000)
+            parts.append(sa.and_(b.status == "pending", b.dispatched_us < stale))
+        query = sa.select(t.inbox_batches).where(sa.or_(*parts), b.created_us <= cutoff)
+        if flow is not None:
+            query = query.where(b.flow == flow)
+        async with self._tx() as conn:
+            return [_info(r) for r in await conn.execute(query.order_by(b.created_us, b.id))]
+
+    async def mark_dispatched(self, batch_ids: Sequence[str], run_id: str) -> None:
+        b = t.inbox_batches.c
+        async with self._tx() as conn:
+            for part in chunks(unique(batch_ids)):
+                await conn.execute(sa.update(t.inbox_batches).where(b.id.in_(part))
+                                   .values(dispatched_run_id=run_id, dispatched_us=now_us()))
+
+    async def get_batches(self, batch_ids: Sequence[str]) -> list[BatchInfo]:
+        b = t.inbox_batches.c
+        async with self._tx() as conn:
+            return [_info(r) for r in await conn.execute(
+                sa.select(t.inbox_batches).where(b.id.in_(unique(batch_ids))).order_by(b.created_us, b.id))]
+
+    async def backlog(self) -> dict[str, int]:
+        """Messages not yet finished (pending or leased), per flow: the number a health check or scaler wants."""
+        b = t.inbox_batches.c
+        async with self._tx() as conn:
+            rows = await conn.execute(sa.select(b.flow, sa.func.sum(b.size)).where(b.status.in_(_OPEN))
+                                      .group_by(b.flow))
+            return {r[0]: int(r[1] or 0) for r in rows}
