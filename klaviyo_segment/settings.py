@@ -96,7 +96,14 @@ def resolve_fields(fields: list[str], *, flags: Mapping[str, Any], env: Mapping[
                 values[field], sources[field] = layer[field], source
                 break
     if force_block or any(f not in values for f in required):
-        saved = block()
+        try:
+            saved = block()
+        except ConfigError as exc:
+            missing = [f for f in required if f not in values]
+            if not missing:
+                raise
+            raise ConfigError(f"{missing[0]} is not set: set it with {required[missing[0]]} "
+                              f"(the saved block could not be used: {exc})") from exc
         if saved is not None:
             for field, value in _block_values(saved).items():
                 if field in fields and field not in values:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Mapping
 
+import httpx
 from prefect import task
 
 from klaviyo_segment.blocks.segment import SegmentCredentials
@@ -45,7 +46,13 @@ async def send_messages(messages: list[Mapping[str, Any]], client: SegmentClient
 
 
 @task(name="send-to-segment", description="Send track/identify messages to Segment's /v1/batch in chunks.")
-async def send_to_segment(messages: list[dict[str, Any]], credentials: SegmentCredentials) -> list[ItemResult]:
-    """One request per chunk; returns one result per message, in input order."""
-    async with SegmentClient(credentials) as client:
+async def send_to_segment(messages: list[dict[str, Any]], credentials: SegmentCredentials | SegmentClient, *,
+                          transport: httpx.AsyncBaseTransport | None = None) -> list[ItemResult]:
+    """One request per chunk; returns one result per message, in input order.
+
+    ``credentials`` may be an open :class:`SegmentClient` (reused, not closed); ``transport`` lets preview record
+    the requests instead of sending them (``FlowEnv.segment_transport``)."""
+    if isinstance(credentials, SegmentClient):
+        return await send_messages(messages, credentials)
+    async with SegmentClient(credentials, transport=transport) as client:
         return await send_messages(messages, client)

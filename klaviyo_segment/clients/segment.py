@@ -60,8 +60,11 @@ class SegmentClient:
     """One client per credentials document; reuse it for many requests (keep-alive pool)."""
 
     def __init__(self, credentials: "SegmentCredentials", *, max_retries: int = 5, backoff_base: float = 0.5,
-                 backoff_max: float = 30.0, max_retry_after: float = 120.0, sleep: Sleep = asyncio.sleep) -> None:
+                 backoff_max: float = 30.0, max_retry_after: float = 120.0, sleep: Sleep = asyncio.sleep,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.credentials = credentials
+        #: Preview injects a recording transport so Segment requests are shown instead of sent.
+        self.transport = transport
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -73,6 +76,11 @@ class SegmentClient:
     def http(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = self.credentials.get_client()
+            if self.transport is not None:
+                # Same base URL, auth and headers as the block's client; only where the bytes go differs.
+                client = self._client
+                self._client = httpx.AsyncClient(base_url=client.base_url, auth=client.auth, headers=client.headers,
+                                                 timeout=client.timeout, transport=self.transport)
         return self._client
 
     async def aclose(self) -> None:

@@ -57,7 +57,7 @@ class IdentityMixin(StoreBase):
     async def _locked_aliases(self, conn: AsyncConnection, ids: list[str]) -> dict[str, dict[str, Any]]:
         """Read with row locks on PostgreSQL so concurrent merges into one alias do not lose updates."""
         a = t.aliases.c
-        query = sa.select(a.anonymous_id, a.data).where(a.anonymous_id.in_(ids))
+        query = sa.select(a.anonymous_id, a.data).where(a.anonymous_id.in_(ids)).order_by(a.anonymous_id)
         if self.is_postgres:
             query = query.with_for_update()
         return {r.anonymous_id: loads(r.data) for r in await conn.execute(query)}

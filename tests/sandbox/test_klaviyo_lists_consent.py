@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -56,8 +57,9 @@ def test_lists_page_size_max_10_cursor_and_name_filter(klaviyo: httpx.Client) ->
 
 
 def test_list_creation_capped_at_150_per_day(klaviyo: httpx.Client) -> None:
-    for i in range(150):
-        assert new_list(klaviyo, f"cap{i}").status_code == 201
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(lambda i: new_list(klaviyo, f"cap{i}").status_code, range(150)))
+    assert statuses == [201] * 150
     r = new_list(klaviyo, "one too many")
     assert r.status_code == 429 and r.json()["errors"][0]["code"] == "throttled"
     assert int(r.headers["Retry-After"]) > 0
@@ -162,7 +164,7 @@ def test_bulk_import_job_lifecycle_errors_and_lists(sandbox_factory: Any) -> Non
             if attrs["status"] == "complete":
                 break
             time.sleep(0.05)
-        assert statuses >= {"queued", "processing", "complete"} - {"queued"} and "complete" in statuses
+        assert {"processing", "complete"} <= statuses
         assert attrs["completed_count"] == 2 and attrs["failed_count"] == 2
         errors = client.get(f"/api/profile-bulk-import-jobs/{job['id']}/import-errors").json()["data"]
         pointers = sorted(e["attributes"]["source"]["pointer"] for e in errors)

@@ -170,7 +170,7 @@ class KlaviyoCore:
                 event, record = self._engage(item, request)
                 ids.append(event.id)
                 records.append(record)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, KlaviyoError) as exc:
             return JSONResponse({"error": f"bad engagement request: {exc}"}, status_code=400)
         status = None
         if self.config.webhook_url and records:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from functools import lru_cache
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
@@ -98,16 +97,23 @@ def parse_body(raw: bytes) -> Any:
         raise KlaviyoError(400, "invalid", "Request body is not valid JSON.", pointer="/") from None
 
 
-@lru_cache(maxsize=64)
-def _validator(schema_json: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(schema_json), format_checker=FormatChecker())
+_VALIDATORS: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+
+
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    """One compiled validator per schema object (operations are loaded once, so identity is a stable key)."""
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = (schema, Draft202012Validator(schema, format_checker=FormatChecker()))
+        _VALIDATORS[id(schema)] = cached
+    return cached[1]
 
 
 def validate_body(body: Any, schema: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Klaviyo-style error objects for every schema violation (empty list = valid)."""
     if not schema:
         return []
-    validator = _validator(json.dumps(schema, sort_keys=True))
+    validator = _validator(schema)
     errors = sorted(validator.iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
     return [_to_error(body, err) for err in errors]
 

@@ -1,0 +1,310 @@
+"""sync-audiences: Segment Engage audience membership -> Klaviyo list membership.
+
+Membership arrives in two forms (track ``Audience Entered``/``Audience Exited``, and identify calls computed by
+Engage); both become the same per-(person, audience) change. Segment redelivers and reorders, so a change is
+applied only when it is newer than the one already applied for that person and audience (versions in the state
+store). The helpers below (identity, ordering, membership, settling outcomes) are shared with churn-winback and
+onboard-new-users, which have the same shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from prefect import flow
+
+from klaviyo_segment.config import AppConfig
+from klaviyo_segment.errors import ApiError
+from klaviyo_segment.outcomes import ItemResult, Outcome, Status
+from klaviyo_segment.routing import AUDIENCE_EVENTS, audience_key, is_audience_identify
+from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
+from klaviyo_segment.segment_spec import SegmentMessage
+from klaviyo_segment.tasks.identity import resolve_identities
+from klaviyo_segment.tasks.klaviyo_lists import add_profiles_to_list, get_or_create_lists, remove_profiles_from_list
+from klaviyo_segment.tasks.klaviyo_profiles import upsert_profiles
+
+NAME = "sync-audiences"
+SENDS_TO_SEGMENT = False
+SUPERSEDED = "superseded by a newer change"
+OLDER = "older than the applied change"
+
+
+# ---- shared by the membership-shaped flows -----------------------------------------------------------------
+@dataclass
+class Change:
+    """One state change a message asks for; a message may carry several (identify with several audiences)."""
+
+    item: Item
+    version_key: str
+    at: datetime
+    identity: dict[str, Any]
+    enter: bool = True
+    audience: str = ""
+    list_id: str | None = None
+    profile_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    skip: str | None = None
+    fail: str | None = None
+    error: ApiError | None = None
+    done: bool = False
+
+    @property
+    def open(self) -> bool:
+        return self.skip is None and self.fail is None and not self.done
+
+    def failed(self, reason: str, error: ApiError | None = None) -> None:
+        self.fail, self.error = reason, error
+
+
+class StoreIdentityCache:
+    """The state store's identifier -> profile id table as the identity task's cache (saves lookups across runs)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, str]:
+        return await self.store.get_profile_ids(list(keys))
+
+    async def put_many(self, mapping: Mapping[str, str]) -> None:
+        if mapping:
+            await self.store.put_profile_ids(dict(mapping))
+
+
+def identity_of(msg: SegmentMessage) -> dict[str, Any]:
+    """Lookup identifiers of the message's person (Engage puts email in traits, context.traits or properties)."""
+    traits = msg.all_traits()
+    out: dict[str, Any] = {}
+    for name in ("email", "phone"):
+        value = traits.get(name) or msg.properties.get(name)
+        if isinstance(value, str) and value.strip():
+            out[name] = value.strip()
+    if msg.user_id:
+        out["user_id"] = msg.user_id
+    return out
+
+
+def person_of(msg: SegmentMessage, identity: Mapping[str, Any]) -> str:
+    """The stable per-person part of state keys: userId, else email, else the anonymousId."""
+    if msg.user_id:
+        return msg.user_id
+    if identity.get("email"):
+        return str(identity["email"]).lower()
+    return f"anon:{msg.anonymous_id}"
+
+
+async def with_aliases(env: FlowEnv, changes: Sequence[Change]) -> None:
+    """Anonymous-only changes borrow what alias/identify calls taught the store about that anonymousId."""
+    anon = {c.item.msg.anonymous_id: c for c in changes
+            if c.item.msg and c.item.msg.anonymous_id and not c.identity}
+    if not anon:
+        return
+    known = await env.store.get_aliases(list(anon))
+    for change in changes:
+        record = known.get(change.item.msg.anonymous_id or "") if change.item.msg and not change.identity else None
+        if record:
+            change.identity = {k: record[k] for k in ("email", "phone", "phone_number", "user_id", "userId",
+                                                      "external_id") if record.get(k)}
+
+
+async def order_changes(env: FlowEnv, changes: Sequence[Change]) -> None:
+    """Newest change per key wins inside the batch; a winner not newer than the stored version is skipped."""
+    newest: dict[str, Change] = {}
+    for change in (c for c in changes if c.open):
+        best = newest.get(change.version_key)
+        if best is None or (change.at, change.item.index) >= (best.at, best.item.index):
+            if best is not None:
+                best.skip = SUPERSEDED
+            newest[change.version_key] = change
+        else:
+            change.skip = SUPERSEDED
+    stored = await env.store.get_versions(list(newest)) if newest else {}
+    for key, change in newest.items():
+        if key in stored and stored[key] >= change.at:
+            change.skip = OLDER
+
+
+async def record_versions(env: FlowEnv, changes: Sequence[Change]) -> None:
+    """Only applied changes store their version, so a failed apply is retried when Segment redelivers."""
+    done = {c.version_key: c.at for c in changes if c.done}
+    if done and not env.preview:
+        await env.store.apply_versions(done)
+
+
+async def resolve_profiles(env: FlowEnv, changes: Sequence[Change],
+                           create: Callable[[Change], bool] = lambda c: c.enter) -> None:
+    """Set ``profile_id`` on open changes with one batched lookup; missing profiles are created (profile-import)
+    when ``create(change)`` (adds), else the change is skipped "no Klaviyo profile" (nothing to remove)."""
+    todo = [c for c in changes if c.open and not c.profile_id]
+    if not todo:
+        return
+    results = await env.call(resolve_identities, [c.identity for c in todo], env.klaviyo,
+                             default_region=env.config.phone_default_country, cache=StoreIdentityCache(env.store))
+    missing: dict[tuple[tuple[str, str], ...], list[Change]] = {}
+    for change, result in zip(todo, results):
+        if not result.ok:
+            change.failed("profile lookup failed", result.error)
+        elif result.value["profile_id"]:
+            change.profile_id = result.value["profile_id"]
+        elif result.value["status"] == "anonymous_only":
+            change.skip = "no Klaviyo identifier"
+        elif not create(change):
+            change.skip = "no Klaviyo profile"
+        else:
+            missing.setdefault(tuple(sorted(result.value["identifiers"].items())), []).append(change)
+    if missing:
+        created = await env.call(upsert_profiles, [dict(k) for k in missing], env.klaviyo)
+        for group, result in zip(missing.values(), created):
+            for change in group:
+                if result.ok:
+                    change.profile_id = result.value["id"]
+                else:
+                    change.failed("profile create failed", result.error)
+
+
+async def apply_membership(env: FlowEnv, changes: Sequence[Change]) -> None:
+    """One list call per (list, direction), each profile once; marks the changes done or failed."""
+    groups: dict[tuple[str, bool], list[Change]] = {}
+    for change in changes:
+        if change.open and change.profile_id and change.list_id:
+            groups.setdefault((change.list_id, change.enter), []).append(change)
+    for (list_id, enter), group in groups.items():
+        ids = list(dict.fromkeys(c.profile_id for c in group if c.profile_id))
+        task = add_profiles_to_list if enter else remove_profiles_from_list
+        results: list[ItemResult] = await env.call(task, list_id, ids, env.klaviyo)
+        by_id = dict(zip(ids, results))
+        for change in group:
+            result = by_id[change.profile_id or ""]
+            if result.ok:
+                change.done = True
+            else:
+                change.failed("list " + ("add" if enter else "remove") + " failed", result.error)
+
+
+def settle(items: Sequence[Item], changes: Sequence[Change], outcomes: dict[str, Outcome]) -> None:
+    """One outcome per message: failed if any change failed, sent if any was applied, else skipped."""
+    by_item: dict[str, list[Change]] = {}
+    for change in changes:
+        by_item.setdefault(change.item.key, []).append(change)
+    for item in items:
+        if item.key in outcomes:
+            continue
+        mine = by_item.get(item.key, [])
+        bad = next((c for c in mine if c.fail), None)
+        if bad is not None:
+            outcomes[item.key] = outcome(item, Status.FAILED, bad.fail, bad.error)
+        elif mine and any(c.done for c in mine):
+            outcomes[item.key] = outcome(item, Status.SENT)
+        else:
+            reason = next((c.skip for c in mine if c.skip), None) or "nothing to apply"
+            outcomes[item.key] = outcome(item, Status.SKIPPED, reason)
+
+
+# ---- this flow -------------------------------------------------------------------------------------------
+def accepts(item: Item, config: AppConfig | None = None) -> str | None:
+    """Audience tracks, Engage audience identifies, and identifies with a boolean trait named like a configured
+    audience key (the last needs ``config``; without it every identify is accepted for a closer look)."""
+    msg = item.msg
+    assert msg is not None
+    if msg.type == "track" and msg.event in AUDIENCE_EVENTS:
+        return None
+    if msg.type == "identify":
+        if is_audience_identify(item.raw) or config is None:
+            return None
+        if any(isinstance(msg.traits.get(k), bool) for k in config.audiences):
+            return None
+    return "not for this flow"
+
+
+def memberships(item: Item, config: AppConfig) -> list[tuple[str, bool]]:
+    """(audience key, member?) pairs a message states; ValueError = invalid data (the message fails)."""
+    msg = item.msg
+    assert msg is not None
+    if msg.type == "track":
+        key = audience_key(item.raw)
+        if not key:
+            raise ValueError("invalid message: properties.audience_key is required")
+        return [(key, msg.event == AUDIENCE_EVENTS[0])]
+    if is_audience_identify(item.raw):
+        key = audience_key(item.raw)
+        value = msg.traits.get(key) if key else None
+        if not isinstance(value, bool):
+            raise ValueError(f"invalid message: audience trait {key!r} must be true or false")
+        return [(str(key), value)]
+    return [(k, v) for k, v in msg.traits.items() if k in config.audiences and isinstance(v, bool)]
+
+
+def list_id_of(item: Item, key: str, config: AppConfig) -> str | None:
+    """Config table first, then what Segment's Klaviyo destination reads from the personas context."""
+    if key in config.audiences:
+        return config.audiences[key]
+    personas = item.msg.context.get("personas") if item.msg else None
+    if isinstance(personas, dict):
+        settings = personas.get("audience_settings")
+        for value in ((settings or {}).get("listId") if isinstance(settings, dict) else None,
+                      personas.get("external_audience_id")):
+            if value:
+                return str(value)
+    return None
+
+
+async def create_lists(env: FlowEnv, changes: Sequence[Change]) -> None:
+    """Get-or-create lists named after unknown audience keys (only when enabled; the task caches and caps)."""
+    names = list(dict.fromkeys(c.audience for c in changes if c.open and not c.list_id))
+    if not names:
+        return
+    if not env.config.audiences_create_lists:
+        for change in changes:
+            if change.open and not change.list_id:
+                change.skip = f"unknown audience {change.audience}"
+        return
+    results = await env.call(get_or_create_lists, names, env.klaviyo)
+    found = dict(zip(names, results))
+    for change in changes:
+        if change.open and not change.list_id:
+            result = found[change.audience]
+            if result.ok and result.value:
+                change.list_id = result.value["id"]
+            else:
+                change.failed(f"could not get or create list {change.audience!r}", result.error)
+
+
+async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]) -> None:
+    todo = await common_rules(env, items, outcomes, lambda i: accepts(i, env.config))
+    changes: list[Change] = []
+    for item in todo:
+        assert item.msg is not None
+        try:
+            states = memberships(item, env.config)
+        except ValueError as exc:
+            outcomes[item.key] = outcome(item, Status.FAILED, str(exc))
+            continue
+        if not states:
+            outcomes[item.key] = outcome(item, Status.SKIPPED, "not for this flow")
+            continue
+        identity = identity_of(item.msg)
+        person = person_of(item.msg, identity)
+        at = item.msg.timestamp or env.now
+        for key, member in states:
+            changes.append(Change(item=item, version_key=f"audience:{key}:{person}", at=at, identity=identity,
+                                  enter=member, audience=key, list_id=list_id_of(item, key, env.config)))
+    await order_changes(env, changes)
+    await create_lists(env, changes)
+    await with_aliases(env, changes)
+    await resolve_profiles(env, changes)
+    await apply_membership(env, changes)
+    await record_versions(env, changes)
+    settle(todo, changes, outcomes)
+
+
+@flow(name=NAME, description="Segment Engage audience membership -> Klaviyo list membership, newest change wins.",
+      log_prints=False)
+async def sync_audiences(messages: list[dict[str, Any]] | None = None, batch_ids: list[str] | None = None,
+                         config: dict[str, Any] | None = None, config_block: str | None = None) -> dict[str, Any]:
+    """Mirror Engage audiences into Klaviyo lists; redelivered or reordered changes never undo newer ones."""
+    return await run_flow(NAME, messages, batch_ids, config, config_block, process)
+
+
+FLOW = sync_audiences

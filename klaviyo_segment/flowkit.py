@@ -1,0 +1,136 @@
+"""Helpers several flows share, so identity, profile upserts and event timing behave the same in every flow.
+
+- ``StoreIdentityCache``: the state store's identity cache behind the ``IdentityCache`` protocol of
+  ``tasks.identity`` (profile ids survive runs, and ``purge_person`` finds them).
+- ``resolve_aliases``: what the store learnt about anonymous ids (identify/alias calls), so a message carrying
+  only ``anonymousId`` can still reach the right Klaviyo profile.
+- ``upsert_profiles``: profile-import for small batches, a bulk import job for large ones; caches profile ids.
+- ``is_backfill``: old events and replays are sent with ``backfill: true`` so Klaviyo does not fire flows.
+- ``api_failure``: one wording for failed outcomes caused by an API error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from klaviyo_segment.errors import ApiError
+from klaviyo_segment.outcomes import ItemResult, Outcome, Status
+from klaviyo_segment.runtime import FlowEnv, Item, is_old, outcome
+
+#: From this many profiles (after collapsing) a bulk import job is cheaper than one profile-import each.
+BULK_PROFILE_THRESHOLD = 100
+#: Alias-map fields that identify a person (``traits`` is what we remember, not who they are).
+ALIAS_IDENTITY_FIELDS = ("user_id", "email", "phone")
+#: identity-cache key prefix used by ``tasks.identity`` -> the store's documented prefix.
+_TO_STORE = {"phone_number": "phone"}
+_FROM_STORE = {v: k for k, v in _TO_STORE.items()}
+
+
+def _rekey(key: str, table: Mapping[str, str]) -> str:
+    kind, _, value = key.partition(":")
+    return f"{table.get(kind, kind)}:{value}"
+
+
+class StoreIdentityCache:
+    """Adapter: ``tasks.identity`` speaks ``phone_number:+1...``, the store documents ``phone:+1...``."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, str]:
+        found = await self.store.get_profile_ids([_rekey(k, _TO_STORE) for k in keys])
+        return {_rekey(k, _FROM_STORE): v for k, v in found.items()}
+
+    async def put_many(self, mapping: Mapping[str, str]) -> None:
+        if mapping:
+            await self.store.put_profile_ids({_rekey(k, _TO_STORE): v for k, v in mapping.items()})
+
+
+def identity_cache_keys(attributes: Mapping[str, Any]) -> list[str]:
+    """Store cache keys for the identifiers of a profile (values as the mapping normalised them)."""
+    keys = []
+    for field, kind in (("external_id", "external_id"), ("email", "email"), ("phone_number", "phone")):
+        value = attributes.get(field)
+        if isinstance(value, str) and value:
+            keys.append(f"{kind}:{value.strip().lower() if field == 'email' else value}")
+    return keys
+
+
+async def resolve_aliases(env: FlowEnv, anonymous_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """anonymousId -> alias data (``user_id``/``email``/``phone``/``traits``) for the ids the store knows."""
+    wanted = sorted({a for a in anonymous_ids if a})
+    return await env.store.get_aliases(wanted) if wanted else {}
+
+
+def alias_identity(alias: Mapping[str, Any] | None) -> dict[str, str]:
+    """Only the identifying fields of an alias entry (empty when it only remembers traits)."""
+    return {f: str(alias[f]) for f in ALIAS_IDENTITY_FIELDS if alias and alias.get(f)}
+
+
+def with_alias_identity(raw: Mapping[str, Any], alias: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a Segment message whose missing userId/email/phone are filled from an alias entry, so the
+    unchanged mapping templates pick them up (userId -> external_id, context.traits.email -> email)."""
+    message = dict(raw)
+    ids = alias_identity(alias)
+    if ids.get("user_id") and not message.get("userId"):
+        message["userId"] = ids["user_id"]
+    context = dict(message.get("context") or {})
+    traits = dict(context.get("traits") or {})
+    for field in ("email", "phone"):
+        if ids.get(field) and not traits.get(field):
+            traits[field] = ids[field]
+    if traits:
+        context["traits"] = traits
+        message["context"] = context
+    return message
+
+
+def is_backfill(env: FlowEnv, item: Item) -> bool:
+    """Replays and events older than ``max_event_age_hours`` must not trigger Klaviyo flows as if new."""
+    assert item.msg is not None
+    return (bool(getattr(env, "replay", False)) or bool(item.msg.context.get("replay"))
+            or is_old(item.msg, env.now, env.config.max_event_age_hours))
+
+
+def describe(error: ApiError | None) -> str:
+    if error is None:
+        return "unknown error"
+    text = error.detail or error.title or "error"
+    return f"{error.code}: {text}" if error.code else text
+
+
+def api_failure(item: Item, error: ApiError | None, what: str, warnings: Sequence[str] = ()) -> Outcome:
+    """A failed outcome for ``what`` (e.g. "profile upsert") rejected or lost by the API."""
+    return outcome(item, Status.FAILED, f"{what} failed: {describe(error)}", error, warnings)
+
+
+def conflict_failure(item: Item, error: ApiError | None, warnings: Sequence[str] = ()) -> Outcome:
+    """The identity policy of ``tasks.identity``: never create a third profile, report both ids instead."""
+    ids = (error.meta.get("duplicate_profile_id") or error.meta.get("profile_ids")) if error else None
+    return outcome(item, Status.FAILED, f"identifier conflict: identifiers belong to different Klaviyo profiles"
+                   f"{f' ({ids})' if ids else ''}", error, warnings)
+
+
+def is_conflict(error: ApiError | None) -> bool:
+    return error is not None and error.code in ("duplicate_profile", "identity_conflict")
+
+
+async def upsert_profiles(env: FlowEnv, profiles: Sequence[Mapping[str, Any]]) -> list[ItemResult]:
+    """Upsert profile attributes, one result per profile (aligned). Small batches use profile-import (ids come
+    back and are cached); from ``BULK_PROFILE_THRESHOLD`` on, one bulk import job (polled, per-profile errors)."""
+    from klaviyo_segment.tasks import klaviyo_profiles as tp
+
+    if not profiles:
+        return []
+    if len(profiles) >= BULK_PROFILE_THRESHOLD:
+        poll = 0.05 if env.preview else 1.0
+        return await env.call(tp.bulk_import_profiles, list(profiles), env.klaviyo, poll_interval=poll)
+    results = await env.call(tp.upsert_profiles, list(profiles), env.klaviyo)
+    cache: dict[str, str] = {}
+    for profile, result in zip(profiles, results, strict=True):
+        if result.ok and result.value and result.value.get("id"):
+            cache.update({key: result.value["id"] for key in identity_cache_keys(profile)})
+    if cache and not env.preview:
+        await env.store.put_profile_ids(cache)
+    return results

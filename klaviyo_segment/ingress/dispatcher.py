@@ -1,0 +1,189 @@
+"""Turns committed inbox batches into flow runs, coalescing so flow runs stay few however many deliveries arrive.
+
+One drain loop per flow: woken by a commit (or the sweeper), it takes every dispatchable batch of that flow (capped
+at ``max_batches`` / ``max_messages``) into ONE run. Two launchers:
+
+* ``inline`` — the serve process runs the flow itself (``await FLOW(batch_ids=...)``, a real Prefect flow run):
+  no worker poll interval between delivery and flow start, which is what makes the embedded default fast.
+* ``deployments`` — ``run_deployment(..., timeout=0)`` with an idempotency key derived from the batch ids and
+  their previous dispatch, so a retried dispatch never creates a second run, but a re-dispatch of a dead run does.
+  In-flight runs are bounded; while they are busy, batches pile up and the next run takes them all.
+
+The sweeper wakes every loop periodically: batches whose dispatch failed, whose run died before leasing them
+(``redispatch_after``) or whose lease expired (a worker killed mid-run) are dispatched again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from klaviyo_segment.constants import FLOW_NAMES
+
+log = logging.getLogger("klaviyo_segment.ingress.dispatcher")
+
+#: (flow, batch_ids, idempotency_key) -> run id (str) once the run was created (inline: after it finished).
+Launcher = Callable[[str, list[str], str], Awaitable[str]]
+MODES = ("inline", "deployments")
+
+
+@dataclass
+class DispatchStats:
+    runs: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    messages: int = 0
+    failures: int = 0
+
+    @property
+    def total_runs(self) -> int:
+        return sum(self.runs.values())
+
+
+def idempotency_key(flow: str, batches: Sequence[Any]) -> str:
+    """Same batches + same previous dispatch -> same key (a retry is deduplicated by Prefect)."""
+    parts = sorted(f"{b.id}:{b.dispatched_run_id or ''}:{b.attempts}" for b in batches)
+    return f"{flow}:" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def inline_launcher(config: dict[str, Any] | None = None) -> Launcher:
+    """Run the flow in this process as a Prefect flow run; ``config`` is the mapping document (no secrets)."""
+
+    async def launch(flow: str, batch_ids: list[str], _key: str) -> str:
+        from klaviyo_segment.flows import load_flow_module
+
+        module = load_flow_module(flow)
+        await module.FLOW(batch_ids=batch_ids, config=config)
+        return "inline"
+
+    return launch
+
+
+def deployment_launcher() -> Launcher:
+    async def launch(flow: str, batch_ids: list[str], key: str) -> str:
+        from prefect.deployments import run_deployment
+
+        run = await run_deployment(name=f"{flow}/{flow}", parameters={"batch_ids": batch_ids},
+                                   idempotency_key=key, timeout=0)
+        return str(run.id)
+
+    return launch
+
+
+class Dispatcher:
+    def __init__(self, store: Any, launcher: Launcher, *, mode: str = "inline", flows: Sequence[str] = FLOW_NAMES,
+                 max_batches: int = 20, max_messages: int = 5000, max_in_flight: int = 4,
+                 sweep_interval: float = 5.0, redispatch_after: float = 120.0) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        self.store, self.launcher, self.mode = store, launcher, mode
+        self.flows = list(flows)
+        self.max_batches, self.max_messages = max_batches, max_messages
+        self.sweep_interval, self.redispatch_after = sweep_interval, redispatch_after
+        self.stats = DispatchStats()
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._wake = {f: asyncio.Event() for f in self.flows}
+        self._in_flight: dict[str, list[str]] = {}  # deployments mode: run id -> its batch ids
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def notify(self, batches: dict[str, str]) -> None:
+        """Committer callback: these flows have new batches."""
+        for flow in batches:
+            if flow in self._wake:
+                self._wake[flow].set()
+
+    def wake_all(self) -> None:
+        for event in self._wake.values():
+            event.set()
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._loop(f), name=f"dispatch-{f}") for f in self.flows]
+        self._tasks.append(asyncio.create_task(self._sweep(), name="dispatch-sweeper"))
+        self.wake_all()  # batches left over from the previous process
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            self.wake_all()
+
+    async def _loop(self, flow: str) -> None:
+        while True:
+            await self._wake[flow].wait()
+            self._wake[flow].clear()
+            try:
+                while await self.dispatch_once(flow):
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - never let the loop die; the sweeper retries
+                self.stats.failures += 1
+                log.exception("dispatch of %s failed; will retry on the next sweep", flow)
+
+    def _take(self, candidates: Sequence[Any]) -> list[Any]:
+        chosen: list[Any] = []
+        size = 0
+        for info in candidates:
+            if chosen and (len(chosen) >= self.max_batches or size + info.size > self.max_messages):
+                break
+            chosen.append(info)
+            size += info.size
+        return chosen
+
+    async def _wait_for_capacity(self) -> None:
+        """Deployments mode: runs already created whose batches are all finished free their slot."""
+        for run_id, ids in list(self._in_flight.items()):
+            infos = await self.store.get_batches(ids)
+            if all(i.status in ("done", "partial") for i in infos):
+                del self._in_flight[run_id]
+                self._slots.release()
+
+    async def dispatch_once(self, flow: str) -> bool:
+        """Dispatch one coalesced run of ``flow``; False when nothing was waiting."""
+        candidates = await self.store.pending_batches(flow=flow, redispatch_after_seconds=self.redispatch_after)
+        chosen = self._take(candidates)
+        if not chosen:
+            return False
+        if self.mode == "deployments":
+            while self._slots.locked():
+                await self._wait_for_capacity()
+                if self._slots.locked():
+                    await asyncio.sleep(0.5)
+            candidates = await self.store.pending_batches(flow=flow, redispatch_after_seconds=self.redispatch_after)
+            chosen = self._take(candidates)  # coalesce what arrived while waiting
+            if not chosen:
+                return False
+        ids = [b.id for b in chosen]
+        key = idempotency_key(flow, chosen)
+        self.stats.runs[flow] = self.stats.runs.get(flow, 0) + 1
+        self.stats.batches += len(ids)
+        self.stats.messages += sum(b.size for b in chosen)
+        if self.mode == "inline":
+            await self.store.mark_dispatched(ids, f"inline-{uuid.uuid4().hex[:12]}")
+            async with self._slots:
+                try:
+                    await self.launcher(flow, ids, key)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the batches stay in the store; the sweeper retries
+                    self.stats.failures += 1
+                    log.warning("inline run of %s over %d batches failed: %s", flow, len(ids), type(exc).__name__)
+            return True
+        await self._slots.acquire()
+        try:
+            run_id = await self.launcher(flow, ids, key)
+        except BaseException:
+            self._slots.release()
+            raise
+        self._in_flight[run_id] = ids
+        await self.store.mark_dispatched(ids, run_id)
+        return True

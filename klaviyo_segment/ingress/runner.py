@@ -1,0 +1,89 @@
+"""Receiver + group committer + dispatcher running together in the current event loop.
+
+Everything shares one loop on purpose: the committer's futures, the store's async engine and inline flow runs all
+live in the loop that uvicorn serves in. ``serve`` (the CLI process) and the tests both start it this way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from klaviyo_segment.errors import ConfigError
+from klaviyo_segment.ingress.dispatcher import Dispatcher, Launcher, deployment_launcher, inline_launcher
+from klaviyo_segment.ingress.groupcommit import GroupCommitter
+from klaviyo_segment.ingress.receiver import ReceiverSettings, create_app
+from klaviyo_segment.routing import flows_for
+
+log = logging.getLogger("klaviyo_segment.ingress")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind before anything else starts, so a busy port is a clean exit 2 instead of a half-started process."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is already in use") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass
+class Ingress:
+    url: str
+    committer: GroupCommitter
+    dispatcher: Dispatcher | None
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        """Stop answering first, then the committer (queued requests get 503), then dispatching."""
+        self.server.should_exit = True
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.committer.stop()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+
+
+async def start_ingress(store: Any, config: Any, *, host: str = "127.0.0.1", port: int = 0,
+                        settings: ReceiverSettings | None = None, dispatch: str | None = "inline",
+                        launcher: Launcher | None = None, mapping_document: dict[str, Any] | None = None,
+                        committer_options: dict[str, Any] | None = None,
+                        dispatcher_options: dict[str, Any] | None = None) -> Ingress:
+    """Start everything; ``dispatch=None`` runs only the receiver (batches wait in the store for someone else)."""
+    sock = bind(host, port)
+    dispatcher: Dispatcher | None = None
+    if dispatch is not None:
+        chosen = launcher or (inline_launcher(mapping_document) if dispatch == "inline" else deployment_launcher())
+        dispatcher = Dispatcher(store, chosen, mode=dispatch, **(dispatcher_options or {}))
+    committer = GroupCommitter(store, on_commit=dispatcher.notify if dispatcher else None,
+                               **(committer_options or {}))
+    await committer.start()
+    app = create_app(committer, lambda m: flows_for(m, config), settings or ReceiverSettings.from_env())
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                           timeout_graceful_shutdown=5))
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # the caller owns signals
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="receiver")
+    while not server.started:
+        if task.done():
+            await task
+            raise ConfigError(f"receiver on {host}:{port} did not start")
+        await asyncio.sleep(0.01)
+    actual = sock.getsockname()[1]
+    if dispatcher is not None:
+        await dispatcher.start()
+    return Ingress(url=f"http://{host}:{actual}", committer=committer, dispatcher=dispatcher, server=server,
+                   task=task)
