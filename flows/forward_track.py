@@ -55,7 +55,7 @@ def _screen(env: FlowEnv, item: Item) -> str | None:
     return None
 
 
-def _events(env: FlowEnv, item: Item, message: dict[str, Any]) -> list[EventMapping] | str | None:
+def _events(env: FlowEnv, message: dict[str, Any]) -> list[EventMapping] | str | None:
     """Mapped events, None when no template handles the message, or why it is invalid."""
     try:
         mapped = env.config.compiled().track.map(message)
@@ -99,7 +99,7 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
         known = aliases.get(item.msg.anonymous_id or "") if not item.msg.user_id else None
         if known and flowkit.alias_identity(known):
             message = flowkit.with_alias_identity(message, known)
-        mapped = _events(env, item, message)
+        mapped = _events(env, message)
         if mapped is None:
             outcomes[item.key] = outcome(item, Status.SKIPPED, "no template matched")
             continue

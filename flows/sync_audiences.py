@@ -16,6 +16,8 @@ from typing import Any
 
 from prefect import flow
 
+from klaviyo_segment import flowkit
+from klaviyo_segment.flowkit import alias_identity, resolve_aliases
 from klaviyo_segment.config import AppConfig
 from klaviyo_segment.errors import ApiError
 from klaviyo_segment.outcomes import ItemResult, Outcome, Status
@@ -24,7 +26,6 @@ from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_fl
 from klaviyo_segment.segment_spec import SegmentMessage
 from klaviyo_segment.tasks.identity import resolve_identities
 from klaviyo_segment.tasks.klaviyo_lists import add_profiles_to_list, get_or_create_lists, remove_profiles_from_list
-from klaviyo_segment.tasks.klaviyo_profiles import upsert_profiles
 
 NAME = "sync-audiences"
 SENDS_TO_SEGMENT = False
@@ -50,6 +51,9 @@ class Change:
     fail: str | None = None
     error: ApiError | None = None
     done: bool = False
+    #: Skipped, yet the stated state already holds (an exit for someone Klaviyo does not know): keep its version
+    #: so an older enter redelivered later cannot win.
+    holds: bool = False
 
     @property
     def open(self) -> bool:
@@ -57,20 +61,6 @@ class Change:
 
     def failed(self, reason: str, error: ApiError | None = None) -> None:
         self.fail, self.error = reason, error
-
-
-class StoreIdentityCache:
-    """The state store's identifier -> profile id table as the identity task's cache (saves lookups across runs)."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    async def get_many(self, keys: Sequence[str]) -> dict[str, str]:
-        return await self.store.get_profile_ids(list(keys))
-
-    async def put_many(self, mapping: Mapping[str, str]) -> None:
-        if mapping:
-            await self.store.put_profile_ids(dict(mapping))
 
 
 def identity_of(msg: SegmentMessage) -> dict[str, Any]:
@@ -97,16 +87,11 @@ def person_of(msg: SegmentMessage, identity: Mapping[str, Any]) -> str:
 
 async def with_aliases(env: FlowEnv, changes: Sequence[Change]) -> None:
     """Anonymous-only changes borrow what alias/identify calls taught the store about that anonymousId."""
-    anon = {c.item.msg.anonymous_id: c for c in changes
-            if c.item.msg and c.item.msg.anonymous_id and not c.identity}
-    if not anon:
-        return
-    known = await env.store.get_aliases(list(anon))
-    for change in changes:
-        record = known.get(change.item.msg.anonymous_id or "") if change.item.msg and not change.identity else None
-        if record:
-            change.identity = {k: record[k] for k in ("email", "phone", "phone_number", "user_id", "userId",
-                                                      "external_id") if record.get(k)}
+    blind = [c for c in changes if c.open and not c.identity and c.item.msg and c.item.msg.anonymous_id]
+    known = await resolve_aliases(env, [c.item.msg.anonymous_id or "" for c in blind if c.item.msg])
+    for change in blind:
+        assert change.item.msg is not None
+        change.identity = alias_identity(known.get(change.item.msg.anonymous_id or ""))
 
 
 async def order_changes(env: FlowEnv, changes: Sequence[Change]) -> None:
@@ -128,40 +113,60 @@ async def order_changes(env: FlowEnv, changes: Sequence[Change]) -> None:
 
 async def record_versions(env: FlowEnv, changes: Sequence[Change]) -> None:
     """Only applied changes store their version, so a failed apply is retried when Segment redelivers."""
-    done = {c.version_key: c.at for c in changes if c.done}
+    done = {c.version_key: c.at for c in changes if c.done or c.holds}
     if done and not env.preview:
         await env.store.apply_versions(done)
 
 
 async def resolve_profiles(env: FlowEnv, changes: Sequence[Change],
                            create: Callable[[Change], bool] = lambda c: c.enter) -> None:
-    """Set ``profile_id`` on open changes with one batched lookup; missing profiles are created (profile-import)
-    when ``create(change)`` (adds), else the change is skipped "no Klaviyo profile" (nothing to remove)."""
+    """Set ``profile_id`` on open changes with one batched lookup; missing profiles are created (profile-import
+    or a bulk job) when ``create(change)`` (adds), else the change is skipped "no Klaviyo profile"."""
     todo = [c for c in changes if c.open and not c.profile_id]
-    if not todo:
+    missing = await _lookup(env, todo, create)
+    if not missing:
         return
+    created = await flowkit.upsert_profiles(env, [dict(k) for k in missing])
+    again: list[Change] = []
+    for group, result in zip(missing.values(), created):
+        for change in group:
+            if not result.ok:
+                change.failed(f"profile create failed: {flowkit.describe(result.error)}", result.error)
+            elif (result.value or {}).get("id"):
+                change.profile_id = result.value["id"]
+            else:
+                again.append(change)  # a bulk import job does not return ids: look the new profiles up
+    await _lookup(env, again, lambda c: False)
+    for change in again:
+        if change.skip == "no Klaviyo profile":
+            change.skip, change.holds = None, False
+            change.failed("profile create failed: the imported profile was not found afterwards")
+
+
+async def _lookup(env: FlowEnv, todo: Sequence[Change], create: Callable[[Change], bool]
+                  ) -> dict[tuple[tuple[str, str], ...], list[Change]]:
+    """One batched identity lookup; returns the changes to create, grouped by their (normalised) identifiers."""
+    if not todo:
+        return {}
     results = await env.call(resolve_identities, [c.identity for c in todo], env.klaviyo,
-                             default_region=env.config.phone_default_country, cache=StoreIdentityCache(env.store))
+                             default_region=env.config.phone_default_country,
+                             cache=flowkit.StoreIdentityCache(env.store))
     missing: dict[tuple[tuple[str, str], ...], list[Change]] = {}
     for change, result in zip(todo, results):
         if not result.ok:
-            change.failed("profile lookup failed", result.error)
+            if flowkit.is_conflict(result.error):
+                change.failed(flowkit.conflict_failure(change.item, result.error).reason or "", result.error)
+            else:
+                change.failed(f"profile lookup failed: {flowkit.describe(result.error)}", result.error)
         elif result.value["profile_id"]:
             change.profile_id = result.value["profile_id"]
         elif result.value["status"] == "anonymous_only":
             change.skip = "no Klaviyo identifier"
         elif not create(change):
-            change.skip = "no Klaviyo profile"
+            change.skip, change.holds = "no Klaviyo profile", True
         else:
             missing.setdefault(tuple(sorted(result.value["identifiers"].items())), []).append(change)
-    if missing:
-        created = await env.call(upsert_profiles, [dict(k) for k in missing], env.klaviyo)
-        for group, result in zip(missing.values(), created):
-            for change in group:
-                if result.ok:
-                    change.profile_id = result.value["id"]
-                else:
-                    change.failed("profile create failed", result.error)
+    return missing
 
 
 async def apply_membership(env: FlowEnv, changes: Sequence[Change]) -> None:
@@ -180,7 +185,8 @@ async def apply_membership(env: FlowEnv, changes: Sequence[Change]) -> None:
             if result.ok:
                 change.done = True
             else:
-                change.failed("list " + ("add" if enter else "remove") + " failed", result.error)
+                what = "list add" if enter else "list remove"
+                change.failed(f"{what} failed: {flowkit.describe(result.error)}", result.error)
 
 
 def settle(items: Sequence[Item], changes: Sequence[Change], outcomes: dict[str, Outcome]) -> None:

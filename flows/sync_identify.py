@@ -65,9 +65,9 @@ class _People:
         self.groups[target].append((item, mapped))
         self.owner.update({k: target for k in keys})
 
-    def requests(self) -> list[tuple[list[Item], dict[str, Any], list[str]]]:
-        """(contributing items, merged attributes, warnings) per person, merged in timestamp order; people come
-        in first-seen order so previews list requests stably."""
+    def requests(self) -> list[tuple[list[tuple[Item, ProfileMapping]], dict[str, Any]]]:
+        """(contributing messages with their mappings, merged attributes) per person, merged in timestamp
+        order; people come in first-seen order so previews list requests stably."""
         out = []
         for group in self.groups:
             if not group:
@@ -76,7 +76,7 @@ class _People:
             attributes: dict[str, Any] = {}
             for _, mapped in group:
                 attributes = _deep_merge(attributes, mapped.attributes)
-            out.append(([i for i, _ in group], attributes, [w for _, m in group for w in m.warnings]))
+            out.append((group, attributes))
         return out
 
 
@@ -156,9 +156,10 @@ async def _identifies(env: FlowEnv, items: list[Item], outcomes: dict[str, Outco
         await env.store.put_aliases({a: {**({"traits": remembered[a]} if a in remembered else {}),
                                          **learnt.get(a, {})} for a in {*remembered, *learnt}})
     requests = people.requests()
-    results = await flowkit.upsert_profiles(env, [attrs for _, attrs, _ in requests])
-    for (contributors, _, warnings), result in zip(requests, results, strict=True):
-        for item in contributors:
+    results = await flowkit.upsert_profiles(env, [attrs for _, attrs in requests])
+    for (contributors, _), result in zip(requests, results, strict=True):
+        for item, mapping in contributors:  # each message keeps its own mapping warnings
+            warnings = mapping.warnings
             if result.ok:
                 outcomes[item.key] = outcome(item, Status.SENT, warnings=warnings)
             elif flowkit.is_conflict(result.error):

@@ -113,7 +113,10 @@ async def open_env(flow: str, config: dict[str, Any] | None = None, *, config_bl
     from klaviyo_segment.settings import resolve_klaviyo, resolve_segment, resolve_store_url
     from klaviyo_segment.store import Store
 
-    app_config = load_flow_config(config, config_block)
+    if preview:  # preview sends nothing and needs no Prefect: no saved-block lookup either
+        app_config = AppConfig.from_document(config, source="config") if config else AppConfig()
+    else:
+        app_config = load_flow_config(config, config_block)
     app_config.require(flow)
     raw = _PROCESS_CONFIG or config or {}
     if preview:

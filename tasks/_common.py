@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
@@ -20,6 +21,9 @@ from klaviyo_segment.outcomes import ItemResult
 T = TypeVar("T")
 CredentialsOrClient = KlaviyoCredentials | KlaviyoClient
 TAGS = ["klaviyo"]
+#: Every Klaviyo task: the client retries transient errors itself, and its arguments (a client, batches)
+#: are neither hashable nor worth caching.
+TASK_OPTIONS: dict[str, Any] = {"retries": 0, "tags": TAGS, "cache_policy": NO_CACHE}
 
 #: Build a body for the given labels and return it with a resolver from an error pointer to affected labels.
 Builder = Callable[[list[int]], tuple[Any, Callable[[str | None], list[int]]]]

@@ -18,7 +18,7 @@ from prefect import task
 from klaviyo_segment.builders.klaviyo import merge_body
 from klaviyo_segment.errors import ApiError, KlaviyoAPIError
 from klaviyo_segment.outcomes import ItemResult
-from klaviyo_segment.tasks._common import TAGS, CredentialsOrClient, client_scope, error_of, failed
+from klaviyo_segment.tasks._common import TASK_OPTIONS, CredentialsOrClient, client_scope, error_of, failed
 from klaviyo_segment.tasks.klaviyo_profiles import find_profiles
 
 #: Lookup order matters for the conflict policy: external_id wins as merge destination.
@@ -84,7 +84,7 @@ def cache_key(field: str, value: str) -> str:
     return f"{field}:{value}"
 
 
-@task(name="klaviyo-resolve-identities", retries=0, tags=TAGS)
+@task(name="klaviyo-resolve-identities", **TASK_OPTIONS)
 async def resolve_identities(identities: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient, *,
                              default_region: str = "US", cache: IdentityCache | None = None,
                              merge: bool = False) -> list[ItemResult]:

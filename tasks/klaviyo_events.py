@@ -14,7 +14,7 @@ from klaviyo_segment.builders import klaviyo as b
 from klaviyo_segment.errors import ApiError, KlaviyoAPIError
 from klaviyo_segment.outcomes import ItemResult
 from klaviyo_segment.tasks._common import (
-    TAGS, CredentialsOrClient, client_scope, error_of, failed, gather_limited, invalid, ordered, prevalidate,
+    TASK_OPTIONS, CredentialsOrClient, client_scope, error_of, failed, gather_limited, invalid, ordered, prevalidate,
     run_logger, send_with_resend,
 )
 
@@ -27,7 +27,7 @@ def is_duplicate_error(err: ApiError) -> bool:
     return "duplicate" in text or ("unique_id" in text and ("repeat" in text or "already" in text))
 
 
-@task(name="klaviyo-create-events", retries=0, tags=TAGS)
+@task(name="klaviyo-create-events", **TASK_OPTIONS)
 async def create_events(events: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient, *,
                         concurrency: int = 16) -> list[ItemResult]:
     """``POST /api/events`` per event (see ``builders.klaviyo.create_event_body`` for the item shape).
@@ -47,7 +47,7 @@ async def create_events(events: Sequence[Mapping[str, Any]], credentials: Creden
         return await gather_limited([lambda i=i, e=e: one(i, e) for i, e in enumerate(events)], concurrency)
 
 
-@task(name="klaviyo-bulk-create-events", retries=0, tags=TAGS)
+@task(name="klaviyo-bulk-create-events", **TASK_OPTIONS)
 async def bulk_create_events(events: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient
                              ) -> list[ItemResult]:
     """Bulk create jobs of <=1000 events and <=5 MB, grouped per profile.
@@ -93,7 +93,7 @@ async def bulk_create_events(events: Sequence[Mapping[str, Any]], credentials: C
     return ordered(results, len(events))
 
 
-@task(name="klaviyo-get-events", retries=0, tags=TAGS)
+@task(name="klaviyo-get-events", **TASK_OPTIONS)
 async def get_events(credentials: CredentialsOrClient, *, metric_id: str | None = None,
                      since: datetime | None = None, until: datetime | None = None, profile_id: str | None = None,
                      include: Sequence[str] = (), page_size: int = constants.GET_EVENTS_PAGE_MAX,

@@ -14,7 +14,7 @@ from klaviyo_segment.clients.klaviyo import KlaviyoClient
 from klaviyo_segment.errors import ApiError, KlaviyoAPIError
 from klaviyo_segment.outcomes import ItemResult
 from klaviyo_segment.tasks._common import (
-    TAGS, CredentialsOrClient, client_scope, error_of, failed, invalid, ordered, pointer_index, prevalidate,
+    TASK_OPTIONS, CredentialsOrClient, client_scope, error_of, failed, invalid, ordered, pointer_index, prevalidate,
     send_with_resend,
 )
 
@@ -41,14 +41,14 @@ async def _membership(operation_id: str, list_id: str, profile_ids: Sequence[str
     return ordered(results, len(profile_ids))
 
 
-@task(name="klaviyo-add-profiles-to-list", retries=0, tags=TAGS)
+@task(name="klaviyo-add-profiles-to-list", **TASK_OPTIONS)
 async def add_profiles_to_list(list_id: str, profile_ids: Sequence[str], credentials: CredentialsOrClient
                                ) -> list[ItemResult]:
     """Add profile ids to a list, <=1000 per call. This does not grant consent: use subscribe for that."""
     return await _membership("add_profiles_to_list", list_id, profile_ids, credentials)
 
 
-@task(name="klaviyo-remove-profiles-from-list", retries=0, tags=TAGS)
+@task(name="klaviyo-remove-profiles-from-list", **TASK_OPTIONS)
 async def remove_profiles_from_list(list_id: str, profile_ids: Sequence[str], credentials: CredentialsOrClient
                                     ) -> list[ItemResult]:
     """Remove profile ids from a list, <=1000 per call. This does not unsubscribe them."""
@@ -70,7 +70,7 @@ async def _fetch_lists(client: KlaviyoClient, names: Sequence[str] = ()) -> list
     return lists
 
 
-@task(name="klaviyo-get-lists", retries=0, tags=TAGS)
+@task(name="klaviyo-get-lists", **TASK_OPTIONS)
 async def get_lists(credentials: CredentialsOrClient, *, names: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every list (or only those with the given names), following pagination (10 per page)."""
     async with client_scope(credentials) as client:
@@ -82,7 +82,7 @@ def clear_list_cache() -> None:
         _LIST_CACHE.clear()
 
 
-@task(name="klaviyo-get-or-create-lists", retries=0, tags=TAGS)
+@task(name="klaviyo-get-or-create-lists", **TASK_OPTIONS)
 async def get_or_create_lists(names: Sequence[str], credentials: CredentialsOrClient, *, create: bool = True,
                               opt_in_process: str | None = None, max_creates: int = 10) -> list[ItemResult]:
     """Resolve list names to ids (``value={"id", "created"}``), creating each missing name at most once.

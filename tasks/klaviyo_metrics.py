@@ -5,10 +5,10 @@ from __future__ import annotations
 from prefect import task
 
 from klaviyo_segment.builders.klaviyo import filter_equals
-from klaviyo_segment.tasks._common import TAGS, CredentialsOrClient, client_scope
+from klaviyo_segment.tasks._common import TASK_OPTIONS, CredentialsOrClient, client_scope
 
 
-@task(name="klaviyo-get-metrics", retries=0, tags=TAGS)
+@task(name="klaviyo-get-metrics", **TASK_OPTIONS)
 async def get_metrics(credentials: CredentialsOrClient, *, integration_name: str | None = None) -> dict[str, str]:
     """Metric name -> id. A name defined by several integrations maps to the first one returned, unless
     ``integration_name`` (e.g. ``"Klaviyo"`` for built-in email metrics) narrows the search."""

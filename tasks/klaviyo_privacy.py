@@ -10,11 +10,11 @@ from klaviyo_segment.builders import klaviyo as b
 from klaviyo_segment.errors import KlaviyoAPIError
 from klaviyo_segment.outcomes import ItemResult
 from klaviyo_segment.tasks._common import (
-    TAGS, CredentialsOrClient, client_scope, error_of, failed, gather_limited, invalid,
+    TASK_OPTIONS, CredentialsOrClient, client_scope, error_of, failed, gather_limited, invalid,
 )
 
 
-@task(name="klaviyo-request-profile-deletions", retries=0, tags=TAGS)
+@task(name="klaviyo-request-profile-deletions", **TASK_OPTIONS)
 async def request_profile_deletions(identities: Sequence[Mapping[str, str]], credentials: CredentialsOrClient, *,
                                     concurrency: int = 3) -> list[ItemResult]:
     """One deletion job per item (``{"id"}``, ``{"email"}`` or ``{"phone_number"}``); external ids must be

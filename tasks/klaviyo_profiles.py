@@ -15,7 +15,7 @@ from klaviyo_segment.clients.klaviyo import KlaviyoClient
 from klaviyo_segment.errors import ApiError, KlaviyoAPIError
 from klaviyo_segment.outcomes import ItemResult
 from klaviyo_segment.tasks._common import (
-    TAGS, CredentialsOrClient, client_scope, error_of, failed, gather_limited, invalid, ordered, pointer_index,
+    TASK_OPTIONS, CredentialsOrClient, client_scope, error_of, failed, gather_limited, invalid, ordered, pointer_index,
     prevalidate, run_logger,
 )
 
@@ -43,7 +43,7 @@ async def _upsert_one(client: KlaviyoClient, index: int, item: Mapping[str, Any]
     return ItemResult(index=index, ok=True, value={"id": data.get("id"), "created": response.status_code == 201})
 
 
-@task(name="klaviyo-upsert-profiles", retries=0, tags=TAGS)
+@task(name="klaviyo-upsert-profiles", **TASK_OPTIONS)
 async def upsert_profiles(profiles: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient, *,
                           concurrency: int = 8) -> list[ItemResult]:
     """``profile-import`` per profile (items: attributes plus optional ``id``/``meta``).
@@ -105,7 +105,7 @@ async def _run_import_job(client: KlaviyoClient, items: list[Mapping[str, Any]],
     return job_id, errors
 
 
-@task(name="klaviyo-bulk-import-profiles", retries=0, tags=TAGS)
+@task(name="klaviyo-bulk-import-profiles", **TASK_OPTIONS)
 async def bulk_import_profiles(profiles: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient, *,
                                list_ids: Sequence[str] = (), poll_interval: float = 2.0,
                                timeout: float = 900.0) -> list[ItemResult]:
@@ -171,7 +171,7 @@ async def _lookup(values: Sequence[str], credentials: CredentialsOrClient, field
     return [ItemResult(index=i, ok=True, value=found.get(_match_key(field, v))) for i, v in enumerate(values)]
 
 
-@task(name="klaviyo-get-profiles", retries=0, tags=TAGS)
+@task(name="klaviyo-get-profiles", **TASK_OPTIONS)
 async def get_profiles_by_identifiers(values: Sequence[str], credentials: CredentialsOrClient, *,
                                       field: str = "email",
                                       additional_fields: Sequence[str] = ()) -> list[ItemResult]:
@@ -180,7 +180,7 @@ async def get_profiles_by_identifiers(values: Sequence[str], credentials: Creden
     return await _lookup(values, credentials, field, additional_fields)
 
 
-@task(name="klaviyo-get-profile-consent", retries=0, tags=TAGS)
+@task(name="klaviyo-get-profile-consent", **TASK_OPTIONS)
 async def get_profile_consent(values: Sequence[str], credentials: CredentialsOrClient, *,
                               field: str = "id") -> list[ItemResult]:
     """Consent state (``attributes.subscriptions``); read it before subscribing, since subscribe clears
@@ -192,7 +192,7 @@ async def get_profile_consent(values: Sequence[str], credentials: CredentialsOrC
     return results
 
 
-@task(name="klaviyo-merge-profiles", retries=0, tags=TAGS)
+@task(name="klaviyo-merge-profiles", **TASK_OPTIONS)
 async def merge_profiles(pairs: Sequence[tuple[str, str]], credentials: CredentialsOrClient, *,
                          concurrency: int = 4) -> list[ItemResult]:
     """Merge each ``(destination_id, source_id)``; the source is deleted asynchronously by Klaviyo."""

@@ -11,7 +11,7 @@ from klaviyo_segment import constants
 from klaviyo_segment.builders import klaviyo as b
 from klaviyo_segment.outcomes import ItemResult
 from klaviyo_segment.tasks._common import (
-    TAGS, Builder, CredentialsOrClient, client_scope, ordered, pointer_index, prevalidate, send_with_resend,
+    TASK_OPTIONS, Builder, CredentialsOrClient, client_scope, ordered, pointer_index, prevalidate, send_with_resend,
 )
 
 _POINTER = r"/profiles/data/(\d+)"
@@ -34,7 +34,7 @@ async def _jobs(operation_id: str, profiles: Sequence[Mapping[str, Any]], max_pe
     return ordered(results, len(profiles))
 
 
-@task(name="klaviyo-subscribe-profiles", retries=0, tags=TAGS)
+@task(name="klaviyo-subscribe-profiles", **TASK_OPTIONS)
 async def subscribe_profiles(profiles: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient, *,
                              list_id: str | None = None, custom_source: str | None = None,
                              historical_import: bool = False, sms: bool = False) -> list[ItemResult]:
@@ -45,7 +45,7 @@ async def subscribe_profiles(profiles: Sequence[Mapping[str, Any]], credentials:
                                                    historical_import=historical_import, sms=sms), credentials)
 
 
-@task(name="klaviyo-unsubscribe-profiles", retries=0, tags=TAGS)
+@task(name="klaviyo-unsubscribe-profiles", **TASK_OPTIONS)
 async def unsubscribe_profiles(profiles: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient, *,
                                list_id: str | None = None, sms: bool = False) -> list[ItemResult]:
     """Unsubscribe jobs (items: email, phone_number). Without ``list_id`` the unsubscribe is global."""

@@ -3,7 +3,7 @@
 Klaviyo answers 429 when either the 1-second burst or the 1-minute steady window is exceeded, and the quota is
 shared with every other app using the same private key. So we pace proactively from the schema's published
 limits and adapt to ``RateLimit-Remaining``/``RateLimit-Reset`` and ``Retry-After``. The ``Pacer`` protocol is
-deliberately tiny so a cross-worker limiter (e.g. Prefect global concurrency limits) can replace it later.
+deliberately tiny so the cross-worker limiter in ``global_limits`` (Prefect global concurrency limits) can wrap it.
 """
 
 from __future__ import annotations
@@ -154,13 +154,21 @@ class InProcessPacer:
             win.budget, win.budget_until = max(0, remaining), now + max(0.0, reset)
 
 
-_shared: dict[str, InProcessPacer] = {}
+_shared: dict[str, Pacer] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_pacer(account_key: str) -> InProcessPacer:
-    """The process-wide pacer of one account, so separate task runs share one view of the quota."""
+def shared_pacer(account_key: str) -> Pacer:
+    """The process-wide pacer of one account, so separate task runs share one view of the quota.
+
+    With ``KLAVIYO_SEGMENT_GLOBAL_LIMITS=prefect`` (and a Prefect API) it is the cross-worker
+    :class:`~klaviyo_segment.clients.global_limits.PrefectGlobalPacer`; otherwise the in-process one, scaled
+    by ``KLAVIYO_SEGMENT_RATE_SCALE`` (for sandboxes run with scaled limits).
+    """
+    from klaviyo_segment.clients.global_limits import global_pacer_from_env, rate_scale
+
     with _shared_lock:
         if account_key not in _shared:
-            _shared[account_key] = InProcessPacer()
+            pacer: Pacer | None = global_pacer_from_env(account_key)
+            _shared[account_key] = pacer if pacer is not None else InProcessPacer(scale=rate_scale())
         return _shared[account_key]

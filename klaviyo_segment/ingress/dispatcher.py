@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +28,8 @@ from klaviyo_segment.constants import FLOW_NAMES
 
 log = logging.getLogger("klaviyo_segment.ingress.dispatcher")
 
-#: (flow, batch_ids, idempotency_key) -> run id (str) once the run was created (inline: after it finished).
-Launcher = Callable[[str, list[str], str], Awaitable[str]]
+#: (flow, batch_ids, idempotency_key) -> run id once the run was created; inline: the run's summary dict.
+Launcher = Callable[[str, list[str], str], Awaitable[Any]]
 MODES = ("inline", "deployments")
 
 
@@ -38,6 +39,18 @@ class DispatchStats:
     batches: int = 0
     messages: int = 0
     failures: int = 0
+    #: inline mode: per flow, the run summaries' sent/skipped/failed/received added up
+    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: inline mode: per flow, seconds from commit to run end, one entry per message
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    #: inline mode: per flow, wall-clock seconds of each run
+    durations: dict[str, list[float]] = field(default_factory=dict)
+
+    def record(self, flow: str, summary: Any) -> None:
+        if isinstance(summary, dict):
+            totals = self.outcomes.setdefault(flow, {})
+            for key in ("received", "sent", "skipped", "failed"):
+                totals[key] = totals.get(key, 0) + int(summary.get(key) or 0)
 
     @property
     def total_runs(self) -> int:
@@ -53,12 +66,11 @@ def idempotency_key(flow: str, batches: Sequence[Any]) -> str:
 def inline_launcher(config: dict[str, Any] | None = None) -> Launcher:
     """Run the flow in this process as a Prefect flow run; ``config`` is the mapping document (no secrets)."""
 
-    async def launch(flow: str, batch_ids: list[str], _key: str) -> str:
+    async def launch(flow: str, batch_ids: list[str], _key: str) -> Any:
         from klaviyo_segment.flows import load_flow_module
 
         module = load_flow_module(flow)
-        await module.FLOW(batch_ids=batch_ids, config=config)
-        return "inline"
+        return await module.FLOW(batch_ids=batch_ids, config=config)
 
     return launch
 
@@ -170,13 +182,20 @@ class Dispatcher:
         if self.mode == "inline":
             await self.store.mark_dispatched(ids, f"inline-{uuid.uuid4().hex[:12]}")
             async with self._slots:
+                began = time.monotonic()
                 try:
-                    await self.launcher(flow, ids, key)
+                    summary = await self.launcher(flow, ids, key)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the batches stay in the store; the sweeper retries
                     self.stats.failures += 1
                     log.warning("inline run of %s over %d batches failed: %s", flow, len(ids), type(exc).__name__)
+                    return True
+            self.stats.record(flow, summary)
+            self.stats.durations.setdefault(flow, []).append(round(time.monotonic() - began, 3))
+            ended = time.time()
+            self.stats.latencies.setdefault(flow, []).extend(
+                ended - b.created_at.timestamp() for b in chosen for _ in range(b.size))
             return True
         await self._slots.acquire()
         try:

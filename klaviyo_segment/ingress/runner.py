@@ -41,6 +41,27 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def runnable_flows(config: Any) -> list[str]:
+    """Flows this process can dispatch: the module exists and its required config keys are set.
+
+    Routing a message to a flow that cannot start would park its batch forever (each run fails at load time), so
+    such flows are left out of routing, loudly, at start-up.
+    """
+    from klaviyo_segment.constants import FLOW_NAMES
+    from klaviyo_segment.flows import load_flow_module
+
+    usable: list[str] = []
+    for name in FLOW_NAMES:
+        try:
+            config.require(name)
+            load_flow_module(name)
+        except (ConfigError, ImportError) as exc:
+            log.warning("flow %s is not dispatched: %s", name, exc)
+            continue
+        usable.append(name)
+    return usable
+
+
 @dataclass
 class Ingress:
     url: str
@@ -62,17 +83,24 @@ async def start_ingress(store: Any, config: Any, *, host: str = "127.0.0.1", por
                         settings: ReceiverSettings | None = None, dispatch: str | None = "inline",
                         launcher: Launcher | None = None, mapping_document: dict[str, Any] | None = None,
                         committer_options: dict[str, Any] | None = None,
-                        dispatcher_options: dict[str, Any] | None = None) -> Ingress:
-    """Start everything; ``dispatch=None`` runs only the receiver (batches wait in the store for someone else)."""
-    sock = bind(host, port)
+                        dispatcher_options: dict[str, Any] | None = None,
+                        sock: socket.socket | None = None, flows: list[str] | None = None) -> Ingress:
+    """Start everything; ``dispatch=None`` runs only the receiver (batches wait in the store for someone else).
+
+    ``flows`` restricts routing and dispatch (default: every runnable flow, see :func:`runnable_flows`).
+    """
+    sock = sock or bind(host, port)
+    flows = runnable_flows(config) if flows is None else flows
     dispatcher: Dispatcher | None = None
     if dispatch is not None:
         chosen = launcher or (inline_launcher(mapping_document) if dispatch == "inline" else deployment_launcher())
-        dispatcher = Dispatcher(store, chosen, mode=dispatch, **(dispatcher_options or {}))
+        dispatcher = Dispatcher(store, chosen, mode=dispatch, flows=flows, **(dispatcher_options or {}))
     committer = GroupCommitter(store, on_commit=dispatcher.notify if dispatcher else None,
                                **(committer_options or {}))
     await committer.start()
-    app = create_app(committer, lambda m: flows_for(m, config), settings or ReceiverSettings.from_env())
+    allowed = set(flows)
+    app = create_app(committer, lambda m: [f for f in flows_for(m, config) if f in allowed],
+                     settings or ReceiverSettings.from_env())
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                            timeout_graceful_shutdown=5))
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # the caller owns signals
@@ -82,7 +110,7 @@ async def start_ingress(store: Any, config: Any, *, host: str = "127.0.0.1", por
             await task
             raise ConfigError(f"receiver on {host}:{port} did not start")
         await asyncio.sleep(0.01)
-    actual = sock.getsockname()[1]
+    host, actual = sock.getsockname()[:2]
     if dispatcher is not None:
         await dispatcher.start()
     return Ingress(url=f"http://{host}:{actual}", committer=committer, dispatcher=dispatcher, server=server,

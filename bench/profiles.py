@@ -1,0 +1,59 @@
+"""``profiles``: identifies through ``sync-identify`` (bulk profile import jobs of 10,000) against the bulk
+import ceiling, counted as profiles the emulator holds at the end of whole steady windows.
+
+The default scale is lower than delivery's: at 10,000 profiles per job, scale=0.1 would mean 2,500 identify
+mappings, store writes and emulator imports per second on the same two cores, and the benchmark would measure
+CPU saturation instead of pacing. The ratio is always to the ceiling at the scale used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from klaviyo_segment.bench.delivery import jobs_per_minute, run_flows, warm_up, windowed
+from klaviyo_segment.bench.runner import (
+    PROFILES_PER_JOB, WINDOW_SECONDS, BenchResult, Options, bench_env, identify_messages, throttled_share,
+)
+
+#: Scale used unless the CLI passes --scale explicitly (3 jobs/min, 500 profiles/s).
+DEFAULT_SCALE = 0.02
+
+
+def ceiling_profiles_per_s(scale: float) -> float:
+    return PROFILES_PER_JOB * jobs_per_minute(scale) / WINDOW_SECONDS
+
+
+def run(options: Options) -> BenchResult:
+    return asyncio.run(_run(options))
+
+
+async def _run(options: Options) -> BenchResult:
+    result = BenchResult(bench="profiles")
+    seconds = options.window_count * options.window_s
+    ceiling = ceiling_profiles_per_s(options.scale)
+    count = options.messages or int(ceiling * seconds * 1.05) + PROFILES_PER_JOB
+    messages = identify_messages(count, options.seed)
+    with bench_env(options.scale, import_delay=0.5) as env:
+        await warm_up(env)
+        baseline = int((await asyncio.to_thread(env.summary)).get("profiles", 0))
+        started = time.monotonic()
+        in_window, runs, window = await windowed(
+            env, seconds, lambda: run_flows(env, "sync-identify", messages, per_run=PROFILES_PER_JOB),
+            lambda s: int(s.get("profiles", 0)) - baseline)
+        total_s = time.monotonic() - started
+        stats = await asyncio.to_thread(env.stats)
+    rate = in_window / window if window > 0 else 0.0
+    requests, throttled = throttled_share(stats, "bulk_import_profiles")
+    result.add(f"sync-identify profiles/s over {window:.0f} s", rate, "profiles/s")
+    result.add("sync-identify vs bulk import ceiling", rate / ceiling * 100, "% ceiling", 95.0,
+               note=f"ceiling {ceiling:,.0f} profiles/s at scale={options.scale:g}")
+    result.add("import job requests answered 429", throttled / requests * 100 if requests else 0.0, "%", 0.5,
+               lower_is_better=True, note=f"{throttled} of {requests}")
+    result.add(f"end to end: {runs.sent:,} of {count:,} identifies sent", runs.sent / total_s if total_s else None,
+               "msgs/s", note=f"{runs.runs} flow runs, {total_s:.0f} s")
+    if runs.failed:
+        result.notes.append(f"{runs.failed} messages failed: {runs.reasons}")
+    if runs.sent < len(messages):
+        result.error = f"only {runs.sent} of {len(messages)} identifies were sent"
+    return result

@@ -1,0 +1,174 @@
+"""onboard-new-users: a qualifying sign-up creates/updates the profile and subscribes it to the onboarding list.
+
+Subscribing clears suppressions in Klaviyo, so consent safety comes first: the profile's consent is read and
+anyone who unsubscribed (or was suppressed) after the sign-up is left alone; stale sign-ups are never
+subscribed; and each person is onboarded once (a claim in the state store), so redeliveries and replays never
+re-subscribe anyone or re-trigger the welcome flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from prefect import flow
+
+from klaviyo_segment import flowkit
+from klaviyo_segment.config import AppConfig, OnboardingConfig
+from klaviyo_segment.flows.sync_audiences import Change, identity_of, person_of, settle
+from klaviyo_segment.mapping.models import ProfileMapping
+from klaviyo_segment.outcomes import Outcome, Status
+from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
+from klaviyo_segment.tasks.klaviyo_profiles import get_profile_consent
+from klaviyo_segment.tasks.klaviyo_subscriptions import subscribe_profiles
+
+NAME = "onboard-new-users"
+SENDS_TO_SEGMENT = False
+UNSUBSCRIBED_LATER = "unsubscribed after sign-up"
+ALREADY = "already onboarded"
+
+
+def accepts(item: Item, config: AppConfig | None = None) -> str | None:
+    events = (config.onboarding if config else OnboardingConfig()).events
+    msg = item.msg
+    assert msg is not None
+    return None if msg.type == "track" and msg.event in events else "not for this flow"
+
+
+def profile_attributes(env: FlowEnv, item: Item) -> dict[str, Any]:
+    """All traits (context.traits + properties) through the identify template, as if Segment sent an identify."""
+    assert item.msg is not None
+    raw = item.raw if isinstance(item.raw, dict) else {}
+    identify = {"type": "identify", "userId": raw.get("userId"), "anonymousId": raw.get("anonymousId"),
+                "timestamp": raw.get("timestamp"), "context": raw.get("context") or {},
+                "traits": {**item.msg.context_traits, **item.msg.properties}}
+    mapped = env.config.compiled().identify.map(identify) or []
+    attrs = next((m.attributes for m in mapped if isinstance(m, ProfileMapping)), {})
+    return dict(attrs)
+
+
+def _later(stamp: Any, than: datetime) -> bool:
+    if not isinstance(stamp, str) or not stamp:
+        return False
+    try:
+        value = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return value > than
+
+
+def opted_out_after(channel: dict[str, Any] | None, signed_up: datetime, list_id: str | None) -> bool:
+    """Unsubscribed, or suppressed (globally or from this list), after the sign-up event."""
+    marketing = (channel or {}).get("marketing") or {}
+    if marketing.get("consent") == "UNSUBSCRIBED" and (_later(marketing.get("consent_timestamp"), signed_up)
+                                                       or _later(marketing.get("last_updated"), signed_up)):
+        return True
+    suppressions = [*(marketing.get("suppression") or []),
+                    *(s for s in marketing.get("list_suppressions") or [] if s.get("list_id") == list_id)]
+    return any(_later(s.get("timestamp"), signed_up) for s in suppressions)
+
+
+async def upsert(env: FlowEnv, changes: Sequence[Change]) -> None:
+    todo = [c for c in changes if c.open]
+    results = await flowkit.upsert_profiles(env, [c.data["attributes"] for c in todo]) if todo else []
+    for change, result in zip(todo, results):
+        if not result.ok:
+            reason = (flowkit.conflict_failure(change.item, result.error) if flowkit.is_conflict(result.error)
+                      else flowkit.api_failure(change.item, result.error, "profile upsert")).reason
+            change.failed(reason or "profile upsert failed", result.error)
+        elif (result.value or {}).get("id"):  # a bulk import job returns none: consent is then read by email
+            change.profile_id = result.value["id"]
+
+
+async def check_consent(env: FlowEnv, changes: Sequence[Change]) -> None:
+    """One consent read per batch; a later unsubscribe/suppression skips email (and SMS when it was SMS)."""
+    todo = [c for c in changes if c.open]
+    by_id = [c for c in todo if c.profile_id]
+    results = list(await env.call(get_profile_consent, [c.profile_id for c in by_id], env.klaviyo)) if by_id else []
+    by_email = [c for c in todo if not c.profile_id and c.data["attributes"].get("email")]
+    if by_email:
+        results += await env.call(get_profile_consent, [c.data["attributes"]["email"] for c in by_email],
+                                  env.klaviyo, field="email")
+    list_id = env.config.onboarding.list_id
+    for change, result in zip([*by_id, *by_email], results):
+        if not result.ok:
+            change.failed(f"consent lookup failed: {flowkit.describe(result.error)}", result.error)
+            continue
+        subs = result.value or {}
+        email_out = opted_out_after(subs.get("email"), change.at, list_id)
+        sms_out = opted_out_after(subs.get("sms"), change.at, list_id)
+        if email_out or (sms_out and not change.data["email"]):
+            change.skip = UNSUBSCRIBED_LATER
+        elif sms_out:
+            change.data["sms"] = False
+
+
+async def subscribe(env: FlowEnv, changes: Sequence[Change]) -> None:
+    """Claim each person first, subscribe (one call without and one with SMS), unmark the claims that failed."""
+    todo = [c for c in changes if c.open]
+    claimed = await env.store.claim_once([c.version_key for c in todo]) if todo and not env.preview else {
+        c.version_key for c in todo}
+    for change in todo:
+        if change.version_key not in claimed:
+            change.skip = ALREADY
+    for sms in (False, True):
+        group = [c for c in todo if c.open and c.data["sms"] == sms]
+        entries = [{k: v for k, v in (("id", c.profile_id), ("email", c.data["email"]),
+                                      ("phone_number", c.data["phone"] if sms else None)) if v} for c in group]
+        results = await env.call(subscribe_profiles, entries, env.klaviyo, list_id=env.config.onboarding.list_id,
+                                 custom_source="Segment onboarding", sms=sms) if group else []
+        for change, result in zip(group, results):
+            if result.ok:
+                change.done = True
+            else:
+                change.failed(f"subscribe failed: {flowkit.describe(result.error)}", result.error)
+    failed = [c.version_key for c in todo if c.fail]
+    if failed and not env.preview:
+        await env.store.unmark(failed)
+
+
+async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]) -> None:
+    onboarding = env.config.onboarding
+    todo = await common_rules(env, items, outcomes, lambda i: accepts(i, env.config))
+    changes: list[Change] = []
+    for item in sorted(todo, key=lambda i: (i.msg.timestamp or env.now) if i.msg else env.now):
+        assert item.msg is not None
+        at = item.msg.timestamp or env.now
+        if env.now - at > timedelta(days=onboarding.max_age_days):
+            outcomes[item.key] = outcome(item, Status.SKIPPED, f"sign-up older than {onboarding.max_age_days:g} days")
+            continue
+        attributes = profile_attributes(env, item)
+        consent = item.msg.all_traits().get(onboarding.sms_consent_trait,
+                                            item.msg.properties.get(onboarding.sms_consent_trait))
+        email, phone = attributes.get("email"), attributes.get("phone_number")
+        sms = consent is True and bool(phone)
+        if not email and not sms:
+            outcomes[item.key] = outcome(item, Status.SKIPPED, "no email or SMS-consented phone to subscribe")
+            continue
+        identity = identity_of(item.msg)
+        changes.append(Change(item=item, version_key=f"onboard:{person_of(item.msg, identity)}", at=at,
+                              identity=identity, data={"attributes": attributes, "email": email, "phone": phone,
+                                                       "sms": sms}))
+    done = await env.store.is_done([c.version_key for c in changes]) if changes else set()
+    seen: set[str] = set()
+    for change in changes:  # oldest sign-up per person goes first; the rest are redeliveries
+        if change.version_key in done or change.version_key in seen:
+            change.skip = ALREADY
+        seen.add(change.version_key)
+    await upsert(env, changes)
+    await check_consent(env, changes)
+    await subscribe(env, changes)
+    settle(todo, changes, outcomes)
+
+
+@flow(name=NAME, description="Sign-ups -> profile with all traits -> consent-safe subscription to the onboarding list.",
+      log_prints=False)
+async def onboard_new_users(messages: list[dict[str, Any]] | None = None, batch_ids: list[str] | None = None,
+                            config: dict[str, Any] | None = None, config_block: str | None = None
+                            ) -> dict[str, Any]:
+    """Welcome new users once: profile upsert, consent check, subscription (email; SMS only with consent)."""
+    return await run_flow(NAME, messages, batch_ids, config, config_block, process)
+
+
+FLOW = onboard_new_users

@@ -1,0 +1,143 @@
+"""replay-dead-letters: run failed messages through their flow again, and clear the ones that now succeed.
+
+Why through each flow's own ``process``: a replay must apply exactly the rules and batching of a normal run
+(including "already delivered" checks, so replaying twice sends nothing new). Copies are marked as replays
+(``context.replay = true``, see :func:`mark_replay`) so flows can tell a late delivery from live traffic;
+forward-track sends them with ``backfill: true``. A dead letter whose replay is sent or deliberately skipped is
+resolved; one that fails again stays (``runtime.finish`` re-records it, so its ``attempts`` grows).
+
+Also home of :func:`maybe_emit_threshold_event`, the alert when dead letters pile up.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import Counter
+from typing import Any
+
+from prefect import flow
+
+from klaviyo_segment import runtime
+from klaviyo_segment.errors import ConfigError
+from klaviyo_segment.outcomes import Status
+
+NAME = "replay-dead-letters"
+THRESHOLD_EVENT = "klaviyo-segment.dead-letters.threshold"
+THRESHOLD_RESOURCE = "klaviyo-segment.dead-letters"
+DEFAULT_THRESHOLD = 100
+
+logger = logging.getLogger("klaviyo_segment.flows.replay")
+
+
+def mark_replay(message: dict[str, Any], message_id: str | None) -> dict[str, Any]:
+    """A copy flagged ``context.replay = true``. A message that had no messageId gets the key it failed under,
+    because the content-hash key would change with the flag and the dead letter could no longer be matched."""
+    out = copy.deepcopy(message)
+    context = out.get("context")
+    out["context"] = {**(context if isinstance(context, dict) else {}), "replay": True}
+    if message_id and not out.get("messageId"):
+        out["messageId"] = message_id
+    return out
+
+
+def is_replay(message: Any) -> bool:
+    """For flows: True for a message copy made by :func:`mark_replay` (a SegmentMessage or a raw dict)."""
+    context = message.get("context") if isinstance(message, dict) else getattr(message, "context", None)
+    return isinstance(context, dict) and context.get("replay") is True
+
+
+async def maybe_emit_threshold_event(store: Any, threshold: int | None = None) -> bool:
+    """Emit ``klaviyo-segment.dead-letters.threshold`` when the open dead letters reach ``threshold`` (an
+    automation can notify someone). Call after dead letters were added; never fails the caller."""
+    limit = DEFAULT_THRESHOLD if threshold is None else threshold
+    try:
+        count = await store.count_dead_letters()
+        if count < limit:
+            return False
+        from prefect.events import emit_event
+
+        emit_event(event=THRESHOLD_EVENT, resource={"prefect.resource.id": THRESHOLD_RESOURCE},
+                   payload={"count": count, "threshold": limit})
+        return True
+    except Exception as exc:  # an alert must never fail the run that recorded the failures
+        logger.warning("could not emit %s: %s", THRESHOLD_EVENT, exc)
+        return False
+
+
+def threshold_of(config: Any) -> int:
+    """``dead_letters.threshold`` from an AppConfig or document, read defensively until config.py has it."""
+    section = getattr(config, "dead_letters", None)
+    if section is None and isinstance(config, dict):
+        section = config.get("dead_letters")
+    value = section.get("threshold") if isinstance(section, dict) else getattr(section, "threshold", None)
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else DEFAULT_THRESHOLD
+
+
+async def _load(config: dict[str, Any] | None, flow_name: str | None, ids: list[str] | None) -> list[Any]:
+    from klaviyo_segment.settings import resolve_store_url
+    from klaviyo_segment.store import Store
+
+    store = await Store.open(resolve_store_url(config=runtime._PROCESS_CONFIG or config or {}))
+    try:
+        letters = await store.list_dead_letters(flow=flow_name)
+    finally:
+        await store.close()
+    if ids:
+        wanted = set(ids)
+        letters = [d for d in letters if d.id in wanted]
+    return letters
+
+
+async def replay_group(name: str, letters: list[Any], config: dict[str, Any] | None,
+                       config_block: str | None) -> tuple[dict[str, Any], list[str]]:
+    """Replay one flow's dead letters; returns (that flow's summary, ids of the dead letters to resolve)."""
+    from klaviyo_segment.flows import load_flow_module
+
+    module = load_flow_module(name)
+    messages = [mark_replay(d.message, d.message_id) for d in letters]
+    async with runtime.open_env(name, config, config_block=config_block,
+                                segment=getattr(module, "SENDS_TO_SEGMENT", False)) as env:
+        inputs, outcomes = await runtime.load_inputs(env, messages, None)
+        await module.process(env, inputs.items, outcomes)
+        summary = await runtime.finish(env, inputs, outcomes)
+        resolved = [d.id for d, o in zip(letters, summary["outcomes"])
+                    if o["status"] in (Status.SENT.value, Status.SKIPPED.value)]
+        if resolved:
+            await env.store.resolve_dead_letters(resolved)
+    return summary, resolved
+
+
+@flow(name=NAME, description="Replay dead letters through their flows; resolve the ones that now succeed.",
+      log_prints=False)
+async def replay_dead_letters(flow: str | None = None, ids: list[str] | None = None,
+                              config: dict | None = None, config_block: str | None = None) -> dict:
+    """Retry what failed (after an outage, a fixed mapping or a granted scope) without re-sending what
+    succeeded. ``flow`` and ``ids`` narrow the selection; both empty = every dead letter. Dead letters of a flow
+    that cannot be replayed here (e.g. ``backfill-profiles`` rows) stay and are reported as failed."""
+    letters = await _load(config, flow, ids)
+    groups: dict[str, list[Any]] = {}
+    for letter in letters:
+        groups.setdefault(letter.flow, []).append(letter)
+    totals: Counter[str] = Counter()
+    per_flow: dict[str, Any] = {}
+    outcomes: list[dict[str, Any]] = []
+    resolved_ids: list[str] = []
+    for name, group in groups.items():
+        try:
+            summary, resolved = await replay_group(name, group, config, config_block)
+        except ConfigError as exc:  # e.g. a flow whose required config key is now missing: keep its letters
+            per_flow[name] = {"flow": name, "received": len(group), "sent": 0, "skipped": 0,
+                              "failed": len(group), "error": str(exc)}
+            totals.update(received=len(group), failed=len(group))
+            continue
+        outcomes.extend(summary.pop("outcomes"))
+        per_flow[name] = summary
+        resolved_ids.extend(resolved)
+        totals.update({k: summary[k] for k in ("received", "sent", "skipped", "failed")})
+    return {"flow": NAME, "received": totals["received"], "sent": totals["sent"], "skipped": totals["skipped"],
+            "failed": totals["failed"], "resolved": len(resolved_ids), "remaining": len(letters) - len(resolved_ids),
+            "resolved_ids": resolved_ids, "flows": per_flow, "outcomes": outcomes}
+
+
+FLOW = replay_dead_letters

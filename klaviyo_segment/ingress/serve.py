@@ -1,0 +1,177 @@
+"""``klaviyo-segment serve``: the embedded default in one process — Prefect (started or reused), the state store,
+the receiver, the dispatcher and, in ``deployments`` mode, the served deployments.
+
+Shutdown order matters for durability: the receiver stops answering first (a request not yet committed gets no 200,
+so Segment retries it), then the committer, the dispatcher and the runner; batches still pending or leased stay in
+the store and the next start dispatches them (the sweeper also takes over expired leases).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from klaviyo_segment.errors import ConfigError
+from klaviyo_segment.ingress.receiver import ReceiverSettings
+from klaviyo_segment.ingress.runner import bind, start_ingress
+
+log = logging.getLogger("klaviyo_segment.ingress.serve")
+ENV_HOME = "KLAVIYO_SEGMENT_HOME"
+PREFECT_START_TIMEOUT = 120.0
+
+
+def home() -> Path:
+    return Path(os.environ.get(ENV_HOME) or Path.home() / ".klaviyo-segment")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    sock = bind(host, 0)
+    port = int(sock.getsockname()[1])
+    sock.close()
+    return port
+
+
+class LocalPrefect:
+    """``prefect server start`` on SQLite as a child process, with its own PREFECT_HOME."""
+
+    def __init__(self, prefect_home: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.home, self.host = prefect_home, host
+        self.port = port or free_port(host)
+        self.api_url = f"http://{host}:{self.port}/api"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> str:
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PREFECT_HOME=str(self.home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                   PREFECT_UI_API_URL=self.api_url)
+        env.pop("PREFECT_API_URL", None)
+        log_file = open(self.home / "server.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
+            env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        log_file.close()
+        deadline = time.monotonic() + PREFECT_START_TIMEOUT
+        async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise ConfigError(f"prefect server exited ({self.process.returncode}); see {self.home}/server.log")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{self.api_url}/health")).status_code == 200:
+                        return self.api_url
+                await asyncio.sleep(0.2)
+        self.stop()
+        raise ConfigError(f"prefect server did not become healthy in {PREFECT_START_TIMEOUT:.0f}s")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@contextlib.asynccontextmanager
+async def prefect_api(prefect_home: Path | None = None) -> AsyncIterator[str]:
+    """PREFECT_API_URL when set, else a local server for the lifetime of the context."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    configured = os.environ.get("PREFECT_API_URL")
+    if configured:
+        yield configured
+        return
+    server = LocalPrefect(prefect_home or home() / "prefect")
+    try:
+        url = await server.start()
+        os.environ["PREFECT_API_URL"] = url  # child processes (served runs) inherit it
+        with temporary_settings({PREFECT_API_URL: url}):
+            yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
+
+
+def load_serve_config(config_path: Path | None) -> tuple[Any, dict[str, Any] | None]:
+    """(AppConfig for routing, mapping document for inline runs). --config is also saved as the 'default'
+    mapping-tables block, so runs started elsewhere (workers, deployments mode) route and map the same way."""
+    from klaviyo_segment.cli.commands.run import load_cli_config
+    from klaviyo_segment.runtime import load_flow_config
+
+    if config_path is None:
+        load_cli_config(None)
+        return load_flow_config(None), None
+    config, document = load_cli_config(config_path)
+    from klaviyo_segment.blocks.mapping import MappingTables
+
+    MappingTables(document=document).save("default", overwrite=True)
+    return config, document
+
+
+async def _serve_deployments(poll_seconds: float = 1.0) -> asyncio.Task[None]:
+    from prefect.runner import Runner
+
+    from klaviyo_segment.constants import FLOW_NAMES
+    from klaviyo_segment.flows import load_flow_module
+
+    os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", str(int(poll_seconds)))
+    runner = Runner(name="klaviyo-segment-serve", query_seconds=poll_seconds, pause_on_shutdown=False)
+    for name in FLOW_NAMES:
+        await runner.add_flow(load_flow_module(name).FLOW, name=name)
+    return asyncio.create_task(runner.start(), name="runner")
+
+
+def ui_url(api_url: str) -> str:
+    return api_url[: -len("/api")] if api_url.endswith("/api") else api_url
+
+
+async def serve(*, config_path: Path | None, host: str, port: int, dispatch: str,
+                ready: Callable[[dict[str, str]], None], stop: asyncio.Event | None = None) -> int:
+    """Run until SIGINT/SIGTERM (or ``stop``); returns the exit code."""
+    from klaviyo_segment.settings import resolve_store_url
+    from klaviyo_segment.store import Store
+
+    if dispatch not in ("inline", "deployments"):
+        raise ConfigError(f"--dispatch must be inline or deployments, not {dispatch!r}")
+    sock = bind(host, port)  # port in use -> exit 2 before anything starts
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with prefect_api() as api_url:
+        config, document = load_serve_config(config_path)
+        from klaviyo_segment import runtime
+
+        store = await Store.open(resolve_store_url(config=runtime._PROCESS_CONFIG or {}))
+        runner_task = await _serve_deployments() if dispatch == "deployments" else None
+        try:
+            ingress = await start_ingress(store, config, sock=sock, dispatch=dispatch, mapping_document=document,
+                                          settings=ReceiverSettings.from_env())
+            ready({"receiver": ingress.url, "prefect_ui": ui_url(api_url)})
+            await stop.wait()
+            log.info("shutting down; unfinished batches stay in the store")
+            await ingress.stop()
+        finally:
+            if runner_task is not None:
+                runner_task.cancel()
+                await asyncio.gather(runner_task, return_exceptions=True)
+            await store.close()
+    return 0
+
+
+def print_ready(info: dict[str, str]) -> None:
+    print(json.dumps(info), flush=True)
