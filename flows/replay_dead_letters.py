@@ -6,7 +6,6 @@ Why through each flow's own ``process``: a replay must apply exactly the rules a
 forward-track sends them with ``backfill: true``. A dead letter whose replay is sent or deliberately skipped is
 resolved; one that fails again stays (``runtime.finish`` re-records it, so its ``attempts`` grows).
 
-Also home of :func:`maybe_emit_threshold_event`, the alert when dead letters pile up.
 """
 
 from __future__ import annotations
@@ -23,9 +22,6 @@ from klaviyo_segment.errors import ConfigError
 from klaviyo_segment.outcomes import Status
 
 NAME = "replay-dead-letters"
-THRESHOLD_EVENT = "klaviyo-segment.dead-letters.threshold"
-THRESHOLD_RESOURCE = "klaviyo-segment.dead-letters"
-DEFAULT_THRESHOLD = 100
 
 logger = logging.getLogger("klaviyo_segment.flows.replay")
 
@@ -45,33 +41,6 @@ def is_replay(message: Any) -> bool:
     """For flows: True for a message copy made by :func:`mark_replay` (a SegmentMessage or a raw dict)."""
     context = message.get("context") if isinstance(message, dict) else getattr(message, "context", None)
     return isinstance(context, dict) and context.get("replay") is True
-
-
-async def maybe_emit_threshold_event(store: Any, threshold: int | None = None) -> bool:
-    """Emit ``klaviyo-segment.dead-letters.threshold`` when the open dead letters reach ``threshold`` (an
-    automation can notify someone). Call after dead letters were added; never fails the caller."""
-    limit = DEFAULT_THRESHOLD if threshold is None else threshold
-    try:
-        count = await store.count_dead_letters()
-        if count < limit:
-            return False
-        from prefect.events import emit_event
-
-        emit_event(event=THRESHOLD_EVENT, resource={"prefect.resource.id": THRESHOLD_RESOURCE},
-                   payload={"count": count, "threshold": limit})
-        return True
-    except Exception as exc:  # an alert must never fail the run that recorded the failures
-        logger.warning("could not emit %s: %s", THRESHOLD_EVENT, exc)
-        return False
-
-
-def threshold_of(config: Any) -> int:
-    """``dead_letters.threshold`` from an AppConfig or document, read defensively until config.py has it."""
-    section = getattr(config, "dead_letters", None)
-    if section is None and isinstance(config, dict):
-        section = config.get("dead_letters")
-    value = section.get("threshold") if isinstance(section, dict) else getattr(section, "threshold", None)
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else DEFAULT_THRESHOLD
 
 
 async def _load(config: dict[str, Any] | None, flow_name: str | None, ids: list[str] | None) -> list[Any]:

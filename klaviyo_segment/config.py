@@ -55,6 +55,10 @@ class EngagementConfig(_Strict):
     lookback_minutes: float = Field(default=10, gt=0)
 
 
+class DeadLettersConfig(_Strict):
+    threshold: int = Field(default=100, ge=1)
+
+
 class KlaviyoConfig(_Strict):
     api_key: SecretStr | None = None
     base_url: str | None = None
@@ -103,6 +107,7 @@ class AppConfig(_Strict):
     page_screen: PageScreenConfig = Field(default_factory=PageScreenConfig)
     max_event_age_hours: float = Field(default=24, gt=0)
     engagement: EngagementConfig = Field(default_factory=EngagementConfig)
+    dead_letters: DeadLettersConfig = Field(default_factory=DeadLettersConfig)
     klaviyo: KlaviyoConfig = Field(default_factory=KlaviyoConfig)
     segment: SegmentConfig = Field(default_factory=SegmentConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)

@@ -27,6 +27,11 @@ def placeholder(kind: str, field: str, value: Any) -> str:
     return f"{{{kind}:{field}={value}}}"
 
 
+def is_placeholder(value: str) -> bool:
+    """Ids the preview invented (``{profile:email=...}``); never produced by Klaviyo."""
+    return value.startswith("{profile:")
+
+
 def _profile_id(attributes: dict[str, Any]) -> str:
     for field in ("email", "phone_number", "external_id"):
         if attributes.get(field):

@@ -252,6 +252,7 @@ async def finish(env: FlowEnv, inputs: Inputs, outcomes: dict[str, Outcome]) -> 
                 DeadLetterIn(flow=env.flow, message=_as_dict(raws.get(o.message_id)), message_id=o.message_id,
                              reason=o.reason or "failed", error=o.error.model_dump() if o.error else None)
                 for o in failed])
+            await maybe_emit_threshold_event(env.store, env.config.dead_letters.threshold)
         sent = [delivered_key(env.flow, o.message_id) for o in ordered if o.status == Status.SENT]
         if sent:
             await env.store.claim_once(sent)
@@ -262,6 +263,27 @@ async def finish(env: FlowEnv, inputs: Inputs, outcomes: dict[str, Outcome]) -> 
     summary = summarize(env.flow, ordered)
     summary["outcomes"] = [o.model_dump(mode="json", exclude_defaults=True) for o in ordered]
     return summary
+
+
+THRESHOLD_EVENT = "klaviyo-segment.dead-letters.threshold"
+THRESHOLD_RESOURCE = "klaviyo-segment.dead-letters"
+
+
+async def maybe_emit_threshold_event(store: Any, threshold: int) -> bool:
+    """Emit ``klaviyo-segment.dead-letters.threshold`` when the open dead letters reach ``threshold``, so an
+    automation can notify someone (README). Never fails the caller: the failures are already recorded."""
+    try:
+        count = await store.count_dead_letters()
+        if count < threshold:
+            return False
+        from prefect.events import emit_event
+
+        emit_event(event=THRESHOLD_EVENT, resource={"prefect.resource.id": THRESHOLD_RESOURCE},
+                   payload={"count": count, "threshold": threshold})
+        return True
+    except Exception as exc:
+        logger.warning("could not emit %s: %s", THRESHOLD_EVENT, exc)
+        return False
 
 
 def _as_dict(raw: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from prefect import task
 from klaviyo_segment.builders.klaviyo import merge_body
 from klaviyo_segment.errors import ApiError, KlaviyoAPIError
 from klaviyo_segment.outcomes import ItemResult
+from klaviyo_segment.preview import is_placeholder
 from klaviyo_segment.tasks._common import TASK_OPTIONS, CredentialsOrClient, client_scope, error_of, failed
 from klaviyo_segment.tasks.klaviyo_profiles import find_profiles
 
@@ -120,6 +121,8 @@ async def _decide(client: Any, index: int, ids: dict[str, str], warnings: list[s
         return ItemResult(index=index, ok=True, value={**base, "profile_id": None, "status": "anonymous_only"})
     by_field = {f: known[cache_key(f, v)] for f, v in ids.items() if cache_key(f, v) in known}
     distinct = list(dict.fromkeys(by_field[f] for f in FIELDS if f in by_field))
+    if len(distinct) > 1 and all(is_placeholder(d) for d in distinct):
+        distinct = distinct[:1]  # preview: one person's placeholders per field are not a conflict
     if not distinct:
         return ItemResult(index=index, ok=True, value={**base, "profile_id": None, "status": "not_found"})
     if len(distinct) == 1:

@@ -101,8 +101,17 @@ async def prefect_api(prefect_home: Path | None = None) -> AsyncIterator[str]:
         with temporary_settings({PREFECT_API_URL: url}):
             yield url
     finally:
+        await _flush_run_logs()
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
+
+
+async def _flush_run_logs() -> None:
+    """Flow-run logs are shipped in the background; send them before the server they go to stops."""
+    from prefect.logging.handlers import APILogHandler
+
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(APILogHandler.aflush(), 10)
 
 
 def load_serve_config(config_path: Path | None) -> tuple[Any, dict[str, Any] | None]:

@@ -30,6 +30,8 @@ class SandboxOptions:
     webhook_url: str | None = None
     seed: int = 0
     import_delay: float = 0.05
+    #: Pre-create the lists examples/config.yaml refers to (VIPLST, LAPSED, ONBOAR, WINBAK).
+    example_lists: bool = False
 
 
 def _derive(seed: int, label: str, length: int) -> str:
@@ -55,7 +57,8 @@ class Sandbox:
             account_id=_derive(seed, "account", 6), public_key=_derive(seed, "public", 6),
             scopes=frozenset(self.options.scopes) if self.options.scopes is not None else None,
             rate_limits=self.options.rate_limits, faults=self.options.faults, seed=seed,
-            strict_bulk=self.options.strict_bulk, import_delay=self.options.import_delay))
+            strict_bulk=self.options.strict_bulk, import_delay=self.options.import_delay,
+            example_lists=self.options.example_lists))
         self.segment_app = create_segment_app(self.segment_write_key)
 
     def start(self) -> Sandbox:

@@ -9,8 +9,9 @@ import httpx
 
 from klaviyo_segment.flows.engagement_to_segment import engagement_to_segment
 from klaviyo_segment.flows.replay_dead_letters import (
-    is_replay, mark_replay, maybe_emit_threshold_event, replay_dead_letters, threshold_of,
+    is_replay, mark_replay, replay_dead_letters,
 )
+from klaviyo_segment.runtime import maybe_emit_threshold_event
 from klaviyo_segment.store import DeadLetterIn
 
 ALL_BUT_PROFILES_READ = ["events:read", "events:write", "metrics:read", "profiles:write", "lists:read",
@@ -90,4 +91,7 @@ async def test_threshold_event(flow_env: Any, monkeypatch: Any) -> None:
     assert emitted[0]["event"] == "klaviyo-segment.dead-letters.threshold"
     assert emitted[0]["resource"] == {"prefect.resource.id": "klaviyo-segment.dead-letters"}
     assert emitted[0]["payload"] == {"count": 3, "threshold": 3}
-    assert threshold_of({"dead_letters": {"threshold": 5}}) == 5 and threshold_of(None) == 100
+    from klaviyo_segment.config import AppConfig
+
+    assert AppConfig.from_document({"dead_letters": {"threshold": 5}}).dead_letters.threshold == 5
+    assert AppConfig().dead_letters.threshold == 100

@@ -51,6 +51,8 @@ def register(app: typer.Typer) -> None:
         webhook_url: Optional[str] = typer.Option(None, "--webhook-url", help="Where engagement system webhooks "
                                                   "(POST /__sandbox/engagement) are delivered."),
         seed: int = typer.Option(0, "--seed", help="Seed for credentials, ids and fault draws."),
+        example_lists: bool = typer.Option(True, "--example-lists/--no-example-lists", help="Pre-create the "
+                                           "lists examples/config.yaml refers to (VIPLST, LAPSED, ONBOAR, WINBAK)."),
     ) -> None:
         from klaviyo_segment.sandbox.server import Sandbox, SandboxOptions
 
@@ -60,7 +62,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--webhook-url: {webhook_url!r} must be an http(s) URL")
         options = SandboxOptions(port_klaviyo=port_klaviyo, port_segment=port_segment, rate_limits=rate_limits,
                                  faults=faults, strict_bulk=strict_bulk, scopes=scope_list,
-                                 webhook_url=webhook_url, seed=seed)
+                                 webhook_url=webhook_url, seed=seed, example_lists=example_lists)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

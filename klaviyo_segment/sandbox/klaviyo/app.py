@@ -52,6 +52,7 @@ class KlaviyoSandboxConfig:
     seed: int = 0
     strict_bulk: bool = False
     import_delay: float = 0.05
+    example_lists: bool = False
 
 
 class KlaviyoCore:
@@ -60,6 +61,8 @@ class KlaviyoCore:
     def __init__(self, config: KlaviyoSandboxConfig, stats: SandboxStats) -> None:
         self.config, self.stats = config, stats
         self.state = AccountState(config.seed, config.strict_bulk)
+        if config.example_lists:
+            self.state.add_example_lists()
         self.filters = _load_filters()
         self.tasks: set[asyncio.Task[None]] = set()
         self.outer: RateLimitMiddleware | None = None
@@ -124,6 +127,8 @@ class KlaviyoCore:
 
     async def reset(self, request: Request) -> Response:
         self.state.reset()
+        if self.config.example_lists:
+            self.state.add_example_lists()
         self.stats.reset()
         if self.outer is not None:
             self.outer.limiter.reset()

@@ -80,6 +80,11 @@ class Event:
     properties: dict[str, Any]
 
 
+#: id -> name of the lists ``--example-lists`` creates (examples/config.yaml uses these ids).
+EXAMPLE_LISTS = {"VIPLST": "VIP customers", "LAPSED": "Lapsed buyers", "ONBOAR": "Onboarding",
+                 "WINBAK": "Churn win-back"}
+
+
 @dataclass
 class KList:
     id: str
@@ -344,6 +349,13 @@ class AccountState:
         klist = KList(self.short_id(6), name, stamp, stamp, opt_in_process or "single_opt_in")
         self.lists[klist.id] = klist
         return klist
+
+    def add_example_lists(self) -> None:
+        """Lists with fixed ids that examples/config.yaml and the README refer to (not counted in the daily
+        creation cap: they stand for lists an account already has)."""
+        stamp = iso(now())
+        for list_id, name in EXAMPLE_LISTS.items():
+            self.lists.setdefault(list_id, KList(list_id, name, stamp, stamp, "single_opt_in"))
 
     def get_list(self, list_id: str) -> KList:
         klist = self.lists.get(list_id)
