@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,10 @@ def _sandbox(scale: float) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     proc = subprocess.Popen([sys.executable, "-m", "klaviyo_segment", "sandbox", "--rate-limits", f"scale={scale}"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
-    return proc, json.loads(proc.stdout.readline())
+    info = json.loads(proc.stdout.readline())
+    # keep draining: a full stdout pipe would block the sandbox mid-run
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    return proc, info
 
 
 def _watch(proc: subprocess.Popen[str]) -> int:

@@ -16,7 +16,7 @@ from prefect import flow
 from klaviyo_segment import flowkit
 from klaviyo_segment.builders.klaviyo import format_datetime
 from klaviyo_segment.config import AppConfig, ChurnConfig
-from klaviyo_segment.flows.sync_audiences import (
+from klaviyo_segment.membership import (
     Change, apply_membership, identity_of, order_changes, person_of, record_versions, resolve_profiles, settle,
     with_aliases,
 )

@@ -8,8 +8,8 @@ event a little after its datetime) and advances the cursor after the send. Both 
 deliveries, and key each event by its Klaviyo id, so redeliveries and overlapping polls are skipped as already
 delivered (and Segment dedupes on the derived messageId anyway).
 
-The inputs are not Segment messages, so this module turns ``runtime``'s items into records itself
-(:func:`as_records`) and applies its own version of the common rules; ``run``/``preview``/replay still go
+The inputs are not Segment messages, so this module gives ``runtime`` its own :func:`load_items` (one item
+per Klaviyo event) and applies its own version of the common rules; ``run``/``preview``/replay still go
 through ``process`` like every other flow.
 """
 
@@ -53,13 +53,11 @@ def _outcome(item: Item, status: Status, reason: str | None = None, error: ApiEr
     return Outcome(message_id=item.key, status=status, type=kind or "klaviyo-event", reason=reason, error=error)
 
 
-def as_records(items: list[Item], outcomes: dict[str, Outcome]) -> None:
-    """Rebuild ``items`` IN PLACE as one item per Klaviyo event keyed by its id, and drop the Segment-parse
-    outcomes ``runtime.load_inputs`` recorded (they do not apply). In place because ``runtime.finish`` and
-    ``preview`` hold the same list object."""
-    records = eng.split_records(item.raw for item in items)
-    items[:] = [Item(index, eng.record_key(raw), raw) for index, raw in enumerate(records)]
-    outcomes.clear()
+def load_items(raws: list[Any]) -> tuple[list[Item], dict[str, Outcome]]:
+    """The ``runtime`` hook: one item per Klaviyo event (deliveries split) keyed by its id. No outcomes yet:
+    malformed and invalid records are judged by :func:`engagement_rules`, not by Segment's message rules."""
+    records = eng.split_records(raws)
+    return [Item(index, eng.record_key(raw), raw) for index, raw in enumerate(records)], {}
 
 
 async def engagement_rules(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]) -> list[Pending]:
@@ -148,8 +146,7 @@ async def deliver(env: FlowEnv, todo: list[Pending], outcomes: dict[str, Outcome
 
 
 async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]) -> None:
-    """Webhook records (or deliveries) in, Segment track calls out."""
-    as_records(items, outcomes)
+    """Webhook records in (items from :func:`load_items`), Segment track calls out."""
     todo = await engagement_rules(env, items, outcomes)
     await deliver(env, todo, outcomes)
 
@@ -208,8 +205,7 @@ async def run_poll(config: dict[str, Any] | None, config_block: str | None, sinc
     async with open_env(NAME, config, config_block=config_block, segment=True) as env:
         start = await poll_start(env, since)
         records = await poll_records(env, start)
-        items = [Item(index, eng.record_key(raw), raw) for index, raw in enumerate(records)]
-        outcomes: dict[str, Outcome] = {}
+        items, outcomes = load_items(records)
         await deliver(env, await engagement_rules(env, items, outcomes), outcomes)
         summary = await finish(env, Inputs(items=items, batch_ids=[]), outcomes)
         cursor = next_cursor(items, outcomes)
@@ -233,7 +229,8 @@ async def engagement_to_segment(messages: list[dict] | None = None, batch_ids: l
         if messages is not None or batch_ids is not None:
             raise ConfigError("poll=True reads Klaviyo itself: do not pass 'messages' or 'batch_ids'")
         return await run_poll(config, config_block, since)
-    return await run_flow(NAME, messages, batch_ids, config, config_block, process, segment=True)
+    return await run_flow(NAME, messages, batch_ids, config, config_block, process, segment=True,
+                          load_items=load_items)
 
 
 FLOW = engagement_to_segment

@@ -16,7 +16,7 @@ from prefect import flow
 
 from klaviyo_segment import flowkit
 from klaviyo_segment.config import AppConfig, OnboardingConfig
-from klaviyo_segment.flows.sync_audiences import Change, identity_of, person_of, settle
+from klaviyo_segment.membership import Change, identity_of, person_of, settle
 from klaviyo_segment.mapping.models import ProfileMapping
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow

@@ -149,7 +149,5 @@ async def preview_flow(flow: str, messages: list[Any], config: dict[str, Any] | 
         async with runtime.open_env(flow, config, preview=True, http=http, pacer=NoPacer(),
                                     segment=getattr(module, "SENDS_TO_SEGMENT", False),
                                     segment_transport=recorder.transport()) as env:
-            inputs, outcomes = await runtime.load_inputs(env, messages, None)
-            await module.process(env, inputs.items, outcomes)
-            summary = await runtime.finish(env, inputs, outcomes)
+            summary = await runtime.process_module(env, module, messages)
     return recorder.lines(), summary

@@ -165,9 +165,27 @@ def _parse(index: int, raw: Any) -> tuple[Item, Outcome | None]:
     return Item(index, key, raw, parsed), None
 
 
-async def load_inputs(env: FlowEnv, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None
-                      ) -> tuple[Inputs, dict[str, Outcome]]:
-    """Exactly one of ``messages``/``batch_ids``; batches are leased so a dead worker's batch is retaken."""
+#: A flow module's optional ``load_items(raws)``: its own items and pre-recorded outcomes, for inputs that are
+#: not Segment messages (engagement-to-segment takes Klaviyo webhook records).
+ItemLoader = Callable[[list[Any]], tuple[list[Item], dict[str, Outcome]]]
+
+
+def load_segment_items(raws: list[Any]) -> tuple[list[Item], dict[str, Outcome]]:
+    """The default loader: one item per Segment message; parse failures become failed outcomes up front."""
+    items: list[Item] = []
+    outcomes: dict[str, Outcome] = {}
+    for index, raw in enumerate(raws):
+        item, parse_outcome = _parse(index, raw)
+        items.append(item)
+        if parse_outcome is not None and item.key not in outcomes:
+            outcomes[item.key] = parse_outcome
+    return items, outcomes
+
+
+async def load_inputs(env: FlowEnv, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None,
+                      load_items: ItemLoader | None = None) -> tuple[Inputs, dict[str, Outcome]]:
+    """Exactly one of ``messages``/``batch_ids``; batches are leased so a dead worker's batch is retaken.
+    ``load_items`` (a flow module's hook) turns the raw inputs into items; default: Segment messages."""
     if (messages is None) == (batch_ids is None):
         raise ConfigError("pass exactly one of 'messages' or 'batch_ids'")
     raws: list[Any]
@@ -178,13 +196,7 @@ async def load_inputs(env: FlowEnv, messages: Sequence[Any] | None, batch_ids: S
         leased = [b.id for b in batches]
     else:
         raws = list(messages or [])
-    items: list[Item] = []
-    outcomes: dict[str, Outcome] = {}
-    for index, raw in enumerate(raws):
-        item, parse_outcome = _parse(index, raw)
-        items.append(item)
-        if parse_outcome is not None and item.key not in outcomes:
-            outcomes[item.key] = parse_outcome
+    items, outcomes = (load_items or load_segment_items)(raws)
     return Inputs(items=items, batch_ids=leased), outcomes
 
 
@@ -316,12 +328,23 @@ Processor = Callable[[FlowEnv, list[Item], dict[str, Outcome]], Awaitable[None]]
 
 async def run_flow(flow: str, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None,
                    config: dict[str, Any] | None, config_block: str | None, process: Processor,
-                   *, segment: bool = False) -> dict[str, Any]:
+                   *, segment: bool = False, load_items: ItemLoader | None = None) -> dict[str, Any]:
     """The skeleton of every event flow: open, load, process (the template's steps), finish."""
     async with open_env(flow, config, config_block=config_block, segment=segment) as env:
-        inputs, outcomes = await load_inputs(env, messages, batch_ids)
-        await process(env, inputs.items, outcomes)
-        return await finish(env, inputs, outcomes)
+        return await process_inputs(env, messages, batch_ids, process, load_items)
+
+
+async def process_inputs(env: FlowEnv, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None,
+                         process: Processor, load_items: ItemLoader | None = None) -> dict[str, Any]:
+    """Load, process and finish in an open env: the one sequence a run, a preview and a replay share."""
+    inputs, outcomes = await load_inputs(env, messages, batch_ids, load_items)
+    await process(env, inputs.items, outcomes)
+    return await finish(env, inputs, outcomes)
+
+
+async def process_module(env: FlowEnv, module: Any, messages: Sequence[Any]) -> dict[str, Any]:
+    """``process_inputs`` for a flow module (its ``process`` and optional ``load_items`` hook)."""
+    return await process_inputs(env, messages, None, module.process, getattr(module, "load_items", None))
 
 
 def insecure_dev() -> bool:

@@ -88,7 +88,8 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 async def run_pipeline(box: Any, store: Any, *, count: int = 150, seed: int = 7, batch_size: int = 10,
                        timeout: float = 150.0, progress: Progress = lambda _: None,
-                       keep: Callable[[DemoResult, str], Any] | None = None) -> DemoResult:
+                       keep: Callable[[DemoResult, str], Any] | None = None,
+                       messages: list[dict[str, Any]] | None = None) -> DemoResult:
     """Drive every stage against ``box`` (a started sandbox); credentials must already be in os.environ."""
     from klaviyo_segment.config import AppConfig
     from klaviyo_segment.sandbox.segment.generators import generate_stream
@@ -107,7 +108,7 @@ async def run_pipeline(box: Any, store: Any, *, count: int = 150, seed: int = 7,
                                                           "max_in_flight": 6})
         try:
             await kl.post("/__sandbox/config", json={"webhook_url": f"{ingress.url}/klaviyo"})
-            messages = generate_stream(count, seed=seed) + [dict(INVALID)]
+            messages = (messages if messages is not None else generate_stream(count, seed=seed)) + [dict(INVALID)]
             result.delivered = len(messages)
             progress(f"Segment delivers {len(messages)} messages to {ingress.url}/segment")
             report = await deliver(f"{ingress.url}/segment", messages, box.segment_shared_secret,

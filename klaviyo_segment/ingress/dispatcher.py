@@ -101,6 +101,8 @@ class Dispatcher:
         self._wake = {f: asyncio.Event() for f in self.flows}
         self._in_flight: dict[str, list[str]] = {}  # deployments mode: run id -> its batch ids
         self._tasks: list[asyncio.Task[None]] = []
+        #: flows whose first drain after start also takes batches a previous process dispatched but never ran
+        self._recovering = set(self.flows)
 
     def notify(self, batches: dict[str, str]) -> None:
         """Committer callback: these flows have new batches."""
@@ -159,9 +161,16 @@ class Dispatcher:
                 del self._in_flight[run_id]
                 self._slots.release()
 
+    async def _candidates(self, flow: str) -> list[Any]:
+        """At start-up, batches marked dispatched by a dead process count at once (a second run of a batch is
+        harmless: only one run can lease it); afterwards only once ``redispatch_after`` passed."""
+        after = 0.0 if flow in self._recovering else self.redispatch_after
+        self._recovering.discard(flow)
+        return await self.store.pending_batches(flow=flow, redispatch_after_seconds=after)
+
     async def dispatch_once(self, flow: str) -> bool:
         """Dispatch one coalesced run of ``flow``; False when nothing was waiting."""
-        candidates = await self.store.pending_batches(flow=flow, redispatch_after_seconds=self.redispatch_after)
+        candidates = await self._candidates(flow)
         chosen = self._take(candidates)
         if not chosen:
             return False
@@ -170,8 +179,7 @@ class Dispatcher:
                 await self._wait_for_capacity()
                 if self._slots.locked():
                     await asyncio.sleep(0.5)
-            candidates = await self.store.pending_batches(flow=flow, redispatch_after_seconds=self.redispatch_after)
-            chosen = self._take(candidates)  # coalesce what arrived while waiting
+            chosen = self._take(await self._candidates(flow))  # coalesce what arrived while waiting
             if not chosen:
                 return False
         ids = [b.id for b in chosen]

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pytest
 
 from klaviyo_segment.backfill import BackfillOptions, backfill_file, checkpoint_name, content_hash, purge_rejects
 from klaviyo_segment.config import AppConfig
+from klaviyo_segment.errors import ConfigError
 from klaviyo_segment.store import Store
 from tests.backfill.conftest import Env
 
@@ -29,9 +31,9 @@ ROWS: list[dict[str, Any]] = [
 ]
 
 
-def _run(env: Env, path: Path, **opts: Any) -> Any:
+def _run(env: Env, path: Path, fmt: str | None = None, **opts: Any) -> Any:
     options = BackfillOptions(poll_interval=0.05, **opts)
-    return asyncio.run(backfill_file(path, raw_config=env.raw_config, options=options))
+    return asyncio.run(backfill_file(path, raw_config=env.raw_config, fmt=fmt, options=options))
 
 
 def _rejects(path: Path) -> dict[int, str]:
@@ -92,14 +94,14 @@ def test_rerun_sends_nothing_and_force_resends(env: Env, tmp_path: Path) -> None
 
 
 def test_bad_flags_and_unreadable_input_exit_2(env: Env, tmp_path: Path) -> None:
-    assert env.run_cli("--input", str(tmp_path / "missing.csv")).returncode == 2
     odd = tmp_path / "users.txt"
     odd.write_text("email\na@b.com\n")
-    assert env.run_cli("--input", str(odd)).returncode == 2
-    assert env.run_cli("--input", str(odd), "--format", "xml").returncode == 2
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"not parquet at all")
-    assert env.run_cli("--input", str(broken)).returncode == 2
+    for path, fmt in ((tmp_path / "missing.csv", None), (odd, None), (odd, "xml"), (broken, None)):
+        with pytest.raises(ConfigError):
+            _run(env, path, **({"fmt": fmt} if fmt else {}))
+    assert env.run_cli("--input", str(broken)).returncode == 2  # ConfigError -> exit 2 through the CLI
     assert env.jobs() == {}
 
 

@@ -3,46 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-
 import httpx
 import pytest
 import respx
 
 from klaviyo_segment.blocks.klaviyo import KlaviyoCredentials
-from klaviyo_segment.clients.klaviyo import KlaviyoClient
-from klaviyo_segment.clients.pacing import InProcessPacer
 from klaviyo_segment.errors import KlaviyoAPIError
-
-BASE = "https://klaviyo.test"
-KEY = "pk_super_secret_key"
-
-
-@pytest.fixture
-def mock() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=BASE, assert_all_called=False) as m:
-        m.route(host="127.0.0.1").pass_through()
-        yield m
-
-
-class Sleeps(list[float]):
-    """Fake sleep and clock shared by client and pacer, so a Retry-After never costs real time."""
-
-    now = 0.0
-
-    def clock(self) -> float:
-        return self.now
-
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-        self.now += seconds
-
-
-def make(sleeps: Sleeps, **kw: object) -> KlaviyoClient:
-    creds = KlaviyoCredentials(api_key=KEY, base_url=BASE)
-    return KlaviyoClient(creds, pacer=InProcessPacer(scale=1000, clock=sleeps.clock, sleep=sleeps),
-                         sleep=sleeps, **kw)  # type: ignore[arg-type]
-
+from tests.tasks.conftest import KEY, Sleeps, make
 
 async def test_headers_method_and_path_come_from_schema(mock: respx.MockRouter) -> None:
     route = mock.post("/api/lists/L1/relationships/profiles").respond(204)

@@ -1,0 +1,214 @@
+"""`klaviyo-segment chaos`: push a generated Segment stream through the receiver and dispatcher while the sandbox
+injects faults, then check what reached the sandbox's Klaviyo and print the figures.
+
+Everything runs on 127.0.0.1 and is bounded in message count and time. The same code serves the CI-sized test
+(tests/reliability/test_chaos.py) and the larger documented run (>= 200,000 messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import typer
+
+#: 10% 5xx, 5% injected 429, 2% connection resets, lost 202s and latency, on every Klaviyo operation.
+DEFAULT_FAULTS = "*:500=0.04,502=0.03,503=0.03,429=0.05,reset=0.02,lost=0.02,latency=1-10ms"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("chaos")(chaos_command)
+
+
+async def _deliver(url: str, secret: str, messages: list[dict[str, Any]], batch: int, concurrency: int) -> int:
+    """Signed batches like Segment sends them; retried until the receiver commits them (its 200 is durable)."""
+    import httpx
+
+    from klaviyo_segment.ingress.signatures import js_stringify, segment_signature
+
+    chunks = [messages[i:i + batch] for i in range(0, len(messages), batch)]
+    gate = asyncio.Semaphore(concurrency)
+    retries = 0
+
+    async def post(client: httpx.AsyncClient, chunk: list[dict[str, Any]]) -> None:
+        nonlocal retries
+        body = js_stringify(chunk).encode()
+        headers = {"Content-Type": "application/json", "X-Signature": segment_signature(secret, chunk[0])}
+        async with gate:
+            for _attempt in range(50):
+                try:
+                    if (await client.post("/segment", content=body, headers=headers)).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                retries += 1
+                await asyncio.sleep(0.2)
+        raise RuntimeError("the receiver did not accept a batch after 50 attempts")
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        await asyncio.gather(*(post(client, c) for c in chunks))
+    return retries
+
+
+async def _wait_for_traffic(klaviyo_url: str, deadline: float) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=klaviyo_url, timeout=10) as client:
+        while time.monotonic() < deadline:
+            try:  # the sandbox shares this process with the receiver under load: a slow answer is no failure
+                if (await client.get("/__sandbox/stats")).json()["requests_total"] > 0:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError("the worker never sent anything to Klaviyo")
+
+
+async def _drain(store: Any, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if not any((await store.backlog()).values()):
+            return
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"backlog not drained in time: {await store.backlog()}")
+
+
+def check_sandbox(events: list[dict[str, Any]]) -> dict[str, int]:
+    """Exactly-once in Klaviyo: no two events of one profile and metric share an event id (the sandbox's view
+    shows the unique_id the flows send as the ``$event_id`` property)."""
+    keys = Counter((e.get("profile_id"), e.get("metric"), (e.get("properties") or {}).get("$event_id"))
+                   for e in events if (e.get("properties") or {}).get("$event_id"))
+    return {"events": len(events), "duplicate_events": sum(n - 1 for n in keys.values() if n > 1)}
+
+
+def _with_invalid(stream: list[dict[str, Any]], every: int) -> tuple[list[dict[str, Any]], set[str]]:
+    """Replace every ``every``-th track by one without an event name: permanent, must become a dead letter."""
+    out, invalid = [], set()
+    for i, msg in enumerate(stream):
+        if msg.get("type") == "track" and i % every == 0:
+            msg = {k: v for k, v in msg.items() if k != "event"} | {"messageId": f"invalid-{i}"}
+            invalid.add(msg["messageId"])
+        out.append(msg)
+    return out, invalid
+
+
+def _spawn_worker(store_url: str, env: dict[str, str]) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "klaviyo_segment.cli.commands.chaos", store_url], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def _worker(store_url: str) -> None:
+    """A dispatch-only worker process (the one the chaos run SIGKILLs): runs flows inline until killed."""
+    from klaviyo_segment import runtime
+    from klaviyo_segment.config import AppConfig
+    from klaviyo_segment.ingress.receiver import ReceiverSettings
+    from klaviyo_segment.ingress.runner import start_ingress
+    from klaviyo_segment.store import Store
+
+    runtime.LEASE_SECONDS = WORKER_LEASE_SECONDS  # a killed worker's batches come back within a CI budget
+    store = await Store.open(store_url)
+    await start_ingress(store, AppConfig(), settings=ReceiverSettings(), dispatch="inline",
+                        mapping_document={}, dispatcher_options={"sweep_interval": 1.0, "max_messages": 1000,
+                                                                 "redispatch_after": 5.0})
+    await asyncio.Event().wait()
+
+
+#: Lease of a batch in the chaos workers: long enough for one run under faults, short enough to retake fast.
+WORKER_LEASE_SECONDS = 30.0
+
+
+async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULTS, store_url: str | None = None,
+                    max_seconds: float = 900.0, batch: int = 100, kill_after: float | None = 2.0,
+                    invalid_every: int = 97) -> dict[str, Any]:
+    """One bounded chaos run; returns the figures. ``kill_after``: SIGKILL the worker that many seconds after
+    its first Klaviyo request, then start a new one (None: no kill)."""
+    import os
+    import signal
+
+    import httpx
+
+    from klaviyo_segment.config import AppConfig
+    from klaviyo_segment.ingress.receiver import ReceiverSettings
+    from klaviyo_segment.ingress.runner import start_ingress
+    from klaviyo_segment.sandbox.segment.generators import generate_stream
+    from klaviyo_segment.sandbox.server import Sandbox, SandboxOptions
+    from klaviyo_segment.store import Store
+
+    stream, invalid = _with_invalid(generate_stream(messages, seed=seed), invalid_every)
+    started = time.monotonic()
+    url = store_url or f"sqlite:///{Path(tempfile.mkdtemp(prefix='ks-chaos-')) / 'state.db'}"
+    with Sandbox(SandboxOptions(rate_limits="on", faults=faults, seed=seed, import_delay=0.01)) as box:
+        env = {**os.environ, "KLAVIYO_API_KEY": box.klaviyo_api_key, "KLAVIYO_BASE_URL": box.klaviyo_url,
+               "SEGMENT_WRITE_KEY": box.segment_write_key, "SEGMENT_BASE_URL": box.segment_url,
+               "KLAVIYO_SEGMENT_STORE_URL": url}
+        store = await Store.open(url)
+        worker = None
+        kills = 0
+        try:
+            ingress = await start_ingress(store, AppConfig(), settings=ReceiverSettings(segment_secret="chaos"),
+                                          dispatch=None)
+            worker = _spawn_worker(url, env)
+            try:
+                delivery = asyncio.ensure_future(_deliver(ingress.url, "chaos", stream, batch, 8))
+                if kill_after is not None:  # mid-run: only once the worker is talking to Klaviyo
+                    await _wait_for_traffic(box.klaviyo_url, started + max_seconds)
+                    await asyncio.sleep(kill_after)
+                    worker.send_signal(signal.SIGKILL)
+                    worker.wait()
+                    kills += 1
+                    worker = _spawn_worker(url, env)
+                retries = await delivery
+                await _drain(store, started + max_seconds)
+            finally:
+                await ingress.stop()
+            dead = await store.list_dead_letters()
+        finally:
+            if worker is not None:
+                worker.kill()
+                worker.wait()
+            await store.close()
+        with httpx.Client(base_url=box.klaviyo_url, timeout=60) as client:
+            stats = client.get("/__sandbox/stats").json()
+            events = client.get("/__sandbox/events").json()
+    dead_ids = {d.message_id for d in dead}
+    return {
+        "messages": len(stream), "invalid": len(invalid), "dead_letters": len(dead),
+        "dead_letters_not_invalid": sorted(dead_ids - invalid)[:20],
+        "invalid_not_dead_lettered": sorted(invalid - dead_ids)[:20],
+        "dead_letters_without_reason": sum(1 for d in dead if not d.reason),
+        "klaviyo_requests": stats["requests_total"], "faults": stats["faults"],
+        "klaviyo_retried": sum(n for k, n in stats["faults"].items() if k != "latency") + stats["throttled_total"],
+        "throttled_429": stats["throttled_total"], "receiver_retries": retries, "worker_kills": kills,
+        "duration_s": round(time.monotonic() - started, 1), **check_sandbox(events),
+    }
+
+
+def chaos_command(
+    messages: int = typer.Option(200_000, "--messages", help="How many generated Segment messages to push."),
+    seed: int = typer.Option(7, "--seed", help="Seed of the stream and of the fault draws (replayable)."),
+    faults: str = typer.Option(DEFAULT_FAULTS, "--faults", help="Sandbox fault spec (see `sandbox --help`)."),
+    max_seconds: float = typer.Option(7200.0, "--max-seconds", help="Bound on the whole run."),
+) -> None:
+    """Run the chaos test at scale against a local sandbox and print its figures as JSON (exit 1 on a failed check)."""
+    from klaviyo_segment.errors import ConfigError
+
+    if messages < 1:
+        raise ConfigError("--messages must be >= 1")
+    figures = asyncio.run(run_chaos(messages, seed=seed, faults=faults, max_seconds=max_seconds))
+    typer.echo(json.dumps(figures, indent=2))
+    if (figures["duplicate_events"] or figures["dead_letters_without_reason"]
+            or figures["dead_letters_not_invalid"] or figures["invalid_not_dead_lettered"]):
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    import sys
+
+    asyncio.run(_worker(sys.argv[1]))

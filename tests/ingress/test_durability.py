@@ -1,0 +1,111 @@
+"""Durability: `serve` (receiver + inline flow runs) is SIGKILLed mid-stream and restarted; with Segment-style
+retries every message reaches Klaviyo exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from klaviyo_segment.ingress.demo import sandbox_env
+from klaviyo_segment.ingress.serve import free_port
+from klaviyo_segment.sandbox.segment.simulator import deliver
+from klaviyo_segment.store import Store
+
+# Test-only: a short batch lease so the restarted process retakes the killed run's batches within the test
+# (production leases are 10 minutes; see runtime.LEASE_SECONDS).
+SERVE = ("import klaviyo_segment.runtime as r; r.LEASE_SECONDS = 8.0; "
+         "from klaviyo_segment.cli.app import main; main()")
+METRIC = "Durability Ping"
+
+
+def _messages(start: int, n: int) -> list[dict[str, Any]]:
+    now = datetime.now(timezone.utc).isoformat()
+    return [{"type": "track", "event": METRIC, "messageId": f"dur-{i}", "userId": f"dur-user-{i % 7}",
+             "context": {"traits": {"email": f"dur{i % 7}@example.com"}}, "properties": {"n": i},
+             "timestamp": now} for i in range(start, start + n)]
+
+
+def _start(port: int, env: dict[str, str], config: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, "serve", "--port", str(port), "--config", str(config),
+                             *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()  # type: ignore[union-attr]  # the one JSON line printed when ready
+    assert line, f"serve exited with {proc.wait(5)}"
+    return proc, json.loads(line)["receiver"]
+
+
+async def _pings(client: httpx.AsyncClient) -> Counter[int]:
+    events = (await client.get("/__sandbox/events", params={"metric": METRIC})).json()
+    return Counter(e["properties"]["n"] for e in events)
+
+
+async def _until(predicate: Any, timeout: float) -> None:
+    async def poll() -> None:
+        while not await predicate():
+            await asyncio.sleep(0.2)
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_kill_serve_mid_stream_and_restart_delivers_every_message_exactly_once(
+        sandbox_factory: Any, prefect_server: str, tmp_path: Path) -> None:
+    box = sandbox_factory(rate_limits="off")
+    store_url = f"sqlite:///{tmp_path}/state.db"
+    env = dict(os.environ, **sandbox_env(box), PREFECT_API_URL=prefect_server, KLAVIYO_SEGMENT_STORE_URL=store_url,
+               KLAVIYO_SEGMENT_HOME=str(tmp_path))
+    config = tmp_path / "config.yaml"
+    config.write_text("max_event_age_hours: 48\n")
+    port = free_port()
+    first, url = _start(port, env, config)
+    second = None
+    try:
+        async with httpx.AsyncClient(base_url=box.klaviyo_url, timeout=10) as kl:
+            head = await deliver(f"{url}/segment", _messages(0, 60), box.segment_shared_secret, batch_size=5)
+            assert not head.given_up
+            await _until(lambda: _has_some(kl), 60)  # flows are running
+            tail = asyncio.create_task(deliver(f"{url}/segment", _messages(60, 140), box.segment_shared_secret,
+                                               batch_size=5, concurrency=2, max_attempts=15, backoff_base=0.5,
+                                               max_seconds=120, seed=1))
+            await asyncio.sleep(0.3)
+            first.send_signal(signal.SIGKILL)  # receiver, committer and an in-flight flow run die together
+            first.wait(10)
+            second, _ = await asyncio.to_thread(_start, port, env, config)
+            report = await tail
+            assert not report.given_up, report.given_up
+            await _until(lambda: _complete(kl, 200), 120)
+            store = await Store.open(store_url)
+            try:
+                await _until(lambda: _drained(store), 60)
+            finally:
+                await store.close()
+            counts = await _pings(kl)
+        assert set(counts) == set(range(200))
+        assert max(counts.values()) == 1, {n: c for n, c in counts.items() if c > 1}
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
+async def _has_some(kl: httpx.AsyncClient) -> bool:
+    return len(await _pings(kl)) > 0
+
+
+async def _complete(kl: httpx.AsyncClient, n: int) -> bool:
+    return len(await _pings(kl)) >= n
+
+
+async def _drained(store: Store) -> bool:
+    return await store.backlog() == {}
