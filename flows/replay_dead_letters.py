@@ -67,9 +67,7 @@ async def replay_group(name: str, letters: list[Any], config: dict[str, Any] | N
     messages = [mark_replay(d.message, d.message_id) for d in letters]
     async with runtime.open_env(name, config, config_block=config_block,
                                 segment=getattr(module, "SENDS_TO_SEGMENT", False)) as env:
-        inputs, outcomes = await runtime.load_inputs(env, messages, None)
-        await module.process(env, inputs.items, outcomes)
-        summary = await runtime.finish(env, inputs, outcomes)
+        summary = await runtime.process_module(env, module, messages)
         resolved = [d.id for d, o in zip(letters, summary["outcomes"])
                     if o["status"] in (Status.SENT.value, Status.SKIPPED.value)]
         if resolved:

@@ -19,7 +19,17 @@ def redact(text: str) -> str:
     if os.environ.get("KLAVIYO_SEGMENT_LOG_PII") == "1":
         return text
     text = mask_email(text)
-    return _PHONE.sub(lambda m: m.group(0)[:3] + "***" + m.group(0)[-2:], text)
+    return _PHONE.sub(_mask_phone, text)
+
+
+_NOT_PHONE = re.compile(r"\d{1,3}(\.\d{1,3}){3}|\d{4}-\d{2}-\d{2}")  # IPv4 addresses, ISO dates
+
+
+def _mask_phone(match: re.Match[str]) -> str:
+    value = match.group(0)
+    if _NOT_PHONE.fullmatch(value) or sum(c.isdigit() for c in value) < 7:
+        return value  # addresses and short numbers are not phone numbers
+    return value[:3] + "***" + value[-2:]
 
 
 class RedactingFilter(logging.Filter):

@@ -30,7 +30,7 @@ for _name in ("klaviyo_segment", "prefect.flow_runs", "prefect.task_runs"):
     redact.install(logging.getLogger(_name))
 
 #: Lease long enough for a large batch; an expired lease lets another worker take the batch over.
-LEASE_SECONDS = 600.0
+LEASE_SECONDS = float(os.environ.get("KLAVIYO_SEGMENT_LEASE_SECONDS", "600"))
 MALFORMED = "__malformed_json__"
 
 

@@ -100,13 +100,19 @@ def parse_message(raw: Any) -> SegmentMessage | str:
         return f"invalid message: {where}: {first.get('msg', 'invalid')}"
 
 
+#: Destination names under which messages reach this integration (Segment's Klaviyo destination, or the
+#: Webhooks destination that delivers to our receiver — Engage sends ``{"All": false, "Webhooks (Actions)": true}``).
+DELIVERY_NAMES = ("Klaviyo", "Klaviyo (Actions)", "Webhooks", "Webhooks (Actions)", "Webhook")
+
+
 def klaviyo_opted_out(msg: SegmentMessage) -> bool:
-    """Segment's ``integrations`` switch: ``Klaviyo: false``, or ``All: false`` without ``Klaviyo: true``."""
+    """Segment's ``integrations`` switch: ``Klaviyo: false`` always opts out; ``All: false`` opts out unless
+    one of our delivery names is enabled explicitly (names are case-sensitive, as in Segment)."""
     integrations = msg.integrations or {}
-    for name in ("Klaviyo", "Klaviyo (Actions)"):
-        if name in integrations:
-            value = integrations[name]
-            return value is False
+    if any(integrations.get(name) is False for name in ("Klaviyo", "Klaviyo (Actions)")):
+        return True
+    if any(integrations.get(name) not in (None, False) for name in DELIVERY_NAMES):
+        return False
     return integrations.get("All") is False
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from typing import Any
+from urllib.parse import quote
 
 from klaviyo_segment import constants
 
@@ -29,9 +31,10 @@ def operation(operation_id: str, revision: str = constants.KLAVIYO_REVISION) -> 
 def format_path(operation_id: str, path_params: dict[str, str] | None = None,
                 revision: str = constants.KLAVIYO_REVISION) -> str:
     """The concrete request path, e.g. ``/api/lists/XyZ/relationships/profiles``."""
-    path = operation(operation_id, revision)["path"]
-    for name, value in (path_params or {}).items():
-        path = path.replace("{" + name + "}", str(value))
-    if "{" in path:
-        raise ValueError(f"missing path parameter for {operation_id}: {path}")
-    return path
+    template = operation(operation_id, revision)["path"]
+    names = re.findall(r"\{(\w+)\}", template)
+    missing = [n for n in names if n not in (path_params or {})]
+    if missing:
+        raise ValueError(f"missing path parameter {', '.join(missing)} for {operation_id}: {template}")
+    # values are percent-encoded: an id can never change the path's shape
+    return re.sub(r"\{(\w+)\}", lambda m: quote(str(path_params[m.group(1)]), safe=""), template)

@@ -70,9 +70,16 @@ async def _wait_for_traffic(klaviyo_url: str, deadline: float) -> None:
 
 
 async def _drain(store: Any, deadline: float) -> None:
+    import sys
+
+    last = 0.0
     while time.monotonic() < deadline:
-        if not any((await store.backlog()).values()):
+        backlog = await store.backlog()
+        if not any(backlog.values()):
             return
+        if time.monotonic() - last > 10:  # progress on stderr: a long run must not look hung
+            print(f"chaos: backlog {backlog}", file=sys.stderr, flush=True)
+            last = time.monotonic()
         await asyncio.sleep(0.5)
     raise TimeoutError(f"backlog not drained in time: {await store.backlog()}")
 
@@ -131,6 +138,7 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
     its first Klaviyo request, then start a new one (None: no kill)."""
     import os
     import signal
+    import sys
 
     import httpx
 
@@ -165,6 +173,8 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
                     kills += 1
                     worker = _spawn_worker(url, env)
                 retries = await delivery
+                print(f"chaos: {len(stream)} messages accepted after {time.monotonic() - started:.1f}s",
+                      file=sys.stderr, flush=True)
                 await _drain(store, started + max_seconds)
             finally:
                 await ingress.stop()
