@@ -46,6 +46,7 @@ async def test_pipeline_covers_every_template(sandbox_factory, prefect_server: s
     assert sum(v["failed"] for v in result.flows.values()) == 1  # the deliberately invalid message
     assert replay == k["events_by_metric"]
     expected = expected_memberships(generate_stream(120, seed=3))
+    assert sum(expected.values()) > 0  # the stream leaves some members, so the check below can fail
     for key in ("vip_customers", "first_time_shopper", "high_intent_browsers", "lapsed_90_days"):
         assert k["lists"][key] == expected.get(key, 0), (key, k["lists"], expected)
     stats = httpx.get(f"{box.klaviyo_url}/__sandbox/stats").json()

@@ -100,6 +100,7 @@ class SegmentGenerator:
         self.rng = random.Random(seed)
         self.clock = start
         self._users = 0
+        self._kept: dict[str, int] = {}
 
     # -- building blocks ------------------------------------------------------------------------------
     def _timestamp(self) -> str:
@@ -277,6 +278,9 @@ class SegmentGenerator:
             return [self.identify(user), *self.ecommerce(user, refund=True if first else None)]
         if name in ("audience_track", "audience_identify"):
             make = self.audience_track if name == "audience_track" else self.audience_identify
+            self._kept[name] = self._kept.get(name, 0) + 1
+            if self._kept[name] % 2 == 0:  # every other member stays, so lists end non-empty
+                return [self.identify(user), make(user, key, True)]
             return [self.identify(user), make(user, key, True), make(user, key, False)]
         if name == "signup":
             anon = self.page(None, user.anonymous_id)
