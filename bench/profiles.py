@@ -34,7 +34,7 @@ async def _run(options: Options) -> BenchResult:
     ceiling = ceiling_profiles_per_s(options.scale)
     count = options.messages or int(ceiling * seconds * 1.05) + PROFILES_PER_JOB
     messages = identify_messages(count, options.seed)
-    with bench_env(options.scale, import_delay=0.5) as env:
+    with bench_env(options.scale) as env:
         await warm_up(env)
         baseline = int((await asyncio.to_thread(env.summary)).get("profiles", 0))
         started = time.monotonic()

@@ -141,8 +141,11 @@ class RssMonitor:
 def _label(proc: psutil.Process) -> str:
     with contextlib.suppress(psutil.Error):
         cmd = proc.cmdline()
-        text = " ".join(c for c in cmd[1:4] if c)
-        return ("prefect server" if "prefect" in text else Path(cmd[0]).name if cmd else proc.name())
+        text = " ".join(c for c in cmd[1:5] if c)
+        for needle, label in (("sandbox", "sandbox"), ("bench.client", "load generator"), ("prefect", "prefect server")):
+            if needle in text:
+                return label
+        return Path(cmd[0]).name if cmd else proc.name()
     return "child"
 
 
@@ -170,17 +173,18 @@ class BenchEnv:
 
 
 @contextlib.contextmanager
-def bench_env(scale: float, *, rate_limits: bool = True, import_delay: float = 0.05) -> Iterator[BenchEnv]:
-    """Sandbox with limits at ``scale=F``, env vars pointing flows at it, a fresh SQLite store, and the
+def bench_env(scale: float, *, rate_limits: bool = True) -> Iterator[BenchEnv]:
+    """Sandbox at ``scale=F`` in its own process (``klaviyo-segment sandbox``: its import jobs and JSON work
+    must not share this process's GIL), env vars pointing flows at it, a fresh SQLite store, and the
     process-wide pacer told the same scale (the client cannot guess that the emulator's limits are scaled)."""
+    from klaviyo_segment.bench.procs import SandboxProcess
     from klaviyo_segment.clients import pacing
-    from klaviyo_segment.sandbox.server import Sandbox, SandboxOptions
 
     mode = f"scale={scale:g}" if rate_limits else "off"
     workdir = Path(tempfile.mkdtemp(prefix="klaviyo-segment-bench-"))
     store_url = f"sqlite:///{workdir / 'state.db'}"
     saved = {k: os.environ.get(k) for k in ("KLAVIYO_API_KEY", "KLAVIYO_BASE_URL", "KLAVIYO_SEGMENT_STORE_URL")}
-    with Sandbox(SandboxOptions(rate_limits=mode, import_delay=import_delay)) as box:
+    with SandboxProcess(mode) as box:
         os.environ.update(KLAVIYO_API_KEY=box.klaviyo_api_key, KLAVIYO_BASE_URL=box.klaviyo_url,
                           KLAVIYO_SEGMENT_STORE_URL=store_url)
         account = _account_key(box.klaviyo_api_key, box.klaviyo_url)

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 
 from klaviyo_segment.cli.commands.chaos import run_chaos
 
-MESSAGES = int(os.environ.get("KS_CHAOS_MESSAGES", "2000"))
+MESSAGES = int(os.environ.get("KS_CHAOS_MESSAGES", "20000"))
 
 
+@pytest.mark.timeout(900)
 async def test_chaos_run(prefect_server: str) -> None:
-    figures = await run_chaos(MESSAGES, max_seconds=600)
+    figures = await run_chaos(MESSAGES, max_seconds=600, rate_scale=10.0)
     print(f"\nchaos figures: {figures}")
     assert figures["faults"].get("503", 0) > 0 and figures["faults"].get("reset", 0) > 0
     assert figures["worker_kills"] == 1

@@ -30,7 +30,7 @@ SECONDS = 40.0
                                 "bulk_subscribe_profiles"])
 @pytest.mark.parametrize("scale", [0.1, 1.0, 4.0])
 def test_buckets_fit_every_window(op: str, scale: float) -> None:
-    """A token bucket admits at most floor(C + r*W) requests in any window W: that bound must fit both Klaviyo windows."""
+    """A token bucket admits at most floor(C + r*W) requests in any window W: it must fit both windows."""
     from klaviyo_segment.clients.pacing import tier_of
 
     _tier, burst, steady, _daily = tier_of(op)

@@ -23,6 +23,8 @@ def register(app: typer.Typer) -> None:
         from klaviyo_segment.ingress.demo import run_demo
 
         logging.basicConfig(level=logging.WARNING)
+        for handler in logging.getLogger().handlers:  # Prefect's INFO records propagate here; the UI keeps them
+            handler.setLevel(logging.WARNING)
         try:
             code = asyncio.run(run_demo(keep=keep, count=count, seed=seed))
         except KeyboardInterrupt:

@@ -289,8 +289,12 @@ class SegmentGenerator:
             low, high, back = (round(self.rng.uniform(0.3, 0.65), 2), round(self.rng.uniform(0.72, 0.95), 2),
                                round(self.rng.uniform(0.4, 0.69), 2))
             form = self.audience_track if self.rng.random() < 0.5 else self.audience_identify
-            return [self.identify(user), self.churn_score(user, low), self.churn_score(user, high),
-                    form(user, CHURN_AUDIENCE, True), self.churn_score(user, back), form(user, CHURN_AUDIENCE, False)]
+            entered = [self.identify(user), self.churn_score(user, low), self.churn_score(user, high),
+                       form(user, CHURN_AUDIENCE, True)]
+            self._kept[name] = self._kept.get(name, 0) + 1
+            if self._kept[name] % 2 == 0:  # every other user stays at risk, so the win-back list ends non-empty
+                return entered
+            return [*entered, self.churn_score(user, back), form(user, CHURN_AUDIENCE, False)]
         if name == "alias":
             return [self.page(None, user.anonymous_id), self.alias(user), self.identify(user)]
         if name == "page":
