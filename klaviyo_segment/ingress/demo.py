@@ -67,12 +67,19 @@ def demo_config(lists: dict[str, str]) -> dict[str, Any]:
             "max_event_age_hours": 24 * 36500}
 
 
-async def wait_drained(store: Any, ingress: Any, timeout: float) -> bool:
-    """True once nothing is pending/leased and the dispatcher has nothing left to start."""
+async def wait_drained(store: Any, ingress: Any, timeout: float,
+                       progress: Callable[[str], None] | None = None) -> bool:
+    """True once nothing is pending/leased and the dispatcher has nothing left to start; reports the backlog
+    (messages per flow still in the inbox) whenever it changes, at most every 2 s."""
     deadline = time.monotonic() + timeout
+    shown, last = None, 0.0
     while time.monotonic() < deadline:
-        if not await store.backlog() and not await store.pending_batches(redispatch_after_seconds=0):
+        backlog = await store.backlog()
+        if not backlog and not await store.pending_batches(redispatch_after_seconds=0):
             return True
+        if progress and backlog != shown and time.monotonic() - last >= 2:
+            shown, last = backlog, time.monotonic()
+            progress("in the inbox: " + ", ".join(f"{flow} {n}" for flow, n in sorted(backlog.items())))
         ingress.dispatcher.wake_all()
         await asyncio.sleep(0.2)
     return False
@@ -116,7 +123,7 @@ async def run_pipeline(box: Any, store: Any, *, count: int = 150, seed: int = 7,
                                    progress=lambda done, total: progress(f"delivered {done}/{total}"))
             result.acknowledged, result.given_up = len(report.acknowledged), len(report.given_up)
             progress("flows running (inline dispatch)")
-            if not await wait_drained(store, ingress, timeout):
+            if not await wait_drained(store, ingress, timeout, progress):
                 result.problems.append(f"inbox not drained within {timeout:.0f}s: {await store.backlog()}")
             profiles = (await kl.get("/__sandbox/profiles")).json()
             emails = [p["attributes"]["email"] for p in profiles if p["attributes"].get("email")][:5]
@@ -127,7 +134,7 @@ async def run_pipeline(box: Any, store: Any, *, count: int = 150, seed: int = 7,
                 result.engagement_sent = len(sent.get("event_ids") or [])
                 if sent.get("webhook_status") != 200:
                     result.problems.append(f"engagement webhook answered {sent.get('webhook_status')}")
-                await wait_drained(store, ingress, timeout)
+                await wait_drained(store, ingress, timeout, progress)
             result.klaviyo = (await kl.get("/__sandbox")).json()
             async with httpx.AsyncClient(base_url=box.segment_url, timeout=30, trust_env=False) as seg:
                 result.segment_received = len((await seg.get("/__sandbox/messages")).json())

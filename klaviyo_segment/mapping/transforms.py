@@ -39,9 +39,12 @@ Fn = Callable[[Any], Any]
 
 @dataclass(frozen=True, slots=True)
 class Compiled:
+    """``op`` names the transforms the code generator (codegen.py) inlines; empty = call ``fn``."""
+
     fn: Fn
     out_type: str
     handles_missing: bool = False
+    op: str = ""
 
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -73,8 +76,40 @@ def to_e164(value: Any, country: str) -> str:
     return result
 
 
+#: Segment's own timestamp shape (UTC, 'Z', optional ms/us): rewritten without building a datetime.
+_ZULU = re.compile(r"(\d{4}-\d\d-\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.(\d{3}|\d{6}))?Z", re.ASCII)
+
+
+@lru_cache(maxsize=4096)
+def _valid_date(date: str) -> bool:
+    """Calendar check of a YYYY-MM-DD prefix; cached because a stream covers few distinct days."""
+    try:
+        datetime.fromisoformat(date)
+    except ValueError:
+        return False
+    return True
+
+
+def _zulu_iso(value: str) -> str | None:
+    """What ``datetime.fromisoformat(value).isoformat()`` returns for a 'Z' timestamp, or None when unsure
+    (the caller then takes the datetime path, so odd inputs keep their exact behaviour)."""
+    m = _ZULU.fullmatch(value)
+    if m is None:
+        return None
+    date, hh, mm, ss, frac = m.groups()
+    if not _valid_date(date):
+        return None
+    if frac is None or not frac.strip("0"):
+        return f"{date}T{hh}:{mm}:{ss}+00:00"
+    return f"{date}T{hh}:{mm}:{ss}.{frac:0<6}+00:00"
+
+
 def to_iso8601(value: Any) -> str:
     """ISO-8601 with an explicit offset; naive datetimes and epoch numbers are taken as UTC (Segment's convention)."""
+    if value.__class__ is str and value[-1:] == "Z":
+        fast = _zulu_iso(value)
+        if fast is not None:
+            return fast
     if isinstance(value, bool):
         raise Drop("not a date-time (boolean)")
     if isinstance(value, (int, float)):
@@ -179,11 +214,11 @@ def compile_transform(spec: Any, in_type: str, *, phone_default_country: str) ->
         raise TransformError(f"a transform is a name or a one-key mapping, got {spec!r}")
     if name in ("trim", "lowercase", "uppercase"):
         op = {"trim": str.strip, "lowercase": str.lower, "uppercase": str.upper}[name]
-        return Compiled(_str_op(op), _string_in(in_type, name))
+        return Compiled(_str_op(op), _string_in(in_type, name), op=name)
     if name == "string":
         if in_type in ("object", "array"):
             raise TransformError(f"transform 'string' cannot convert {in_type}")
-        return Compiled(to_string, "string")
+        return Compiled(to_string, "string", op="string")
     if name in ("number", "int", "bool"):
         if in_type in ("object", "array"):
             raise TransformError(f"transform '{name}' cannot convert {in_type}")
@@ -204,7 +239,7 @@ def compile_transform(spec: Any, in_type: str, *, phone_default_country: str) ->
             raise TransformError(f"transform 'iso8601' expects a string or epoch number but gets {in_type}")
         return Compiled(to_iso8601, "datetime")
     if name == "drop_if_empty":
-        return Compiled(_drop_if_empty, in_type, handles_missing=True)
+        return Compiled(_drop_if_empty, in_type, handles_missing=True, op="drop_if_empty")
     if name == "default":
         if arg is None:
             raise TransformError("transform 'default' needs a value: {default: VALUE}")
