@@ -8,11 +8,12 @@ Forms (see docs/mapping.md): ``"$.traits.email"`` (path), ``{path: ...}``, ``{co
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from klaviyo_segment.mapping.paths import MISSING, Getter, PathError, compile_path
-from klaviyo_segment.mapping.transforms import (Drop, TransformError, _drop_if_empty, compile_transform, literal_type,
-                                                to_string)
+from klaviyo_segment.mapping.transforms import (Compiled, Drop, TransformError, _drop_if_empty, compile_transform,
+                                                literal_type, to_string)
 
 _SOURCES = ("path", "coalesce", "literal", "template")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
@@ -81,12 +82,29 @@ def _template(text: str) -> Getter:
     return render
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How a value is produced (source kind + argument, its getter, transform steps): what codegen.py unrolls."""
+
+    kind: str
+    arg: Any
+    source: Getter
+    steps: tuple[Compiled, ...]
+    scalar: bool
+
+
 def compile_expression(spec: Any, *, scalar: bool, phone_default_country: str
                        ) -> tuple[Callable[[dict[str, Any], Any], Any], str, list[str]]:
     """Return ``(fn(message, item) -> value | None | MISSING, static type, source paths read)``.
 
     ``fn`` raises :class:`Drop` when a transform cannot convert the value.
     """
+    plan, static, paths = plan_expression(spec, scalar=scalar, phone_default_country=phone_default_country)
+    return _closure(plan), static, paths
+
+
+def plan_expression(spec: Any, *, scalar: bool, phone_default_country: str) -> tuple[Plan, str, list[str]]:
+    """Validate an expression; return its :class:`Plan`, static type and the source paths it reads."""
     if isinstance(spec, str):
         if not spec.startswith(("$", "@")):
             raise ExpressionError(f"{spec!r} is not a path (paths start with '$.' for the message or '@' for the "
@@ -133,8 +151,13 @@ def compile_expression(spec: Any, *, scalar: bool, phone_default_country: str
             raise ExpressionError(str(exc)) from None
         compiled.append(t)
         static = t.out_type
+    return Plan(kind, arg, source, tuple(compiled), scalar), static, paths
+
+
+def _closure(plan: Plan) -> Callable[[dict[str, Any], Any], Any]:
+    source, compiled = plan.source, plan.steps
     if not compiled:
-        return source, static, paths
+        return source
     if any(t.handles_missing and t.fn is not _drop_if_empty for t in compiled):
         chain = [(t.fn, t.handles_missing) for t in compiled]
 
@@ -145,7 +168,7 @@ def compile_expression(spec: Any, *, scalar: bool, phone_default_country: str
                     continue
                 v = fn(v)
             return v
-        return run, static, paths
+        return run
     # Hot path: without 'default', an absent or null source stays so; each step may only turn a value MISSING.
     fns = [t.fn for t in compiled]
     if len(fns) == 1:
@@ -154,7 +177,7 @@ def compile_expression(spec: Any, *, scalar: bool, phone_default_country: str
         def run1(msg: dict[str, Any], item: Any) -> Any:
             v = source(msg, item)
             return v if v is None or v is MISSING else f0(v)
-        return run1, static, paths
+        return run1
     if len(fns) == 2:
         f0, f1 = fns
 
@@ -164,7 +187,7 @@ def compile_expression(spec: Any, *, scalar: bool, phone_default_country: str
                 return v
             v = f0(v)
             return v if v is MISSING else f1(v)
-        return run2, static, paths
+        return run2
 
     def run(msg: dict[str, Any], item: Any) -> Any:
         v = source(msg, item)
@@ -173,7 +196,7 @@ def compile_expression(spec: Any, *, scalar: bool, phone_default_country: str
                 return v
             v = fn(v)
         return v
-    return run, static, paths
+    return run
 
 
-__all__ = ["Drop", "ExpressionError", "compile_expression"]
+__all__ = ["Drop", "ExpressionError", "Plan", "compile_expression", "plan_expression"]

@@ -39,7 +39,8 @@ Fn = Callable[[Any], Any]
 
 @dataclass(frozen=True, slots=True)
 class Compiled:
-    """``op`` names the transforms the code generator (codegen.py) inlines; empty = call ``fn``."""
+    """``op`` is the transform's name: the code generator (codegen.py) inlines some and needs to know which
+    never return None/MISSING."""
 
     fn: Fn
     out_type: str
@@ -223,7 +224,7 @@ def compile_transform(spec: Any, in_type: str, *, phone_default_country: str) ->
         if in_type in ("object", "array"):
             raise TransformError(f"transform '{name}' cannot convert {in_type}")
         fn = {"number": to_number, "int": to_int, "bool": to_bool}[name]
-        return Compiled(fn, "boolean" if name == "bool" else "number")
+        return Compiled(fn, "boolean" if name == "bool" else "number", op=name)
     if name == "e164":
         country = phone_default_country
         if arg is not None:
@@ -233,11 +234,11 @@ def compile_transform(spec: Any, in_type: str, *, phone_default_country: str) ->
         if in_type not in ("any", "string", "number"):
             raise TransformError(f"transform 'e164' expects a string but gets {in_type}")
         region = country.upper()
-        return Compiled(lambda v: to_e164(v, region), "phone")
+        return Compiled(lambda v: to_e164(v, region), "phone", op="e164")
     if name == "iso8601":
         if in_type not in ("any", "string", "number", "datetime"):
             raise TransformError(f"transform 'iso8601' expects a string or epoch number but gets {in_type}")
-        return Compiled(to_iso8601, "datetime")
+        return Compiled(to_iso8601, "datetime", op="iso8601")
     if name == "drop_if_empty":
         return Compiled(_drop_if_empty, in_type, handles_missing=True, op="drop_if_empty")
     if name == "default":
@@ -245,12 +246,12 @@ def compile_transform(spec: Any, in_type: str, *, phone_default_country: str) ->
             raise TransformError("transform 'default' needs a value: {default: VALUE}")
         fallback = arg
         return Compiled(lambda v: fallback if v is None or v is MISSING else v,
-                        literal_type(fallback) if in_type == "any" else in_type, handles_missing=True)
+                        literal_type(fallback) if in_type == "any" else in_type, handles_missing=True, op="default")
     if name == "map":
         if not isinstance(arg, dict) or not arg:
             raise TransformError("transform 'map' needs a mapping of values: {map: {FROM: TO}}")
         table = dict(arg)
-        return Compiled(lambda v: table.get(v, v) if isinstance(v, (str, int, float, bool)) else v, in_type)
+        return Compiled(lambda v: table.get(v, v) if isinstance(v, (str, int, float, bool)) else v, in_type, op="map")
     raise TransformError(
         f"unknown transform {name!r} (known: trim, lowercase, uppercase, string, number, int, bool, e164, "
         "iso8601, drop_if_empty, default, map)"
