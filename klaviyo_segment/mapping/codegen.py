@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from klaviyo_segment.mapping.expressions import Plan
-from klaviyo_segment.mapping.paths import MISSING, Getter, parse_path
+from klaviyo_segment.mapping.paths import MISSING, Getter, compile_path, parse_path
 from klaviyo_segment.mapping.transforms import Drop, _drop_if_empty, to_string
 
 Build = Callable[[dict[str, Any], Any, list[str]], dict[str, Any]]
@@ -64,15 +64,18 @@ class _Writer:
         self.lines.append("    " * depth + line)
 
     def _prefix(self, steps: tuple[str, ...]) -> str:
-        """Variable holding the dict at ``$.steps`` (None when absent or not a dict), computed once per call."""
+        """Variable holding the value at ``$.steps`` / ``@.steps`` (None when absent or under a non-dict),
+        computed once per call; ``steps[0]`` is the root."""
         if steps in self.prefixes:
             return self.prefixes[steps]
-        name = f"p{len(self.prefixes)}"
-        if len(steps) == 1:
-            expr = f"msg.get({steps[0]!r})"
+        if steps == ("@",):
+            expr = "item[0] if item is not None else None"
+        elif steps[0] == "$" and len(steps) == 2:
+            expr = f"msg.get({steps[1]!r})"
         else:
             parent = self._prefix(steps[:-1])
             expr = f"{parent}.get({steps[-1]!r}) if isinstance({parent}, dict) else None"
+        name = f"p{len(self.prefixes)}"
         self.prefix_lines.append(f"    {name} = {expr}")
         self.prefixes[steps] = name
         return name
@@ -80,11 +83,11 @@ class _Writer:
     def getter(self, path: str, compiled: Getter) -> str:
         """An expression reading ``path``: inlined for plain ``$.a.b`` keys, else a call to the compiled getter."""
         root, steps = parse_path(path)
-        if root != "$" or not steps or not all(isinstance(s, str) for s in steps):
+        if root not in ("$", "@") or not steps or not all(isinstance(s, str) for s in steps):
             return f"{self.const(compiled)}(msg, item)"
-        keys = tuple(str(s) for s in steps)
-        if len(keys) == 1:
-            return f"msg.get({keys[0]!r}, MISSING)"
+        keys = (root, *(str(s) for s in steps))
+        if keys[0] == "$" and len(keys) == 2:  # the message itself is a dict: no check (as the closures)
+            return f"msg.get({keys[1]!r}, MISSING)"
         parent = self._prefix(keys[:-1])
         return f"({parent}.get({keys[-1]!r}, MISSING) if isinstance({parent}, dict) else MISSING)"
 
@@ -98,8 +101,6 @@ def _source(w: _Writer, plan: Plan, depth: int) -> None:
     elif plan.kind == "template":
         w.emit(depth, f"v = {w.const(plan.source)}(msg, item)")
     else:  # coalesce: first present non-null (scalar targets also skip objects/arrays)
-        from klaviyo_segment.mapping.paths import compile_path
-
         skip = " and not isinstance(_c, (dict, list))" if plan.scalar else ""
         w.emit(depth, "_n = False")
         for path in plan.arg:
@@ -131,7 +132,7 @@ def _tail(w: _Writer, field: Field, depth: int, state: str) -> None:
     _place(w, field, depth)
 
 
-def _guard(w: _Writer, field: Field, depth: int, opened: list[int]) -> int:
+def _guard(w: _Writer, depth: int, opened: list[int]) -> int:
     """Open ``if v is a value:``; a None/MISSING value skips every later step (the closures' contract)."""
     w.emit(depth, "if v is not None and v is not MISSING:")
     opened.append(depth)
@@ -150,7 +151,7 @@ def _field(w: _Writer, field: Field, depth: int) -> None:
                 w.emit(depth, "if v is not None and v is not MISSING:")
                 w.emit(depth + 1, call)
         opened: list[int] = []
-        _tail(w, field, _guard(w, field, depth, opened), "val")
+        _tail(w, field, _guard(w, depth, opened), "val")
     else:
         opened = []
         state = "str" if field.plan.kind == "literal" and isinstance(field.plan.arg, str) else (
@@ -158,7 +159,7 @@ def _field(w: _Writer, field: Field, depth: int) -> None:
         i = 0
         while i < len(steps):
             if state == "maybe":
-                depth = _guard(w, field, depth, opened)
+                depth = _guard(w, depth, opened)
                 state = "val"
             op = steps[i].op
             if op in _STR_METHODS:
@@ -198,7 +199,7 @@ def _field(w: _Writer, field: Field, depth: int) -> None:
                 state = "str" if op in _NEVER_NULL_STR else "val" if op in _NEVER_NULL else "maybe"
             i += 1
         if state == "maybe":
-            depth = _guard(w, field, depth, opened)
+            depth = _guard(w, depth, opened)
             state = "val"
         _tail(w, field, depth, state)
     if field.clear:  # a None source (or a map to None) stays None through the steps: send the explicit null

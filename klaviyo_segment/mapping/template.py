@@ -5,12 +5,12 @@ Every spec mistake raises ConfigError naming the template, the field and the pro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from klaviyo_segment.errors import ConfigError
 from klaviyo_segment.mapping import fields as catalogue
-from klaviyo_segment.mapping.expressions import ExpressionError, compile_expression
+from klaviyo_segment.mapping.codegen import Field, Passthrough, generate
+from klaviyo_segment.mapping.expressions import ExpressionError, plan_expression
 from klaviyo_segment.mapping.filters import compile_globs, compile_predicate
 from klaviyo_segment.mapping.models import EventMapping, MappingError, ProfileMapping
 from klaviyo_segment.mapping.paths import MISSING, PathError, compile_path, first_key
@@ -62,64 +62,15 @@ def _coercer(field_type: str, country: str) -> Callable[[Any], Any] | None:
             "boolean": to_bool, "object": _object}.get(field_type)
 
 
-@dataclass(slots=True)
-class _Field:
-    target: str
-    path: tuple[str, ...]
-    run: Callable[[dict[str, Any], Any], Any]
-    coerce: Callable[[Any], Any] | None
-    clear: bool  # send explicit nulls (nulls: clear on a nullable, non-identifier field)
-
-
-@dataclass(slots=True)
-class _Passthrough:
-    source: Callable[[dict[str, Any], Any], Any]
-    excluded: frozenset[str]
-    rename: dict[str, str]
-    keep_nulls: bool
-
-
 class _Block:
-    """Compiled ``fields`` + ``properties`` of a template or of one expand entry."""
+    """Compiled ``fields`` + ``properties`` of a template or of one expand entry; ``build`` is generated code."""
 
-    def __init__(self, fields: list[_Field], passthrough: _Passthrough | None, props_key: tuple[str, ...]) -> None:
+    def __init__(self, fields: list[Field], passthrough: Passthrough | None, props_key: tuple[str, ...],
+                 label: str) -> None:
         self.fields = fields
         self.passthrough = passthrough
         self.props_key = props_key
-
-    def build(self, msg: dict[str, Any], item: Any, warnings: list[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        pt = self.passthrough
-        if pt is not None:
-            src = pt.source(msg, item)
-            if isinstance(src, dict) and src:
-                excluded, rename, keep_nulls = pt.excluded, pt.rename, pt.keep_nulls
-                props = {rename.get(k, k): v for k, v in src.items()
-                         if k not in excluded and (keep_nulls or v is not None)}
-                if props:
-                    out[self.props_key[0]] = props
-        for f in self.fields:
-            try:
-                v = f.run(msg, item)
-                if v is MISSING:
-                    continue
-                if v is None:
-                    if not f.clear:
-                        continue
-                elif f.coerce is not None:
-                    v = f.coerce(v)
-            except Drop as drop:
-                warnings.append(f"{f.target}: value dropped: {drop.reason}")
-                continue
-            path = f.path
-            if len(path) == 1:
-                out[path[0]] = v
-            else:
-                node = out
-                for key in path[:-1]:
-                    node = node.setdefault(key, {})
-                node[path[-1]] = v
-        return out
+        self.build, self.source = generate(fields, passthrough, props_key[0], label)
 
 
 def _fail(template: str, where: str, problem: str) -> ConfigError:
@@ -149,6 +100,7 @@ class CompiledTemplate:
         self.spec = spec
         self._country = phone_default_country
         self._events, self._where = self._compile_match(spec.get("match"), "match")
+        self._always = self._events is None and not self._where
         self._main = self._compile_block(spec.get("fields"), spec.get("properties"), "fields", item_scope=False)
         if kind == "track" and not any(f.target == "metric" for f in self._main.fields):
             raise _fail(self.name, "fields", "a track template must set 'metric' (e.g. metric: $.event)")
@@ -187,8 +139,8 @@ class CompiledTemplate:
             if item_scope and str(target).split(".")[0] == "profile":
                 raise _fail(self.name, label, "expanded events reuse the parent event's profile")
             try:
-                run, static, paths = compile_expression(expr, scalar=field.type not in ("object", "any"),
-                                                        phone_default_country=self._country)
+                plan, static, paths = plan_expression(expr, scalar=field.type not in ("object", "any"),
+                                                      phone_default_country=self._country)
             except ExpressionError as exc:
                 raise _fail(self.name, label, str(exc)) from None
             if static not in _ACCEPTS[field.type]:
@@ -199,11 +151,12 @@ class CompiledTemplate:
             read_paths.extend(paths)
             clear = self.nulls == "clear" and field.nullable and field.path[-1] not in _NEVER_CLEARED
             coerce = None if static in _ALREADY.get(field.type, ()) else _coercer(field.type, self._country)
-            compiled.append(_Field(str(target), field.path, run, coerce, clear))
+            compiled.append(Field(str(target), field.path, plan, coerce, field.type, clear))
         props_key = ("properties",)
-        return _Block(compiled, self._compile_properties(properties, where, read_paths), props_key)
+        return _Block(compiled, self._compile_properties(properties, where, read_paths), props_key,
+                      f"{self.name}:{where}")
 
-    def _compile_properties(self, spec: Any, where: str, read_paths: list[str]) -> _Passthrough | None:
+    def _compile_properties(self, spec: Any, where: str, read_paths: list[str]) -> Passthrough | None:
         if spec is None:
             return None
         label = f"{where.replace('fields', 'properties')}"
@@ -226,7 +179,7 @@ class CompiledTemplate:
         excluded = set(exclude)
         if spec.get("exclude_mapped", self.kind == "identify"):
             excluded.update(k for p in read_paths if (k := first_key(p, str(source))) is not None)
-        return _Passthrough(getter, frozenset(excluded), dict(rename), self.nulls == "clear")
+        return Passthrough(getter, str(source), frozenset(excluded), dict(rename), self.nulls == "clear")
 
     def _compile_expand(self, spec: Any) -> list[tuple[Any, list[Any], Callable[..., Any], _Block]]:
         if spec is None:
@@ -266,7 +219,7 @@ class CompiledTemplate:
         mtype = message.get("type")
         if mtype is not None and mtype != self.kind:
             return None
-        if not self._matches(message, self._events, self._where):
+        if not self._always and not self._matches(message, self._events, self._where):
             return None
         warnings: list[str] = []
         out = self._main.build(message, None, warnings)
