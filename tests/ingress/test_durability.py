@@ -21,10 +21,7 @@ from klaviyo_segment.ingress.serve import free_port
 from klaviyo_segment.sandbox.segment.simulator import deliver
 from klaviyo_segment.store import Store
 
-# Test-only: a short batch lease so the restarted process retakes the killed run's batches within the test
-# (production leases are 10 minutes; see runtime.LEASE_SECONDS).
-SERVE = ("import klaviyo_segment.runtime as r; r.LEASE_SECONDS = 8.0; "
-         "from klaviyo_segment.cli.app import main; main()")
+SERVE = "from klaviyo_segment.cli.app import main; main()"
 METRIC = "Durability Ping"
 
 
@@ -60,8 +57,7 @@ async def test_kill_serve_mid_stream_and_restart_delivers_every_message_exactly_
         sandbox_factory: Any, prefect_server: str, tmp_path: Path) -> None:
     box = sandbox_factory(rate_limits="off")
     store_url = f"sqlite:///{tmp_path}/state.db"
-    env = dict(os.environ, **sandbox_env(box), PREFECT_API_URL=prefect_server, KLAVIYO_SEGMENT_STORE_URL=store_url,
-               KLAVIYO_SEGMENT_HOME=str(tmp_path))
+    env = _env(box, prefect_server, store_url, tmp_path)
     config = tmp_path / "config.yaml"
     config.write_text("max_event_age_hours: 48\n")
     port = free_port()
@@ -97,6 +93,51 @@ async def test_kill_serve_mid_stream_and_restart_delivers_every_message_exactly_
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
+
+
+def _env(box: Any, prefect_api: str, store_url: str, home: Path) -> dict[str, str]:
+    # A short batch lease so a restarted process retakes a killed run's batches within the test (production
+    # leases are 10 minutes, runtime.LEASE_SECONDS).
+    return dict(os.environ, **sandbox_env(box), PREFECT_API_URL=prefect_api, KLAVIYO_SEGMENT_STORE_URL=store_url,
+                KLAVIYO_SEGMENT_HOME=str(home), KLAVIYO_SEGMENT_LEASE_SECONDS="8")
+
+
+async def test_kill_prefect_server_mid_stream_and_restart_delivers_every_message_exactly_once(
+        sandbox_factory: Any, tmp_path: Path) -> None:
+    """The Prefect server dies (SIGKILL) while deliveries arrive and flows run: the receiver keeps acking
+    into the store, failed flow starts are retried, and after the server restarts (same database) every
+    message reaches Klaviyo exactly once."""
+    from klaviyo_segment.ingress.serve import LocalPrefect
+
+    box = sandbox_factory(rate_limits="off")
+    prefect = LocalPrefect(tmp_path / "prefect")
+    api = await prefect.start()
+    store_url = f"sqlite:///{tmp_path}/state.db"
+    env = _env(box, api, store_url, tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text("max_event_age_hours: 48\n")
+    serve, url = _start(free_port(), env, config)
+    try:
+        async with httpx.AsyncClient(base_url=box.klaviyo_url, timeout=10) as kl:
+            head = await deliver(f"{url}/segment", _messages(0, 60), box.segment_shared_secret, batch_size=5)
+            assert not head.given_up
+            await _until(lambda: _has_some(kl), 60)
+            assert prefect.process is not None
+            prefect.process.send_signal(signal.SIGKILL)
+            prefect.process.wait(10)
+            tail = await deliver(f"{url}/segment", _messages(60, 140), box.segment_shared_secret, batch_size=5,
+                                 concurrency=2, max_attempts=15, backoff_base=0.5, max_seconds=120, seed=1)
+            assert not tail.given_up, tail.given_up  # acks need the store, not Prefect
+            await prefect.start()  # same PREFECT_HOME (database) and port
+            await _until(lambda: _complete(kl, 200), 180)
+            counts = await _pings(kl)
+        assert set(counts) == set(range(200))
+        assert max(counts.values()) == 1, {n: c for n, c in counts.items() if c > 1}
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait(5)
+        prefect.stop()
 
 
 async def _has_some(kl: httpx.AsyncClient) -> bool:
