@@ -1,7 +1,7 @@
 """``latency``: audience enter -> Klaviyo list membership with ``serve``'s embedded default.
 
 Set-up, each part in its own process so none shares another's GIL: the sandbox (``klaviyo-segment sandbox``,
-Klaviyo's real limits), ``serve``'s ingress with inline dispatch in this process (durable group commit ->
+Klaviyo's real limits unless ``--scale`` says otherwise), ``serve``'s ingress with inline dispatch in this process (durable group commit ->
 in-process dispatcher -> inline Prefect flow runs of ``sync-audiences``), and a load generator that sends
 signed ``Audience Entered`` changes as a steady trickle and polls ``/__sandbox/lists``. The figure is, per
 change, the seconds from the delivery's 2xx to the profile appearing in the list (poll resolution 50 ms).
@@ -35,7 +35,7 @@ async def _run(options: Options) -> BenchResult:
     result = BenchResult(bench="latency")
     count = options.messages or 240
     document = {"audiences": {AUDIENCE: LIST_ID}}
-    with bench_env(1.0) as env:
+    with bench_env(options.scale) as env:
         async with ingress(env.store_url, flows=[FLOW], document=document) as (running, _):
             common = ["--url", f"{running.url}/segment", "--secret", SECRET, "--klaviyo", env.sandbox.klaviyo_url,
                       "--list-id", LIST_ID, "--audience", AUDIENCE]

@@ -141,8 +141,9 @@ class RssMonitor:
 def _label(proc: psutil.Process) -> str:
     with contextlib.suppress(psutil.Error):
         cmd = proc.cmdline()
-        text = " ".join(c for c in cmd[1:5] if c)
-        for needle, label in (("sandbox", "sandbox"), ("bench.client", "load generator"), ("prefect", "prefect server")):
+        text = " ".join(cmd[1:])
+        for needle, label in (("bench.client", "load generator"), ("klaviyo_segment sandbox", "sandbox"),
+                              ("prefect", "prefect server")):
             if needle in text:
                 return label
         return Path(cmd[0]).name if cmd else proc.name()

@@ -234,6 +234,7 @@ def generate(fields: list[Field], passthrough: Passthrough | None, props_key: st
         w.emit(2, f"warnings.append({w.const(f'{field.target}: value dropped: ')} + exc.reason)")
     w.emit(1, "return out")
     source = "\n".join(["def build(msg, item, warnings):", *w.prefix_lines, *w.lines])
-    code = compile(source, f"<template {label}>", "exec")
+    # the label only names the code object in tracebacks: keep it printable whatever the template's name
+    code = compile(source, f"<template {label.encode('unicode_escape').decode('ascii')[:80]}>", "exec")
     exec(code, w.ns)  # noqa: S102 - the source is generated from validated specs; values are constants
     return w.ns["build"], source

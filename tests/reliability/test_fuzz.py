@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from klaviyo_segment.errors import ConfigError
@@ -138,6 +138,7 @@ template_spec = st.fixed_dictionaries({"name": st.text(max_size=10), "kind": st.
 
 @FUZZ
 @given(spec=template_spec, messages=st.lists(segment_message, max_size=4))
+@example(spec={"name": "\x00", "kind": "identify"}, messages=[])  # found by this test: ValueError from codegen
 def test_mapping_templates_compile_cleanly_or_refuse(spec: dict[str, Any], messages: list[Any]) -> None:
     try:
         template = compile_template(spec)

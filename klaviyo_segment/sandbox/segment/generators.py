@@ -62,15 +62,18 @@ def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _local_phone(rng: random.Random, region: str) -> str:
-    """A valid mobile number printed the way a local user types it (national format, no country code)."""
+def _local_phone(rng: random.Random, region: str, serial: int) -> str:
+    """A valid mobile number printed the way a local user types it (national format, no country code). The
+    last six digits come from the user's serial, so two generated people never share a phone (Klaviyo would
+    rightly refuse the second as a duplicate identifier)."""
     example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
     assert example is not None
     number = example
-    for _ in range(20):
-        national = str(example.national_number)
+    national = str(example.national_number)
+    tails = [f"{serial % 1_000_000:06d}"] + [f"{rng.randrange(1_000_000):06d}" for _ in range(20)]
+    for tail in tails:
         candidate = phonenumbers.PhoneNumber(country_code=example.country_code,
-                                             national_number=int(national[:-4] + f"{rng.randrange(10_000):04d}"))
+                                             national_number=int(national[:-6] + tail))
         if phonenumbers.is_valid_number(candidate):
             number = candidate
             break
@@ -126,7 +129,7 @@ class SegmentGenerator:
         ascii_local = unicodedata.normalize("NFKD", local).encode("ascii", "ignore").decode() or "user"
         email = f"{ascii_local}{self._users}@{rng.choice(['example.com', 'example.org', 'mail.example.net'])}"
         return User(user_id=f"user_{self._users:05d}_{rng.getrandbits(24):06x}", anonymous_id=_uuid(rng),
-                    first_name=first, last_name=last, email=email, phone=_local_phone(rng, place[0]),
+                    first_name=first, last_name=last, email=email, phone=_local_phone(rng, place[0], self._users),
                     place=place, snake=rng.random() < 0.4)
 
     def _personas(self, key: str) -> dict[str, str]:
