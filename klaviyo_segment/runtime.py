@@ -21,6 +21,7 @@ import httpx
 
 from klaviyo_segment import redact
 from klaviyo_segment.config import AppConfig
+from klaviyo_segment.constants import ENV_LEASE_SECONDS
 from klaviyo_segment.errors import ApiError, ConfigError
 from klaviyo_segment.outcomes import Outcome, Status, summarize
 from klaviyo_segment.segment_spec import SegmentMessage, klaviyo_opted_out, message_key, parse_message
@@ -30,7 +31,7 @@ for _name in ("klaviyo_segment", "prefect.flow_runs", "prefect.task_runs"):
     redact.install(logging.getLogger(_name))
 
 #: Lease long enough for a large batch; an expired lease lets another worker take the batch over.
-LEASE_SECONDS = float(os.environ.get("KLAVIYO_SEGMENT_LEASE_SECONDS", "600"))
+LEASE_SECONDS = float(os.environ.get(ENV_LEASE_SECONDS, "600"))
 MALFORMED = "__malformed_json__"
 
 

@@ -28,13 +28,14 @@ from typing import Any
 
 import httpx
 
+from klaviyo_segment import constants
 from klaviyo_segment.clients.pacing import InProcessPacer, tier_of
 
 logger = logging.getLogger("klaviyo_segment.global_limits")
 
-ENV_GLOBAL_LIMITS = "KLAVIYO_SEGMENT_GLOBAL_LIMITS"
+ENV_GLOBAL_LIMITS = constants.ENV_GLOBAL_LIMITS
 #: Multiplies every planned limit; only for sandboxes started with ``--rate-limits scale=F``.
-ENV_RATE_SCALE = "KLAVIYO_SEGMENT_RATE_SCALE"
+ENV_RATE_SCALE = constants.ENV_RATE_SCALE
 #: Headroom under the published limits: request arrival jitter and clock skew eat into exact windows.
 DEFAULT_MARGIN = 0.9
 #: Slots per request. The server decays ``floor(rate * seconds since the last update)`` slots and every update
