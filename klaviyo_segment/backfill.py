@@ -31,7 +31,7 @@ import polars as pl
 
 from klaviyo_segment import constants, redact
 from klaviyo_segment.builders import klaviyo as b
-from klaviyo_segment.clients.pacing import InProcessPacer, _Window, tier_of
+from klaviyo_segment.clients.pacing import InProcessPacer
 from klaviyo_segment.errors import ApiError, ConfigError, KlaviyoAPIError
 from klaviyo_segment.mapping.frame import map_slice
 from klaviyo_segment.mapping.template import CompiledTemplate
@@ -47,19 +47,6 @@ NO_IDENTIFIER = "no email, phone or userId (profile imports cannot carry anonymo
 REJECTS_KEY = "backfill:rejects-files"
 #: Wrapper bytes per profile in the body: ``{"type":"profile","attributes":...}`` plus the separating comma.
 _RESOURCE_BYTES = len('{"type":"profile","attributes":}') + 1
-
-
-class PerOperationPacer(InProcessPacer):
-    """Paces each operation on its own windows, as Klaviyo counts them: status polls and error pages of a
-    backfill must not eat the job-submission budget that sets its floor (the shared pacer pools a tier)."""
-
-    def _window(self, operation_id: str) -> _Window:
-        win = self._windows.get(operation_id)
-        if win is None:
-            _, burst, steady, daily = tier_of(operation_id)
-            win = self._windows[operation_id] = _Window(max(1, int(burst * self._scale)),
-                                                        max(1, int(steady * self._scale)), daily)
-        return win
 
 
 # -- input -----------------------------------------------------------------------------------------------------
@@ -453,7 +440,7 @@ async def backfill_file(path: Path, *, config: Any = None, raw_config: dict[str,
     credentials = resolve_klaviyo(config=raw_config or {})
     store = await Store.open(resolve_store_url(config=raw_config or {}))
     try:
-        async with KlaviyoClient(credentials, pacer=PerOperationPacer()) as client:
+        async with KlaviyoClient(credentials, pacer=InProcessPacer()) as client:
             return await run_backfill(store, client, template, path, fmt, options, progress)
     finally:
         await store.close()

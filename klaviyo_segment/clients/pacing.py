@@ -1,4 +1,4 @@
-"""Client-side pacing of Klaviyo requests per (account, rate-limit tier).
+"""Client-side pacing of Klaviyo requests per (account, operation), at each operation's tier limits.
 
 Klaviyo answers 429 when either the 1-second burst or the 1-minute steady window is exceeded, and the quota is
 shared with every other app using the same private key. So we pace proactively from the schema's published
@@ -89,11 +89,13 @@ class InProcessPacer:
         self._windows: dict[str, _Window] = {}
 
     def _window(self, operation_id: str) -> _Window:
-        name, burst, steady, daily = tier_of(operation_id)
-        win = self._windows.get(name)
+        # One window per operation, with its tier's figures: Klaviyo (and the sandbox) count each endpoint on
+        # its own, so job-status polls must not eat the job-submission budget of the same tier.
+        win = self._windows.get(operation_id)
         if win is None:
-            win = self._windows[name] = _Window(max(1, int(burst * self._scale)), max(1, int(steady * self._scale)),
-                                                daily)
+            _, burst, steady, daily = tier_of(operation_id)
+            win = self._windows[operation_id] = _Window(max(1, int(burst * self._scale)),
+                                                        max(1, int(steady * self._scale)), daily)
         return win
 
     def _try_take(self, win: _Window, now: float) -> float:
@@ -125,7 +127,7 @@ class InProcessPacer:
         return 0.0
 
     async def acquire(self, operation_id: str) -> None:
-        """Wait until one more request of this operation's tier fits in every window."""
+        """Wait until one more request of this operation fits in every window."""
         win = self._window(operation_id)
         while True:
             with self._lock:

@@ -34,7 +34,9 @@ async def test_burst_window_delays_the_eleventh_request() -> None:
     for _ in range(10):
         await pacer.acquire("bulk_create_events")
     assert clock.slept == []
-    await pacer.acquire("merge_profiles")  # same M tier: shares the window
+    await pacer.acquire("merge_profiles")  # same M tier, another endpoint: its own window
+    assert clock.slept == []
+    await pacer.acquire("bulk_create_events")  # the 11th of this endpoint in one second waits
     assert clock.slept == [pytest.approx(1.0)]
 
 

@@ -11,7 +11,6 @@ import asyncio
 import json
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +94,28 @@ async def _count_delivered(store: Any) -> int:
         return int((await conn.execute(query)).scalar_one())
 
 
-def check_sandbox(events: list[dict[str, Any]]) -> dict[str, int]:
-    """Exactly-once in Klaviyo: no two events of one profile and metric share an event id (the sandbox's view
-    shows the unique_id the flows send as the ``$event_id`` property)."""
-    keys = Counter((e.get("profile_id"), e.get("metric"), (e.get("properties") or {}).get("$event_id"))
-                   for e in events if (e.get("properties") or {}).get("$event_id"))
-    return {"events": len(events), "duplicate_events": sum(n - 1 for n in keys.values() if n > 1)}
+async def _setup_sandbox(box: Any, faults: str, seed: int) -> dict[str, Any]:
+    """Create the lists every flow needs, then turn the faults on: the setup is not what is under test, and a
+    config mapping every generated audience is what lets sync-audiences, onboard-new-users and churn-winback run
+    at all. Returns the config document (the demo's: all audiences, onboarding and churn lists, no age limits)."""
+    import httpx
+
+    from klaviyo_segment.ingress.demo import AUDIENCES, CHURN_AUDIENCE, create_lists, demo_config
+
+    headers = {"Authorization": f"Klaviyo-API-Key {box.klaviyo_api_key}", "revision": "2026-07-15",
+               "Content-Type": "application/vnd.api+json", "Accept": "application/vnd.api+json"}
+    async with httpx.AsyncClient(base_url=box.klaviyo_url, headers=headers, timeout=30, trust_env=False) as kl:
+        lists = await create_lists(kl, AUDIENCES + [CHURN_AUDIENCE, "Onboarding", "Churn Win-back"])
+        (await kl.post("/__sandbox/config", json={"faults": faults, "seed": seed})).raise_for_status()
+    return demo_config(lists)
+
+
+def _snapshot(klaviyo_url: str) -> dict[str, Any]:
+    """Everything the exactness check compares, read once after the drain."""
+    import httpx
+
+    with httpx.Client(base_url=klaviyo_url, timeout=120, trust_env=False) as client:
+        return {view: client.get(f"/__sandbox/{view}").json() for view in ("stats", "events", "profiles", "lists")}
 
 
 def _with_invalid(stream: list[dict[str, Any]], every: int) -> tuple[list[dict[str, Any]], set[str]]:
@@ -114,15 +129,16 @@ def _with_invalid(stream: list[dict[str, Any]], every: int) -> tuple[list[dict[s
     return out, invalid
 
 
-def _spawn_worker(store_url: str, env: dict[str, str]) -> Any:
+def _spawn_worker(store_url: str, document: dict[str, Any], env: dict[str, str]) -> Any:
     import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "-m", "klaviyo_segment.cli.commands.chaos", store_url], env=env,
+    return subprocess.Popen([sys.executable, "-m", "klaviyo_segment.cli.commands.chaos", store_url,
+                             json.dumps(document)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def _worker(store_url: str) -> None:
+async def _worker(store_url: str, document: dict[str, Any]) -> None:
     """A dispatch-only worker process (the one the chaos run SIGKILLs): runs flows inline until killed."""
     from klaviyo_segment import runtime
     from klaviyo_segment.config import AppConfig
@@ -132,8 +148,8 @@ async def _worker(store_url: str) -> None:
 
     runtime.LEASE_SECONDS = WORKER_LEASE_SECONDS  # a killed worker's batches come back within a CI budget
     store = await Store.open(store_url)
-    await start_ingress(store, AppConfig(), settings=ReceiverSettings(), dispatch="inline",
-                        mapping_document={}, dispatcher_options={"sweep_interval": 1.0, "max_messages": 1000,
+    await start_ingress(store, AppConfig.from_document(document), settings=ReceiverSettings(), dispatch="inline",
+                        mapping_document=document, dispatcher_options={"sweep_interval": 1.0, "max_messages": 1000,
                                                                  "redispatch_after": 5.0})
     await asyncio.Event().wait()
 
@@ -152,9 +168,9 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
     import os
     import signal
     import sys
+    from datetime import UTC, datetime
 
-    import httpx
-
+    from klaviyo_segment.chaos_expect import compare, expected_state
     from klaviyo_segment.clients.global_limits import ENV_RATE_SCALE
     from klaviyo_segment.config import AppConfig
     from klaviyo_segment.ingress.receiver import ReceiverSettings
@@ -167,7 +183,9 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
     started = time.monotonic()
     url = store_url or f"sqlite:///{Path(tempfile.mkdtemp(prefix='ks-chaos-')) / 'state.db'}"
     limits = "on" if rate_scale == 1.0 else f"scale={rate_scale}"
-    with Sandbox(SandboxOptions(rate_limits=limits, faults=faults, seed=seed, import_delay=0.01)) as box:
+    with Sandbox(SandboxOptions(rate_limits=limits, faults=None, seed=seed, import_delay=0.01)) as box:
+        document = await _setup_sandbox(box, faults, seed)
+        config = AppConfig.from_document(document)
         env = {**os.environ, "KLAVIYO_API_KEY": box.klaviyo_api_key, "KLAVIYO_BASE_URL": box.klaviyo_url,
                "SEGMENT_WRITE_KEY": box.segment_write_key, "SEGMENT_BASE_URL": box.segment_url,
                "KLAVIYO_SEGMENT_STORE_URL": url, ENV_RATE_SCALE: str(rate_scale)}
@@ -175,9 +193,9 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
         worker = None
         kills = 0
         try:
-            ingress = await start_ingress(store, AppConfig(), settings=ReceiverSettings(segment_secret="chaos"),
+            ingress = await start_ingress(store, config, settings=ReceiverSettings(segment_secret="chaos"),
                                           dispatch=None)
-            worker = _spawn_worker(url, env)
+            worker = _spawn_worker(url, document, env)
             try:
                 delivery = asyncio.ensure_future(_deliver(ingress.url, "chaos", stream, batch, 8))
                 if kill_after is not None:  # mid-run: only once the worker is talking to Klaviyo
@@ -186,7 +204,7 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
                     worker.send_signal(signal.SIGKILL)
                     worker.wait()
                     kills += 1
-                    worker = _spawn_worker(url, env)
+                    worker = _spawn_worker(url, document, env)
                 retries = await delivery
                 print(f"chaos: {len(stream)} messages accepted after {time.monotonic() - started:.1f}s",
                       file=sys.stderr, flush=True)
@@ -200,9 +218,9 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
                 worker.kill()
                 worker.wait()
             await store.close()
-        with httpx.Client(base_url=box.klaviyo_url, timeout=60) as client:
-            stats = client.get("/__sandbox/stats").json()
-            events = client.get("/__sandbox/events").json()
+        seen = _snapshot(box.klaviyo_url)
+    stats = seen["stats"]
+    expected = expected_state(stream, invalid, config, datetime.now(UTC))
     dead_ids = {d.message_id for d in dead}
     return {
         "messages": len(stream), "sent_message_flow_pairs": sent, "invalid": len(invalid),
@@ -213,8 +231,24 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
         "klaviyo_requests": stats["requests_total"], "faults": stats["faults"],
         "klaviyo_retried": sum(n for k, n in stats["faults"].items() if k != "latency") + stats["throttled_total"],
         "throttled_429": stats["throttled_total"], "receiver_retries": retries, "worker_kills": kills,
-        "duration_s": round(time.monotonic() - started, 1), **check_sandbox(events),
+        "duration_s": round(time.monotonic() - started, 1),
+        "expected": {"events": len(expected.events), "profiles": len(expected.profiles),
+                     "list_members": sum(sum(m.values()) for m in expected.lists.values()),
+                     "subscriptions": len(expected.subscribed), "churn_flags": len(expected.churn),
+                     "deleted_people": len(expected.deleted)},
+        "exactness": compare(expected, seen["profiles"], seen["events"], seen["lists"]),
     }
+
+
+def failed_checks(figures: dict[str, Any]) -> list[str]:
+    """Names of the checks a run failed (empty = exact): shared by the command's exit code and the test."""
+    from klaviyo_segment.chaos_expect import failures
+
+    failed = failures(figures["exactness"])
+    for key in ("dead_letters_without_reason", "dead_letters_not_invalid", "invalid_not_dead_lettered"):
+        if figures[key]:
+            failed.append(key)
+    return failed
 
 
 def chaos_command(
@@ -233,12 +267,11 @@ def chaos_command(
     figures = asyncio.run(run_chaos(messages, seed=seed, faults=faults, max_seconds=max_seconds,
                                     rate_scale=rate_scale))
     typer.echo(json.dumps(figures, indent=2))
-    if (figures["duplicate_events"] or figures["dead_letters_without_reason"]
-            or figures["dead_letters_not_invalid"] or figures["invalid_not_dead_lettered"]):
+    if failed_checks(figures):
         raise typer.Exit(1)
 
 
 if __name__ == "__main__":
     import sys
 
-    asyncio.run(_worker(sys.argv[1]))
+    asyncio.run(_worker(sys.argv[1], json.loads(sys.argv[2])))
