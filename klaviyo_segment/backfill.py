@@ -35,6 +35,7 @@ from klaviyo_segment.clients.pacing import InProcessPacer
 from klaviyo_segment.errors import ApiError, ConfigError, KlaviyoAPIError
 from klaviyo_segment.mapping.frame import map_slice
 from klaviyo_segment.mapping.template import CompiledTemplate
+from klaviyo_segment.tasks.klaviyo_profiles import await_import_job, submit_import_job
 
 logger = logging.getLogger("klaviyo_segment.backfill")
 
@@ -157,41 +158,6 @@ class RejectsWriter:
 
 
 # -- jobs --------------------------------------------------------------------------------------------------------
-async def submit_job(client: Any, items: list[dict[str, Any]], list_ids: Sequence[str]) -> str:
-    response = await client.request("bulk_import_profiles", json=b.bulk_profile_import_body(items, list_ids=list_ids))
-    return str((response.json().get("data") or {}).get("id"))
-
-
-async def await_job(client: Any, job_id: str, items: list[dict[str, Any]], *, poll_interval: float,
-                    timeout: float) -> tuple[str, dict[int, ApiError]]:
-    """Poll to an end state; returns (status, errors by chunk position). Polls back off to ``poll_interval``."""
-    from klaviyo_segment.tasks.klaviyo_profiles import _import_error_labels
-
-    deadline = time.monotonic() + timeout
-    delay = min(0.05, poll_interval)
-    while True:
-        job = (await client.request("get_bulk_import_profiles_job", path_params={"job_id": job_id})).json()
-        attrs = (job.get("data") or {}).get("attributes") or {}
-        status = attrs.get("status", "queued")
-        if status in ("complete", "cancelled"):
-            break
-        if time.monotonic() >= deadline:
-            return "timeout", {}
-        await asyncio.sleep(delay)
-        delay = min(poll_interval, delay * 2)
-    errors: dict[int, ApiError] = {}
-    if status == "complete" and attrs.get("failed_count", 1):
-        async for page in client.paginate("get_errors_for_bulk_import_profiles_job", {"page[size]": 100},
-                                          path_params={"id": job_id}):
-            for err in page.get("data") or []:
-                a = err.get("attributes") or {}
-                api_error = ApiError(code=a.get("code"), title=a.get("title"), detail=a.get("detail"),
-                                     pointer=(a.get("source") or {}).get("pointer"))
-                for pos in _import_error_labels(err, items):
-                    errors.setdefault(pos, api_error)
-    return status, errors
-
-
 def error_reason(err: ApiError) -> str:
     """Klaviyo's verdict; details echo values, so emails and phones are redacted (the row has them anyway)."""
     return redact.redact(f"klaviyo: {err.code or err.status or 'error'}: {err.detail or err.title or ''}".strip())
@@ -299,13 +265,13 @@ class _Run:
         job_id = self.state["jobs"].get(k)
         try:
             if job_id is None:
-                job_id = await submit_job(client, items, opts.list_ids)
+                job_id = await submit_import_job(client, items, opts.list_ids)
                 self.report.jobs_submitted += 1
                 self.state["jobs"][k] = job_id
                 await self.save()
             else:
                 self.report.jobs_resumed += 1
-            status, errors = await await_job(client, job_id, items, poll_interval=opts.poll_interval,
+            status, errors = await await_import_job(client, job_id, items, poll_interval=opts.poll_interval,
                                              timeout=opts.job_timeout)
         except KlaviyoAPIError as exc:
             from klaviyo_segment.tasks._common import error_of

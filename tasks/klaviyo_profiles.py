@@ -56,7 +56,7 @@ async def upsert_profiles(profiles: Sequence[Mapping[str, Any]], credentials: Cr
                                     concurrency)
 
 
-def _import_error_labels(err: Mapping[str, Any], chunk_items: Sequence[Mapping[str, Any]]) -> list[int]:
+def import_error_labels(err: Mapping[str, Any], chunk_items: Sequence[Mapping[str, Any]]) -> list[int]:
     """Positions inside the chunk an import error is about: by pointer, else by the echoed identifiers."""
     attrs = err.get("attributes") or {}
     idx = pointer_index((attrs.get("source") or {}).get("pointer"), _IMPORT_POINTER)
@@ -72,36 +72,54 @@ def _import_error_labels(err: Mapping[str, Any], chunk_items: Sequence[Mapping[s
     return []
 
 
-async def _run_import_job(client: KlaviyoClient, items: list[Mapping[str, Any]], list_ids: Sequence[str],
-                          poll_interval: float, timeout: float) -> tuple[str | None, dict[int, ApiError]]:
-    """Submit one job, poll it and return (job id, errors by chunk position)."""
+async def submit_import_job(client: KlaviyoClient, items: Sequence[Mapping[str, Any]],
+                            list_ids: Sequence[str] = ()) -> str:
+    """Submit one bulk profile import job; its id is returned at once (callers may record it to resume)."""
     response = await client.request("bulk_import_profiles", json=b.bulk_profile_import_body(items, list_ids=list_ids))
-    job_id = (response.json().get("data") or {}).get("id")
+    return str((response.json().get("data") or {}).get("id"))
+
+
+async def await_import_job(client: KlaviyoClient, job_id: str, items: Sequence[Mapping[str, Any]], *,
+                           poll_interval: float = 2.0, timeout: float = 900.0) -> tuple[str, dict[int, ApiError]]:
+    """Poll a job to an end state: (status, errors by position in ``items``); status is ``complete``,
+    ``cancelled`` or ``timeout``. Polls start fast and back off to ``poll_interval`` (small jobs finish in
+    well under a second; large ones must not spend the endpoint's 10/s budget on polls)."""
     deadline = time.monotonic() + timeout
-    status = "queued"
+    delay = min(0.05, poll_interval)
     while True:
         job = (await client.request("get_bulk_import_profiles_job", path_params={"job_id": job_id})).json()
         attrs = (job.get("data") or {}).get("attributes") or {}
-        status = attrs.get("status", status)
+        status = attrs.get("status", "queued")
         if status in ("complete", "cancelled"):
             break
         if time.monotonic() >= deadline:
-            err = ApiError(code="job_timeout", detail=f"bulk import job {job_id} still {status} after {timeout}s")
-            return job_id, {i: err for i in range(len(items))}
-        await asyncio.sleep(poll_interval)
-    if status == "cancelled":
-        err = ApiError(code="job_cancelled", detail=f"bulk import job {job_id} was cancelled")
-        return job_id, {i: err for i in range(len(items))}
+            return "timeout", {}
+        await asyncio.sleep(delay)
+        delay = min(poll_interval, delay * 2)
     errors: dict[int, ApiError] = {}
-    if attrs.get("failed_count", 1):
+    if status == "complete" and attrs.get("failed_count", 1):
         async for page in client.paginate("get_errors_for_bulk_import_profiles_job", {"page[size]": 100},
                                           path_params={"id": job_id}):
             for err in page.get("data") or []:
                 a = err.get("attributes") or {}
                 api_error = ApiError(code=a.get("code"), title=a.get("title"), detail=a.get("detail"),
                                      pointer=(a.get("source") or {}).get("pointer"))
-                for pos in _import_error_labels(err, items):
+                for pos in import_error_labels(err, items):
                     errors.setdefault(pos, api_error)
+    return status, errors
+
+
+async def _run_import_job(client: KlaviyoClient, items: list[Mapping[str, Any]], list_ids: Sequence[str],
+                          poll_interval: float, timeout: float) -> tuple[str | None, dict[int, ApiError]]:
+    """Submit one job, poll it and return (job id, errors by chunk position)."""
+    job_id = await submit_import_job(client, items, list_ids)
+    status, errors = await await_import_job(client, job_id, items, poll_interval=poll_interval, timeout=timeout)
+    if status == "timeout":
+        err = ApiError(code="job_timeout", detail=f"bulk import job {job_id} did not finish within {timeout}s")
+        return job_id, {i: err for i in range(len(items))}
+    if status == "cancelled":
+        err = ApiError(code="job_cancelled", detail=f"bulk import job {job_id} was cancelled")
+        return job_id, {i: err for i in range(len(items))}
     return job_id, errors
 
 
