@@ -114,8 +114,8 @@ def expected_state(stream: list[dict[str, Any]], invalid: set[str], config: AppC
         sign_up = _sign_up_traits(message, config, now) if str(user) not in out.subscribed else None
         if sign_up is not None:  # a person is onboarded once: their first qualifying sign-up
             out.subscribed.add(str(user))
-            message = {**message, "type": "identify", "traits": sign_up}  # profile-wise it is an identify
-        props = _profile_properties(config, message) if message.get("type") == "identify" else None
+        as_identify = {**message, "type": "identify", "traits": sign_up} if sign_up is not None else message
+        props = _profile_properties(config, as_identify) if as_identify.get("type") == "identify" else None
         if props is not None:
             out.profiles.setdefault(str(user), {}).update(props)
         for key, member in _membership(message, config):
@@ -132,6 +132,8 @@ def expected_state(stream: list[dict[str, Any]], invalid: set[str], config: AppC
         for members in out.lists.values():
             members.pop(user, None)
     out.events = {k: u for k, u in out.events.items() if u not in out.deleted}
+    if config.onboarding.list_id:  # subscribing to the onboarding list also makes the person a member
+        out.lists[config.onboarding.list_id] = {u: True for u in out.subscribed}
     return out
 
 
