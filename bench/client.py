@@ -33,7 +33,8 @@ async def _deliver(args: argparse.Namespace) -> dict[str, Any]:
                            max_seconds=args.max_seconds, seed=args.seed)
     return {"acked": len(report.acknowledged), "elapsed": report.elapsed, "requests": len(report.latencies),
             "ack_p50": percentile(report.latencies, 50), "ack_p99": percentile(report.latencies, 99),
-            "statuses": report.statuses, "given_up": len(report.given_up), "sent_at_end": time.time()}
+            "latencies": [round(x, 5) for x in report.latencies], "statuses": report.statuses,
+            "given_up": len(report.given_up)}
 
 
 async def _send_one(client: httpx.AsyncClient, url: str, secret: str, message: dict[str, Any]) -> float | None:

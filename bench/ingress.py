@@ -1,5 +1,5 @@
 """``ingress``: the receiver + group commit + dispatcher of ``serve`` in this process, fed by the Segment delivery
-simulator (signed, batched or single) from its OWN process: events/s accepted, ack latency p50/p99, and flow
+simulator (signed, batched or single) from its OWN process(es): events/s accepted, ack latency p50/p99, and flow
 runs per 1,000 events.
 
 The launcher only leases and completes the batches it is given (no Klaviyo sends), so "flow runs per 1,000
@@ -12,7 +12,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from klaviyo_segment.bench.procs import run_client
+from klaviyo_segment.bench.procs import deliver_from
 from klaviyo_segment.bench.runner import BenchResult, Options
 from klaviyo_segment.bench.serving import SECRET, drained, ingress
 
@@ -32,14 +32,13 @@ async def _run(options: Options) -> BenchResult:
     batched_count = options.messages or (20_000 if options.quick else 100_000)
     single_count = min(batched_count, 2_000 if options.quick else 20_000)
     workdir = Path(tempfile.mkdtemp(prefix="klaviyo-segment-bench-ingress-"))
-    for label, count, batch, concurrency in (("batched", batched_count, BATCH, 4),
-                                             ("single", single_count, 0, 32)):
+    for label, count, batch, concurrency, processes in (("batched", batched_count, BATCH, 4, 1),
+                                                        ("single", single_count, 0, 32, 2)):
         store_url = f"sqlite:///{workdir / f'{label}.db'}"
         async with ingress(store_url, flows=[FLOW], counting=True) as (running, counter):
-            report = await run_client("deliver", "--url", f"{running.url}/segment", "--secret", SECRET,
-                                      "--count", str(count), "--batch", str(batch), "--concurrency",
-                                      str(concurrency), "--seed", str(options.seed + (0 if batch else 7)),
-                                      "--event", f"Bench Ingress {label}")
+            report = await deliver_from(processes, f"{running.url}/segment", SECRET, count, batch=batch,
+                                        concurrency=concurrency, seed=options.seed + (0 if batch else 7),
+                                        event=f"Bench Ingress {label}")
             complete = await drained(store_url, 60.0)
             runs = counter.runs if counter else 0
             commits = running.committer.stats.commits

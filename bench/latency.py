@@ -1,10 +1,11 @@
 """``latency``: audience enter -> Klaviyo list membership with ``serve``'s embedded default.
 
 Set-up, each part in its own process so none shares another's GIL: the sandbox (``klaviyo-segment sandbox``,
-Klaviyo's real limits unless ``--scale`` says otherwise), ``serve``'s ingress with inline dispatch in this process (durable group commit ->
-in-process dispatcher -> inline Prefect flow runs of ``sync-audiences``), and a load generator that sends
-signed ``Audience Entered`` changes as a steady trickle and polls ``/__sandbox/lists``. The figure is, per
-change, the seconds from the delivery's 2xx to the profile appearing in the list (poll resolution 50 ms).
+Klaviyo's real limits unless ``--scale`` says otherwise), ``serve``'s ingress with inline dispatch in this
+process (durable group commit -> in-process dispatcher -> inline Prefect flow runs of ``sync-audiences``), and
+a load generator that sends signed ``Audience Entered`` changes as a steady trickle and polls
+``/__sandbox/lists``. The figure is, per change, the seconds from the delivery's 2xx to the profile appearing
+in the list (poll resolution 50 ms).
 
 Why it can beat a default ``serve`` (3-7 s event -> flow start): no deployment polling and no subprocess per
 run; a commit wakes the flow's dispatcher at once, and a run in flight collects what arrives meanwhile into

@@ -143,6 +143,7 @@ def _label(proc: psutil.Process) -> str:
         cmd = proc.cmdline()
         text = " ".join(cmd[1:])
         for needle, label in (("bench.client", "load generator"), ("klaviyo_segment sandbox", "sandbox"),
+                              ("klaviyo_segment backfill", "backfill"),
                               ("prefect", "prefect server")):
             if needle in text:
                 return label

@@ -48,9 +48,23 @@ async def ingress(store_url: str, *, flows: list[str], document: dict[str, Any] 
                                   dispatch="inline", launcher=counter, mapping_document=document, flows=flows)
     try:
         yield running, counter
+        await _runs_finished(running.dispatcher)
     finally:
         await running.stop()
         await store.close()
+
+
+async def _runs_finished(dispatcher: Any, timeout: float = 60.0) -> None:
+    """Let inline runs that already completed their batches finish too: stopping the dispatcher under them
+    would mark them Crashed in Prefect although every message went through."""
+    import asyncio
+
+    stats = dispatcher.stats
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(len(d) for d in stats.durations.values()) + stats.failures >= stats.total_runs:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def drained(store_url: str, timeout: float) -> bool:

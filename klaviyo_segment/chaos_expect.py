@@ -30,7 +30,7 @@ SHOWN = 5
 class Expected:
     """Klaviyo's final state in the stream's own terms (people are Segment userIds = Klaviyo external_ids)."""
 
-    events: dict[tuple[str, str], str] = field(default_factory=dict)  # (metric, unique_id) -> userId
+    events: set[tuple[str, str, str]] = field(default_factory=set)  # (userId, metric, unique_id)
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)  # userId -> final mapped properties
     lists: dict[str, dict[str, bool]] = field(default_factory=dict)  # list id -> userId -> member?
     subscribed: set[str] = field(default_factory=set)  # userIds with email marketing SUBSCRIBED
@@ -108,7 +108,7 @@ def expected_state(stream: list[dict[str, Any]], invalid: set[str], config: AppC
                 and not compiled.track_filter.check(message):
             for event in compiled.track.map(message) or []:
                 if isinstance(event, EventMapping):
-                    out.events[(event.metric, event.unique_id or message["messageId"])] = str(user)
+                    out.events.add((str(user), event.metric, event.unique_id or message["messageId"]))
         if not user:
             continue
         sign_up = _sign_up_traits(message, config, now) if str(user) not in out.subscribed else None
@@ -131,7 +131,7 @@ def expected_state(stream: list[dict[str, Any]], invalid: set[str], config: AppC
         out.churn.pop(user, None)
         for members in out.lists.values():
             members.pop(user, None)
-    out.events = {k: u for k, u in out.events.items() if u not in out.deleted}
+    out.events = {e for e in out.events if e[0] not in out.deleted}
     if config.onboarding.list_id:  # subscribing to the onboarding list also makes the person a member
         out.lists[config.onboarding.list_id] = {u: True for u in out.subscribed}
     return out
@@ -149,15 +149,21 @@ def compare(expected: Expected, profiles: list[dict[str, Any]], events: list[dic
     people = {p["id"]: p["attributes"] for p in profiles}
     who = {pid: str(attrs.get("external_id") or f"<no external_id {pid}>") for pid, attrs in people.items()}
     by_user = {who[pid]: attrs for pid, attrs in people.items()}
-    keys = Counter((e["metric"], str((e.get("properties") or {}).get("$event_id"))) for e in events)
+    # Klaviyo de-duplicates per profile and metric: two people may share a unique_id (same order id by chance)
+    keys = Counter((who.get(e["profile_id"], e["profile_id"]), e["metric"],
+                    str((e.get("properties") or {}).get("$event_id"))) for e in events)
+
+    wrong: Counter[str] = Counter()  # property name -> people whose final value differs (the diagnosis)
 
     def props_ok(user: str, want: dict[str, Any]) -> bool:
         have = (by_user.get(user) or {}).get("properties") or {}
-        return all(have.get(k) == v for k, v in want.items() if not k.startswith(RACY_PROPERTIES))
+        bad = [k for k, v in want.items() if not k.startswith(RACY_PROPERTIES) and have.get(k) != v]
+        wrong.update(bad)
+        return not bad
 
     membership = {(lst["id"], who.get(m, m)) for lst in lists for m in lst["members"]}
     figures = {
-        "events": _diff(set(expected.events), set(keys)),
+        "events": _diff(expected.events, set(keys)),
         "profiles": _diff(set(expected.profiles), set(by_user)),
         "profile_properties": _diff({u for u in expected.profiles if u in by_user},
                                     {u for u, want in expected.profiles.items() if u in by_user
@@ -175,6 +181,7 @@ def compare(expected: Expected, profiles: list[dict[str, Any]], events: list[dic
         "deleted_remaining": _diff(set(), expected.deleted & set(by_user)),
     }
     figures["events"]["duplicates"] = sum(n - 1 for n in keys.values() if n > 1)
+    figures["profile_properties"]["wrong_values_by_property"] = dict(wrong.most_common(SHOWN))
     return figures
 
 

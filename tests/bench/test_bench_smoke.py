@@ -62,3 +62,16 @@ def test_ingress_bench() -> None:
     by_name: dict[str, Any] = {f.name: f for f in result.figures}
     assert by_name["batched (1000/request) events/s accepted"].value > 0
     assert by_name["single ack latency p99"].value is not None
+
+
+def test_latency_bench(prefect_server: str) -> None:
+    """Sandbox and load generator in their own processes, serve's ingress with inline sync-audiences runs here."""
+    from klaviyo_segment.bench import latency
+
+    result = run_one("latency", latency.run, Options(scale=1.0, messages=12))
+    assert result.error is None, result.error
+    by_name: dict[str, Any] = {f.name.split(" (")[0]: f for f in result.figures}
+    assert by_name["enter -> member p95"].value > 0
+    assert by_name["enter -> member p50"].value <= by_name["enter -> member max"].value
+    labels = " ".join(result.peak_rss_mb)
+    assert "sandbox" in labels and "load generator" in labels

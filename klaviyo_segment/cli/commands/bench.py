@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
     def bench(
         name: Optional[str] = typer.Argument(None, help=f"One of: {', '.join(NAMES)}. Omit to run all."),
         scale: Optional[float] = typer.Option(None, "--scale", help="Sandbox rate limits scale=F (default 0.1; "
-                                              "profiles 0.02). Ratios are to the ceiling at that scale."),
+                                              "latency 1; profiles 0.02). Ratios are to the ceiling at that scale."),
         messages: Optional[int] = typer.Option(None, "--messages", help="Messages per benchmark (default: "
                                                "enough to fill the measured windows)."),
         quick: bool = typer.Option(False, "--quick", help="Span one steady window and small sizes (smoke use)."),
