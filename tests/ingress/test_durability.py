@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,9 +34,11 @@ def _messages(start: int, n: int) -> list[dict[str, Any]]:
 
 
 def _start(port: int, env: dict[str, str], config: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    log = open(config.parent / f"serve-{port}-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen([sys.executable, "-c", SERVE, "serve", "--port", str(port), "--config", str(config),
                              *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+    log.close()
     line = proc.stdout.readline()  # type: ignore[union-attr]  # the one JSON line printed when ready
     assert line, f"serve exited with {proc.wait(5)}"
     return proc, json.loads(line)["receiver"]
@@ -87,7 +90,8 @@ async def test_kill_serve_mid_stream_and_restart_delivers_every_message_exactly_
         assert set(counts) == set(range(200))
         assert max(counts.values()) == 1, {n: c for n, c in counts.items() if c > 1}
         second.send_signal(signal.SIGTERM)
-        assert second.wait(30) == 0
+        code = second.wait(30)
+        assert code == 0, "\n".join(p.read_text()[-3000:] for p in sorted(tmp_path.glob("serve-*.log")))
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
