@@ -24,3 +24,28 @@ def _clean_user_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in _USER_ENV:
         if name in os.environ:
             monkeypatch.delenv(name)
+
+
+_SESSION_START = 0.0
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    import time
+
+    global _SESSION_START
+    _SESSION_START = time.time()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop temporary Prefect servers orphaned by subprocesses a test killed on purpose (SIGKILL leaves a child's
+    ephemeral server running, holding this run's output pipe open). Only orphans started during this session."""
+    import psutil
+
+    for proc in psutil.process_iter(["ppid", "cmdline", "create_time"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if (proc.info["ppid"] == 1 and "prefect.server.api.server" in cmdline
+                    and proc.info["create_time"] >= _SESSION_START):
+                proc.terminate()
+        except (psutil.Error, TypeError):
+            continue
