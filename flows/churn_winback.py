@@ -17,8 +17,8 @@ from klaviyo_segment import flowkit
 from klaviyo_segment.builders.klaviyo import format_datetime
 from klaviyo_segment.config import AppConfig, ChurnConfig
 from klaviyo_segment.membership import (
-    Change, apply_membership, identity_of, order_changes, person_of, record_versions, resolve_profiles, settle,
-    with_aliases,
+    SUPERSEDED, Change, apply_membership, identity_of, order_changes, person_of, record_versions, resolve_profiles,
+    settle, with_aliases,
 )
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.routing import AUDIENCE_EVENTS, audience_key, is_audience_identify
@@ -102,6 +102,23 @@ async def flag_profiles(env: FlowEnv, changes: Sequence[Change]) -> None:
             change.failed(f"profile update failed: {flowkit.describe(result.error)}", result.error)
 
 
+def latest_scores(changes: Sequence[Change]) -> dict[str, Any]:
+    """The newest score per person to remember as "previous": from changes applied, already holding, or superseded
+    by a newer change in this batch (the score was still the person's latest report) — never from a failed one,
+    so a redelivery compares against the value before the failure."""
+    failed = {c.data["value_key"] for c in changes if c.fail}
+    newest: dict[str, Change] = {}
+    for change in changes:
+        key = change.data["value_key"]
+        if change.data["score"] is None or key in failed:
+            continue
+        if not (change.done or change.holds or change.skip == SUPERSEDED):
+            continue
+        if key not in newest or change.at >= newest[key].at:
+            newest[key] = change
+    return {key: change.data["score"] for key, change in newest.items()}
+
+
 async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]) -> None:
     churn = env.config.churn
     todo = await common_rules(env, items, outcomes, lambda i: accepts(i, env.config))
@@ -132,8 +149,7 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
     await flag_profiles(env, changes)
     await apply_membership(env, changes)
     if not env.preview:
-        scores = {c.data["value_key"]: c.data["score"] for c in changes
-                  if (c.done or c.holds) and c.data["score"] is not None}
+        scores = latest_scores(changes)
         if scores:
             await env.store.put_values(scores)
     await record_versions(env, changes)

@@ -37,12 +37,14 @@ def accepts(item: Item, config: AppConfig | None = None) -> str | None:
 
 
 def profile_attributes(env: FlowEnv, item: Item) -> dict[str, Any]:
-    """All traits (context.traits + properties) through the identify template, as if Segment sent an identify."""
+    """The user's traits (``context.traits``, where Segment puts user data on a track call) through the identify
+    template, as if Segment sent an identify. Event properties describe the sign-up, not the person: copying them
+    would race with sync-identify writing the same trait from an identify (seen in the chaos run)."""
     assert item.msg is not None
     raw = item.raw if isinstance(item.raw, dict) else {}
     identify = {"type": "identify", "userId": raw.get("userId"), "anonymousId": raw.get("anonymousId"),
                 "timestamp": raw.get("timestamp"), "context": raw.get("context") or {},
-                "traits": {**item.msg.context_traits, **item.msg.properties}}
+                "traits": dict(item.msg.context_traits)}
     mapped = env.config.compiled().identify.map(identify) or []
     attrs = next((m.attributes for m in mapped if isinstance(m, ProfileMapping)), {})
     return dict(attrs)

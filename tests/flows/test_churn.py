@@ -88,3 +88,28 @@ async def test_transient_fault_is_retried_by_redelivery(env: httpx.Client, by_id
     retried = await churn_winback(messages=[score("f", "u", 0.9, 0)], config=config)
     assert retried["sent"] == 1  # neither the score nor the version was stored by the failed run
     assert state(env, list_id)[0] == {"u@example.com"}
+
+
+def test_superseded_score_is_still_remembered_as_previous() -> None:
+    """A score superseded by a newer audience change in the same batch was still the person's latest score
+    report: it must become the stored previous value (else a later drop below the threshold looks like no
+    transition); a person with a failed change keeps the old value so a redelivery compares correctly."""
+    from datetime import datetime, timedelta, timezone
+
+    from klaviyo_segment.flows.churn_winback import latest_scores
+    from klaviyo_segment.membership import SUPERSEDED, Change
+    from klaviyo_segment.runtime import Item
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def change(i: int, person: str, score: float | None, **state: Any) -> Change:
+        c = Change(item=Item(i, f"m{i}", {}), version_key=f"churn:{person}", at=t0 + timedelta(minutes=i),
+                   identity={}, data={"score": score, "value_key": f"churn:{person}"})
+        for key, value in state.items():
+            setattr(c, key, value)
+        return c
+
+    changes = [change(1, "a", 0.9, skip=SUPERSEDED), change(2, "a", None, done=True),  # audience enter wins
+               change(3, "b", 0.8, done=True), change(4, "b", 0.3, skip=SUPERSEDED),
+               change(5, "c", 0.9, fail="profile update failed")]
+    assert latest_scores(changes) == {"churn:a": 0.9, "churn:b": 0.3}

@@ -32,8 +32,8 @@ def setup_list(env: httpx.Client) -> tuple[str, dict[str, Any]]:
 def signup(mid: str, user: str, at: datetime | None = None, **traits: Any) -> dict[str, Any]:
     at = at or datetime.now(timezone.utc) - timedelta(minutes=5)
     return {"type": "track", "messageId": mid, "userId": user, "event": "Signed Up", "timestamp": at.isoformat(),
-            "properties": {"plan": "pro"},
-            "context": {"traits": {"email": f"{user}@example.com", "firstName": user.title(), **traits}}}
+            "properties": {"plan": "pro", "referrer": "newsletter"},
+            "context": {"traits": {"email": f"{user}@example.com", "firstName": user.title(), "plan": "pro", **traits}}}
 
 
 def profile(env: httpx.Client, email: str) -> dict[str, Any]:
@@ -57,6 +57,7 @@ async def test_onboards_once_with_traits_and_sms_consent(env: httpx.Client, by_i
     assert len(lists[list_id]["members"]) == 3
     bob, cid = profile(env, "bob@example.com"), profile(env, "cid@example.com")
     assert bob["attributes"]["first_name"] == "Bob" and bob["attributes"]["properties"]["plan"] == "pro"
+    assert "referrer" not in bob["attributes"]["properties"]  # event properties describe the sign-up, not the person
     assert bob["attributes"]["subscriptions"]["sms"]["marketing"]["consent"] == "SUBSCRIBED"
     assert cid["attributes"]["subscriptions"]["sms"]["marketing"]["consent"] != "SUBSCRIBED"
 
