@@ -80,7 +80,7 @@ def _sign_up_traits(message: dict[str, Any], config: AppConfig, now: datetime) -
     if message.get("type") != "track" or message.get("event") not in config.onboarding.events:
         return None
     context = message.get("context") if isinstance(message.get("context"), dict) else {}
-    traits = {**(context.get("traits") or {}), **(message.get("properties") or {})}
+    traits = dict(context.get("traits") or {})  # the user's traits; event properties describe the sign-up
     fresh = now - _when(message) <= timedelta(days=config.onboarding.max_age_days)
     return traits if fresh and traits.get("email") else None
 
