@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow
 
 from klaviyo_segment import flowkit
-from klaviyo_segment.mapping import EventMapping, MappingError
+from klaviyo_segment.mapping import EventMapping
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.routing import AUDIENCE_EVENTS
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
@@ -55,17 +55,6 @@ def _screen(env: FlowEnv, item: Item) -> str | None:
     return None
 
 
-def _events(env: FlowEnv, message: dict[str, Any]) -> list[EventMapping] | str | None:
-    """Mapped events, None when no template handles the message, or why it is invalid."""
-    try:
-        mapped = env.config.compiled().track.map(message)
-    except MappingError as exc:
-        return f"invalid data: {exc}"
-    if not mapped:
-        return None
-    return [m for m in mapped if isinstance(m, EventMapping)]
-
-
 def _task_event(mapping: EventMapping, item: Item, backfill: bool) -> dict[str, Any]:
     """The bulk task's item; unique_id falls back to the message key so a resend never double-counts."""
     event: dict[str, Any] = {"metric": mapping.metric, "profile": mapping.profile, "properties": mapping.properties,
@@ -99,7 +88,7 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
         known = aliases.get(item.msg.anonymous_id or "") if not item.msg.user_id else None
         if known and flowkit.alias_identity(known):
             message = flowkit.with_alias_identity(message, known)
-        mapped = _events(env, message)
+        mapped = flowkit.map_message(env.config.compiled().track, message, EventMapping)
         if mapped is None:
             outcomes[item.key] = outcome(item, Status.SKIPPED, "no template matched")
             continue

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow
 
 from klaviyo_segment import flowkit
-from klaviyo_segment.mapping import MappingError, ProfileMapping
+from klaviyo_segment.mapping import ProfileMapping
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
 
@@ -109,14 +109,10 @@ async def _aliases(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]
 
 def _map(env: FlowEnv, message: dict[str, Any]) -> ProfileMapping | str | None:
     """The profile mapping, None when no template handles the message, or the reason it is unusable."""
-    try:
-        mapped = env.config.compiled().identify.map(message)
-    except MappingError as exc:
-        return f"invalid data: {exc}"
-    if not mapped:
-        return None
-    first = mapped[0]
-    return first if isinstance(first, ProfileMapping) else None
+    mapped = flowkit.map_message(env.config.compiled().identify, message, ProfileMapping)
+    if isinstance(mapped, list):
+        return mapped[0] if mapped else None
+    return mapped
 
 
 async def _identifies(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]) -> None:

@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from klaviyo_segment.errors import ApiError
+from klaviyo_segment.mapping import MappingError
 from klaviyo_segment.outcomes import ItemResult, Outcome, Status
 from klaviyo_segment.runtime import FlowEnv, Item, is_old, outcome
 
@@ -25,6 +26,9 @@ ALIAS_IDENTITY_FIELDS = ("user_id", "email", "phone")
 #: identity-cache key prefix used by ``tasks.identity`` -> the store's documented prefix.
 _TO_STORE = {"phone_number": "phone"}
 _FROM_STORE = {v: k for k, v in _TO_STORE.items()}
+
+
+T = TypeVar("T")
 
 
 def _rekey(key: str, table: Mapping[str, str]) -> str:
@@ -91,6 +95,18 @@ def is_backfill(env: FlowEnv, item: Item) -> bool:
     assert item.msg is not None
     return (bool(getattr(env, "replay", False)) or bool(item.msg.context.get("replay"))
             or is_old(item.msg, env.now, env.config.max_event_age_hours))
+
+
+def map_message(chain: Any, message: Mapping[str, Any], kind: type[T]) -> list[T] | str | None:
+    """A template chain's mappings of ``kind`` for one message; None when no template handles it, or the reason
+    the message is unusable (invalid data is a failed outcome, never an exception that sinks the batch)."""
+    try:
+        mapped = chain.map(message)
+    except MappingError as exc:
+        return f"invalid data: {exc}"
+    if not mapped:
+        return None
+    return [m for m in mapped if isinstance(m, kind)]
 
 
 def describe(error: ApiError | None) -> str:

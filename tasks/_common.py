@@ -84,6 +84,25 @@ async def gather_limited(factories: Sequence[Callable[[], Awaitable[T]]], concur
     return list(await asyncio.gather(*(one(f) for f in factories)))
 
 
+async def send_each(credentials: CredentialsOrClient, operation_id: str, items: Sequence[T],
+                    build: Callable[[T], dict[str, Any]], concurrency: int) -> list[ItemResult]:
+    """One request per item, for operations without a bulk form: bounded concurrency, and an item whose body
+    cannot be built, or that Klaviyo refuses, fails alone."""
+    async def one(client: KlaviyoClient, index: int, item: T) -> ItemResult:
+        try:
+            body = build(item)
+        except (ValueError, TypeError) as exc:
+            return invalid(index, exc)
+        try:
+            await client.request(operation_id, json=body)
+        except KlaviyoAPIError as exc:
+            return failed(index, error_of(exc))
+        return ItemResult(index=index, ok=True)
+
+    async with client_scope(credentials) as client:
+        return await gather_limited([lambda i=i, x=x: one(client, i, x) for i, x in enumerate(items)], concurrency)
+
+
 def prevalidate(items: Sequence[T], check: Callable[[T], Any]) -> tuple[list[int], dict[int, ItemResult]]:
     """Run a builder on each item alone: bad items fail here, so they can never sink a whole bulk request."""
     good: list[int] = []

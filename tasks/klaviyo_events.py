@@ -11,11 +11,11 @@ from prefect import task
 
 from klaviyo_segment import constants
 from klaviyo_segment.builders import klaviyo as b
-from klaviyo_segment.errors import ApiError, KlaviyoAPIError
+from klaviyo_segment.errors import ApiError
 from klaviyo_segment.outcomes import ItemResult
 from klaviyo_segment.tasks._common import (
-    TASK_OPTIONS, CredentialsOrClient, client_scope, error_of, failed, gather_limited, invalid, ordered, prevalidate,
-    run_logger, send_with_resend,
+    TASK_OPTIONS, CredentialsOrClient, client_scope, failed, invalid, ordered, prevalidate, run_logger, send_each,
+    send_with_resend,
 )
 
 _BULK_POINTER = re.compile(r"/events-bulk-create/data/(\d+)(?:/attributes/events/data/(\d+))?")
@@ -32,19 +32,7 @@ async def create_events(events: Sequence[Mapping[str, Any]], credentials: Creden
                         concurrency: int = 16) -> list[ItemResult]:
     """``POST /api/events`` per event (see ``builders.klaviyo.create_event_body`` for the item shape).
     A 202 means queued, not processed."""
-    async def one(index: int, event: Mapping[str, Any]) -> ItemResult:
-        try:
-            body = b.create_event_body(event)
-        except (ValueError, TypeError) as exc:
-            return invalid(index, exc)
-        try:
-            await client.request("create_event", json=body)
-        except KlaviyoAPIError as exc:
-            return failed(index, error_of(exc))
-        return ItemResult(index=index, ok=True)
-
-    async with client_scope(credentials) as client:
-        return await gather_limited([lambda i=i, e=e: one(i, e) for i, e in enumerate(events)], concurrency)
+    return await send_each(credentials, "create_event", events, b.create_event_body, concurrency)
 
 
 @task(name="klaviyo-bulk-create-events", **TASK_OPTIONS)
