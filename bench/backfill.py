@@ -83,7 +83,11 @@ def run(rows: int = 1_000_000, scale: float = 1.0) -> dict[str, Any]:
             out = proc.stdout.read() if proc.stdout else ""
         finally:
             box.terminate()
-            box.wait(10)
+            try:
+                box.wait(10)
+            except subprocess.TimeoutExpired:  # a sandbox busy with a large import may not stop in time
+                box.kill()
+                box.wait(10)
     lines = [line for line in out.splitlines() if line.startswith("{")]
     summary = json.loads(lines[-1]) if lines else {}
     jobs = math.ceil(rows / constants.BULK_PROFILE_IMPORT_MAX)
