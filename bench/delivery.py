@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from klaviyo_segment.bench.runner import (
+    add_end_to_end,
     EVENTS_PER_JOB, JOBS_PER_MINUTE, NAIVE_PER_MINUTE, WINDOW_SECONDS, BenchEnv, BenchResult, Options, bench_env,
     throttled_share, track_messages,
 )
@@ -169,10 +170,5 @@ async def _run(options: Options) -> BenchResult:
     naive_requests, naive_throttled = throttled_share(stats, "create_event")
     result.add("naive requests answered 429", naive_throttled / naive_requests * 100 if naive_requests else 0.0,
                "%", note=f"{naive_throttled} of {naive_requests}")
-    result.add(f"end to end: {runs.sent:,} of {count:,} messages sent", runs.sent / total_s if total_s else None,
-               "msgs/s", note=f"{runs.runs} flow runs, {total_s:.0f} s")
-    if runs.failed:
-        result.notes.append(f"{runs.failed} messages failed: {runs.reasons}")
-    if runs.sent < len(messages):
-        result.error = f"only {runs.sent} of {len(messages)} messages were sent"
+    add_end_to_end(result, runs, len(messages), total_s, "messages")
     return result

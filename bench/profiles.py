@@ -13,6 +13,7 @@ import time
 
 from klaviyo_segment.bench.delivery import jobs_per_minute, run_flows, warm_up, windowed
 from klaviyo_segment.bench.runner import (
+    add_end_to_end,
     PROFILES_PER_JOB, WINDOW_SECONDS, BenchResult, Options, bench_env, identify_messages, throttled_share,
 )
 
@@ -50,10 +51,5 @@ async def _run(options: Options) -> BenchResult:
                note=f"ceiling {ceiling:,.0f} profiles/s at scale={options.scale:g}")
     result.add("import job requests answered 429", throttled / requests * 100 if requests else 0.0, "%", 0.5,
                lower_is_better=True, note=f"{throttled} of {requests}")
-    result.add(f"end to end: {runs.sent:,} of {count:,} identifies sent", runs.sent / total_s if total_s else None,
-               "msgs/s", note=f"{runs.runs} flow runs, {total_s:.0f} s")
-    if runs.failed:
-        result.notes.append(f"{runs.failed} messages failed: {runs.reasons}")
-    if runs.sent < len(messages):
-        result.error = f"only {runs.sent} of {len(messages)} identifies were sent"
+    add_end_to_end(result, runs, len(messages), total_s, "identifies")
     return result

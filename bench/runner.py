@@ -217,6 +217,16 @@ def throttled_share(stats: dict[str, Any], operation: str) -> tuple[int, int]:
     return sum(by_op.values()), int(by_op.get("429", 0))
 
 
+def add_end_to_end(result: BenchResult, runs: Any, count: int, total_s: float, what: str) -> None:
+    """The end-to-end figure every flow benchmark ends with; a message not sent makes the benchmark an error."""
+    result.add(f"end to end: {runs.sent:,} of {count:,} {what} sent", runs.sent / total_s if total_s else None,
+               "msgs/s", note=f"{runs.runs} flow runs, {total_s:.0f} s")
+    if runs.failed:
+        result.notes.append(f"{runs.failed} messages failed: {runs.reasons}")
+    if runs.sent < count:
+        result.error = f"only {runs.sent} of {count} {what} were sent"
+
+
 def percentile(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile; None for no samples (a figure then shows as missing, not as zero)."""
     if not values:

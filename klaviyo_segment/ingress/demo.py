@@ -164,6 +164,17 @@ def _check(result: DemoResult, engagement: int) -> None:
         result.problems.append("engagement did not reach Segment")
 
 
+def _counts(title: str, name: str, unit: str, counts: dict[str, int] | None) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column(name)
+    table.add_column(unit, justify="right")
+    for key, n in sorted((counts or {}).items()):
+        table.add_row(key, str(n))
+    return table
+
+
 def render(result: DemoResult, prefect_ui: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -172,18 +183,8 @@ def render(result: DemoResult, prefect_ui: str | None) -> None:
     k = result.klaviyo
     console.print(f"[bold]Klaviyo[/]: {k.get('profiles', 0)} profiles, {k.get('events', 0)} events, "
                   f"subscribed {k.get('subscribed', {})}")
-    table = Table(title="Klaviyo events by metric")
-    table.add_column("metric")
-    table.add_column("events", justify="right")
-    for metric, n in sorted((k.get("events_by_metric") or {}).items()):
-        table.add_row(metric, str(n))
-    console.print(table)
-    lists = Table(title="Klaviyo list memberships")
-    lists.add_column("list")
-    lists.add_column("members", justify="right")
-    for name, n in sorted((k.get("lists") or {}).items()):
-        lists.add_row(name, str(n))
-    console.print(lists)
+    console.print(_counts("Klaviyo events by metric", "metric", "events", k.get("events_by_metric")))
+    console.print(_counts("Klaviyo list memberships", "list", "members", k.get("lists")))
     flows = Table(title="Flows (inline dispatch)")
     for col in ("flow", "runs", "received", "sent", "skipped", "failed", "latency p50/p95 s"):
         flows.add_column(col)
