@@ -26,7 +26,7 @@ SETTLE_S = 60.0
 
 async def _deliver(args: argparse.Namespace) -> dict[str, Any]:
     from klaviyo_segment.bench.runner import percentile, track_messages
-    from klaviyo_segment.sandbox.segment.simulator import deliver
+    from klaviyo_segment.devkit.sandbox.segment.simulator import deliver
 
     messages = track_messages(args.count, args.seed, event=args.event)
     report = await deliver(args.url, messages, args.secret, batch_size=args.batch, concurrency=args.concurrency,
@@ -39,7 +39,7 @@ async def _deliver(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _send_one(client: httpx.AsyncClient, url: str, secret: str, message: dict[str, Any]) -> float | None:
     """POST one signed change, retrying what Segment would retry; the wall time of the 2xx, or None."""
-    from klaviyo_segment.sandbox.segment.simulator import is_retryable, js_json_stringify, sign
+    from klaviyo_segment.devkit.sandbox.segment.simulator import is_retryable, js_json_stringify, sign
 
     body = js_json_stringify(message).encode()
     headers = {"Content-Type": "application/json", "X-Signature": sign(secret, message)}
@@ -57,7 +57,7 @@ async def _send_one(client: httpx.AsyncClient, url: str, secret: str, message: d
 
 
 async def _trickle(args: argparse.Namespace) -> dict[str, Any]:
-    from klaviyo_segment.sandbox.segment.generators import SegmentGenerator
+    from klaviyo_segment.devkit.sandbox.segment.generators import SegmentGenerator
 
     gen = SegmentGenerator(args.seed)
     messages = [gen.audience_track(gen.user(), args.audience, True) for _ in range(args.count)]

@@ -301,7 +301,7 @@ def track_messages(count: int, seed: int = 0, *, event: str = "Bench Product Vie
     """Realistic track calls (the sandbox generator's shape) over a pool of users, each with a unique
     messageId: one flow message = one Klaviyo event, so events/s and messages/s are the same figure.
     Shallow copies of pooled messages keep 1M-message runs from spending minutes in the generator."""
-    from klaviyo_segment.sandbox.segment.generators import SegmentGenerator
+    from klaviyo_segment.devkit.sandbox.segment.generators import SegmentGenerator
 
     gen = SegmentGenerator(seed)
     pool = [gen.track(gen.user(), event, {"sku": f"SKU-{i % 97}", "price": 9.5 + i % 40, "category": "bench"})
@@ -312,7 +312,7 @@ def track_messages(count: int, seed: int = 0, *, event: str = "Bench Product Vie
 def identify_messages(count: int, seed: int = 0, *, users: int = 500) -> list[dict[str, Any]]:
     """Identify calls with reserved traits and local phone numbers, one distinct user (and email) each, so
     every message is a profile upsert of its own."""
-    from klaviyo_segment.sandbox.segment.generators import SegmentGenerator
+    from klaviyo_segment.devkit.sandbox.segment.generators import SegmentGenerator
 
     gen = SegmentGenerator(seed)
     pool = [gen.identify(gen.user()) for _ in range(min(users, max(1, count)))]

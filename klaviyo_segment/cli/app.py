@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from importlib.metadata import entry_points
 
 import typer
 
@@ -31,7 +32,40 @@ def _register_commands() -> None:
         module.register(app)
 
 
+#: Commands that live in the dev kit (``klaviyo_segment.devkit.cli``), listed so that an install without it says
+#: what to install instead of "No such command".
+DEVKIT_COMMANDS = ("bench", "chaos", "demo", "sandbox", "simulate")
+DEVKIT_HINT = "pip install 'klaviyo-segment[devkit]'"
+
+
+def _devkit_missing(name: str, reason: str) -> None:
+    @app.command(name, help=f"(dev kit, not installed: {DEVKIT_HINT})", context_settings={
+        "allow_extra_args": True, "ignore_unknown_options": True})
+    def missing() -> None:
+        raise ConfigError(f"`klaviyo-segment {name}` is part of the dev kit, which is not usable here ({reason}): "
+                          f"{DEVKIT_HINT}")
+
+
+def _register_plugins() -> None:
+    """Commands contributed through the ``klaviyo_segment.cli`` entry-point group (the dev kit). The product never
+    imports the dev kit by name; when it is absent or broken, its commands explain which extra to install."""
+    loaded = False
+    for ep in entry_points(group="klaviyo_segment.cli"):
+        try:
+            ep.load()(app)
+            loaded = loaded or ep.name == "devkit"
+        except ImportError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            for name in DEVKIT_COMMANDS:
+                _devkit_missing(name, reason)
+            loaded = True
+    if not loaded:
+        for name in DEVKIT_COMMANDS:
+            _devkit_missing(name, "not installed")
+
+
 _register_commands()
+_register_plugins()
 
 
 def main() -> None:

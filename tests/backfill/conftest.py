@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from klaviyo_segment.sandbox.server import Sandbox
+from klaviyo_segment.devkit.sandbox.server import Sandbox
 
 
 class Env:

@@ -43,7 +43,7 @@ def test_unknown_name_is_usage_error() -> None:
 
 @pytest.mark.parametrize("name", ["delivery", "profiles"])
 def test_throughput_benches(name: str, prefect_server: str) -> None:
-    from klaviyo_segment.cli.commands.bench import bench_function
+    from klaviyo_segment.devkit.cli.bench import bench_function
 
     options = Options(scale=1.0, messages=150, quick=True, window_s=3.0)
     result = run_one(name, bench_function(name), options)

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from klaviyo_segment.flows.engagement_to_segment import CURSOR, engagement_to_segment
 from klaviyo_segment.runtime import MALFORMED
-from klaviyo_segment.sandbox.segment.serve import serve_in_thread
+from klaviyo_segment.devkit.sandbox.segment.serve import serve_in_thread
 
 FlowSandbox = Any  # tests/flows/conftest.py's FlowSandbox (fixture ``flow_env``)
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 
-from klaviyo_segment.ingress.demo import sandbox_env
+from klaviyo_segment.devkit.demo import sandbox_env
 from klaviyo_segment.ingress.serve import free_port
-from klaviyo_segment.sandbox.segment.simulator import deliver
+from klaviyo_segment.devkit.sandbox.segment.simulator import deliver
 from klaviyo_segment.store import Store
 
 SERVE = "from klaviyo_segment.cli.app import main; main()"

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from klaviyo_segment.constants import FLOW_NAMES
-from klaviyo_segment.ingress.demo import run_pipeline, sandbox_env
+from klaviyo_segment.devkit.demo import run_pipeline, sandbox_env
 from klaviyo_segment.routing import audience_key
-from klaviyo_segment.sandbox.segment.generators import generate_stream
+from klaviyo_segment.devkit.sandbox.segment.generators import generate_stream
 from klaviyo_segment.store import Store
 
 
@@ -73,12 +73,12 @@ def expected_memberships(messages: list[dict]) -> dict[str, int]:
 
 async def run_pipeline_again(box: object, store: Store) -> dict[str, int]:
     """Segment redelivering the same stream must not create a single extra Klaviyo event."""
-    from klaviyo_segment.ingress.demo import INVALID
+    from klaviyo_segment.devkit.demo import INVALID
     from klaviyo_segment.ingress.receiver import ReceiverSettings
     from klaviyo_segment.ingress.runner import start_ingress
     from klaviyo_segment.config import AppConfig
-    from klaviyo_segment.sandbox.segment.generators import generate_stream
-    from klaviyo_segment.sandbox.segment.simulator import deliver
+    from klaviyo_segment.devkit.sandbox.segment.generators import generate_stream
+    from klaviyo_segment.devkit.sandbox.segment.simulator import deliver
 
     ingress = await start_ingress(store, AppConfig(), settings=ReceiverSettings(box.segment_shared_secret,  # type: ignore[attr-defined]
                                                                                  box.klaviyo_webhook_secret),  # type: ignore[attr-defined]

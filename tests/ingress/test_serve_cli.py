@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from klaviyo_segment.ingress.demo import sandbox_env
-from klaviyo_segment.sandbox.segment.simulator import deliver
+from klaviyo_segment.devkit.demo import sandbox_env
+from klaviyo_segment.devkit.sandbox.segment.simulator import deliver
 from tests.ingress.test_durability import _start
 
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from klaviyo_segment.ingress.signatures import (SignatureError, js_stringify, segment_signature, verify_klaviyo,
                                                 verify_segment)
-from klaviyo_segment.sandbox.klaviyo.webhooks import build_delivery
-from klaviyo_segment.sandbox.segment.simulator import js_json_stringify, sign
+from klaviyo_segment.devkit.sandbox.klaviyo.webhooks import build_delivery
+from klaviyo_segment.devkit.sandbox.segment.simulator import js_json_stringify, sign
 
 SECRET = "s3cret"
 
@@ -96,6 +96,6 @@ def test_klaviyo_window_uses_the_signed_meta_timestamp_not_the_header_clock() ->
     """A wrong header clock alone must not reject (the header is only part of the signed material)."""
     body, headers = _delivery()
     skewed = dict(headers, **{"klaviyo-timestamp": "Mon, 01 Jan 2001 00:00:00 GMT"})
-    from klaviyo_segment.sandbox.klaviyo.webhooks import sign as k_sign
+    from klaviyo_segment.devkit.sandbox.klaviyo.webhooks import sign as k_sign
     skewed["klaviyo-signature"] = k_sign(SECRET, body, skewed["klaviyo-timestamp"])
     verify_klaviyo(SECRET, body, json.loads(body), skewed)

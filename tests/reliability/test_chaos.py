@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from klaviyo_segment.chaos_expect import Expected, compare, expected_state, failures
-from klaviyo_segment.cli.commands.chaos import _with_invalid, failed_checks, run_chaos
+from klaviyo_segment.devkit.chaos_expect import Expected, compare, expected_state, failures
+from klaviyo_segment.devkit.cli.chaos import _with_invalid, failed_checks, run_chaos
 from klaviyo_segment.config import AppConfig
-from klaviyo_segment.ingress.demo import demo_config
-from klaviyo_segment.sandbox.segment.generators import CHURN_AUDIENCE, generate_stream
+from klaviyo_segment.devkit.demo import demo_config
+from klaviyo_segment.devkit.sandbox.segment.generators import CHURN_AUDIENCE, generate_stream
 
 MESSAGES = int(os.environ.get("KS_CHAOS_MESSAGES", "20000"))
 LISTS = {name: name.upper()[:6] for name in

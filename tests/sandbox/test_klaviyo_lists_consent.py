@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from klaviyo_segment.sandbox.server import Sandbox
+from klaviyo_segment.devkit.sandbox.server import Sandbox
 from tests.fixtures.sandbox import klaviyo_headers
 
 

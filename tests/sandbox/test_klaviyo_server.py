@@ -21,8 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from klaviyo_segment.errors import ConfigError
-from klaviyo_segment.sandbox.segment.serve import serving
-from klaviyo_segment.sandbox.server import Sandbox, SandboxOptions
+from klaviyo_segment.devkit.sandbox.segment.serve import serving
+from klaviyo_segment.devkit.sandbox.server import Sandbox, SandboxOptions
 from tests.fixtures.sandbox import klaviyo_headers
 
 CONTRACT_KEYS = {"klaviyo", "segment", "klaviyo_api_key", "klaviyo_webhook_secret", "segment_write_key",

@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from klaviyo_segment.sandbox.klaviyo.faults import GRAMMAR_HELP, FaultMiddleware, parse_faults, wrap_app
-from klaviyo_segment.sandbox.klaviyo.operations import load_operations, match
-from klaviyo_segment.sandbox.klaviyo.ratelimit import RateLimitMiddleware, parse_mode
-from klaviyo_segment.sandbox.klaviyo.stats import SandboxStats
+from klaviyo_segment.devkit.sandbox.klaviyo.faults import GRAMMAR_HELP, FaultMiddleware, parse_faults, wrap_app
+from klaviyo_segment.devkit.sandbox.klaviyo.operations import load_operations, match
+from klaviyo_segment.devkit.sandbox.klaviyo.ratelimit import RateLimitMiddleware, parse_mode
+from klaviyo_segment.devkit.sandbox.klaviyo.stats import SandboxStats
 
 AUTH = {"Authorization": "Klaviyo-API-Key pk_test_a", "revision": "2026-07-15"}
 DAY = 86_400

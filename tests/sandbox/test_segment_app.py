@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from klaviyo_segment.sandbox.segment.app import create_app, get_state
-from klaviyo_segment.sandbox.segment.serve import serve_in_thread
+from klaviyo_segment.devkit.sandbox.segment.app import create_app, get_state
+from klaviyo_segment.devkit.sandbox.segment.serve import serve_in_thread
 
 WRITE_KEY = "wk_test_123"
 

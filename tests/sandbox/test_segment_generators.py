@@ -10,7 +10,7 @@ from typing import Any
 import phonenumbers
 import pytest
 
-from klaviyo_segment.sandbox.segment.generators import DEFAULT_MIX, SegmentGenerator, generate_stream
+from klaviyo_segment.devkit.sandbox.segment.generators import DEFAULT_MIX, SegmentGenerator, generate_stream
 
 
 def _events(stream: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from klaviyo_segment.sandbox.segment.simulator import deliver, is_retryable, js_json_stringify, sign
-from klaviyo_segment.sandbox.segment.serve import serve_in_thread
+from klaviyo_segment.devkit.sandbox.segment.simulator import deliver, is_retryable, js_json_stringify, sign
+from klaviyo_segment.devkit.sandbox.segment.serve import serve_in_thread
 
 SECRET = "s3cr3t-shared"
 

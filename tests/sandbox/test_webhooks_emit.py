@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from pydantic import SecretStr
 
-from klaviyo_segment.sandbox.klaviyo.webhooks import TOPICS, build_delivery, emit_webhook, record_for_event
+from klaviyo_segment.devkit.sandbox.klaviyo.webhooks import TOPICS, build_delivery, emit_webhook, record_for_event
 
 SECRET = "whsec_0123456789abcdef"
 EVENT = {"type": "event", "id": "EV1", "attributes": {"timestamp": 1776138612, "event_properties": {}},

@@ -13,7 +13,7 @@ import respx
 from klaviyo_segment.blocks.klaviyo import KlaviyoCredentials
 from klaviyo_segment.clients.klaviyo import KlaviyoClient
 from klaviyo_segment.clients.pacing import InProcessPacer
-from klaviyo_segment.sandbox.server import Sandbox
+from klaviyo_segment.devkit.sandbox.server import Sandbox
 
 
 async def _no_sleep(_: float) -> None:

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from klaviyo_segment.constants import KLAVIYO_REVISION
 
-log = logging.getLogger("klaviyo_segment.sandbox.webhooks")
+log = logging.getLogger("klaviyo_segment.devkit.sandbox.webhooks")
 
 #: Metric name -> system-webhook topic id.
 TOPICS: dict[str, str] = {

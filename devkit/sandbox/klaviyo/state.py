@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from klaviyo_segment.constants import LIST_CREATE_DAILY_MAX
-from klaviyo_segment.sandbox.klaviyo.validation import KlaviyoError
+from klaviyo_segment.devkit.sandbox.klaviyo.validation import KlaviyoError
 
 IDENTIFIERS = ("email", "phone_number", "external_id")
 SCALARS = ("email", "phone_number", "external_id", "first_name", "last_name", "organization", "locale", "title",

@@ -17,10 +17,13 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 when every stage did what it should; 1 when a check failed (each problem is printed).
         """
+        from klaviyo_segment import devkit
+
+        devkit.require('demo')
         import asyncio
         import logging
 
-        from klaviyo_segment.ingress.demo import run_demo
+        from klaviyo_segment.devkit.demo import run_demo
 
         logging.basicConfig(level=logging.WARNING)
         for handler in logging.getLogger().handlers:  # Prefect's INFO records propagate here; the UI keeps them

@@ -13,9 +13,9 @@ from types import TracebackType
 from typing import Any
 
 from klaviyo_segment.errors import ConfigError
-from klaviyo_segment.sandbox.klaviyo.app import KlaviyoSandboxConfig, create_app
-from klaviyo_segment.sandbox.segment.app import create_app as create_segment_app
-from klaviyo_segment.sandbox.segment.serve import serve_in_thread
+from klaviyo_segment.devkit.sandbox.klaviyo.app import KlaviyoSandboxConfig, create_app
+from klaviyo_segment.devkit.sandbox.segment.app import create_app as create_segment_app
+from klaviyo_segment.devkit.sandbox.segment.serve import serve_in_thread
 
 
 @dataclass

@@ -52,10 +52,13 @@ def simulate_command(
     """Send Segment messages as the Webhooks (Actions) destination does: signed, batched or single, retried on
     408/423/429/5xx (not 501) and timeouts. Prints progress to stderr and a final JSON line on stdout:
     {"sent", "acknowledged", "given_up", "retries", "elapsed_s"}. Exit 1 if any message was given up."""
+    from klaviyo_segment import devkit
+
+    devkit.require('simulate')
     import asyncio
 
-    from klaviyo_segment.sandbox.segment.generators import generate_stream
-    from klaviyo_segment.sandbox.segment.simulator import deliver
+    from klaviyo_segment.devkit.sandbox.segment.generators import generate_stream
+    from klaviyo_segment.devkit.sandbox.segment.simulator import deliver
 
     if not to.startswith(("http://", "https://")):
         raise typer.BadParameter("must be an http(s) URL", param_hint="--to")

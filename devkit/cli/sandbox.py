@@ -14,13 +14,13 @@ from klaviyo_segment.errors import ConfigError
 _FAULTS_HELP = ("Fault injection spec, e.g. 'bulk_create_events:503=0.1,reset=0.02;*:latency=50ms'. "
                 "Grammar: OPS:EFFECT[,EFFECT] joined with ';'; OPS is a spec operationId, several joined with '|', "
                 "or '*'; EFFECT is 500|502|503|429|reset|timeout|lost=P (probability) or latency=50ms|10-80ms. "
-                "See klaviyo_segment.sandbox.klaviyo.faults.GRAMMAR_HELP.")
+                "See klaviyo_segment.devkit.sandbox.klaviyo.faults.GRAMMAR_HELP.")
 
 
 def _check_flags(rate_limits: str, faults: str | None, port_klaviyo: int, port_segment: int) -> None:
     """Bad values are unusable invocations (exit 2), reported before anything listens."""
-    from klaviyo_segment.sandbox.klaviyo.faults import parse_faults
-    from klaviyo_segment.sandbox.klaviyo.ratelimit import parse_mode
+    from klaviyo_segment.devkit.sandbox.klaviyo.faults import parse_faults
+    from klaviyo_segment.devkit.sandbox.klaviyo.ratelimit import parse_mode
     try:
         parse_mode(rate_limits)
     except ValueError as exc:
@@ -54,7 +54,10 @@ def register(app: typer.Typer) -> None:
         example_lists: bool = typer.Option(True, "--example-lists/--no-example-lists", help="Pre-create the "
                                            "lists examples/config.yaml refers to (VIPLST, LAPSED, ONBOAR, WINBAK)."),
     ) -> None:
-        from klaviyo_segment.sandbox.server import Sandbox, SandboxOptions
+        from klaviyo_segment import devkit
+
+        devkit.require("sandbox")
+        from klaviyo_segment.devkit.sandbox.server import Sandbox, SandboxOptions
 
         _check_flags(rate_limits, faults, port_klaviyo, port_segment)
         scope_list = [s.strip() for s in scopes.split(",") if s.strip()] if scopes is not None else None

@@ -57,6 +57,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document as the last stdout line."),
     ) -> None:
         """Measure delivery, profiles, mapping, ingress and latency against Klaviyo's limits (sandbox)."""
+        from klaviyo_segment import devkit
+
+        devkit.require("bench", extra=("klaviyo_api",))  # checked before any benchmark starts
         if scale is not None and scale <= 0:
             raise typer.BadParameter("must be > 0", param_hint="--scale")
         if messages is not None and messages <= 0:

@@ -5,7 +5,7 @@ List: 150/day); exceeding any answers 429 + ``Retry-After`` with the JSON:API ``
 ``RateLimit-*`` headers, while every other response describes the steady window. Modelling exactly that lets
 the project's pacing and retry code be proven against the spec's figures instead of against a guess.
 
-Order of the middlewares (use :func:`klaviyo_segment.sandbox.klaviyo.faults.wrap_app`): this one is the
+Order of the middlewares (use :func:`klaviyo_segment.devkit.sandbox.klaviyo.faults.wrap_app`): this one is the
 OUTER wrapper, so it sees uvicorn's own ``send`` and can hand the connection's transport to the fault
 middleware, and so injected faults still count against the limits like every request Klaviyo receives.
 """
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from klaviyo_segment.constants import JSONAPI_CONTENT_TYPE
-from klaviyo_segment.sandbox.klaviyo.operations import Operation, match
-from klaviyo_segment.sandbox.klaviyo.stats import SandboxStats
+from klaviyo_segment.devkit.sandbox.klaviyo.operations import Operation, match
+from klaviyo_segment.devkit.sandbox.klaviyo.stats import SandboxStats
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -100,7 +100,7 @@ async def _setup_sandbox(box: Any, faults: str, seed: int) -> dict[str, Any]:
     at all. Returns the config document (the demo's: all audiences, onboarding and churn lists, no age limits)."""
     import httpx
 
-    from klaviyo_segment.ingress.demo import AUDIENCES, CHURN_AUDIENCE, create_lists, demo_config
+    from klaviyo_segment.devkit.demo import AUDIENCES, CHURN_AUDIENCE, create_lists, demo_config
 
     headers = {"Authorization": f"Klaviyo-API-Key {box.klaviyo_api_key}", "revision": "2026-07-15",
                "Content-Type": "application/vnd.api+json", "Accept": "application/vnd.api+json"}
@@ -125,7 +125,7 @@ def chaos_stream(count: int, seed: int) -> list[dict[str, Any]]:
     order still holds (identify first, delete last); timestamps are re-stamped in stream order."""
     from datetime import timedelta
 
-    from klaviyo_segment.sandbox.segment.generators import DEFAULT_MIX, DEFAULT_START, SegmentGenerator
+    from klaviyo_segment.devkit.sandbox.segment.generators import DEFAULT_MIX, DEFAULT_START, SegmentGenerator
 
     gen = SegmentGenerator(seed, DEFAULT_START)
     names, weights = list(DEFAULT_MIX), list(DEFAULT_MIX.values())
@@ -161,7 +161,7 @@ def _spawn_worker(store_url: str, document: dict[str, Any], env: dict[str, str])
     import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "-m", "klaviyo_segment.cli.commands.chaos", store_url,
+    return subprocess.Popen([sys.executable, "-m", "klaviyo_segment.devkit.cli.chaos", store_url,
                              json.dumps(document)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -198,12 +198,12 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
     import sys
     from datetime import UTC, datetime
 
-    from klaviyo_segment.chaos_expect import compare, expected_state
+    from klaviyo_segment.devkit.chaos_expect import compare, expected_state
     from klaviyo_segment.clients.global_limits import ENV_RATE_SCALE
     from klaviyo_segment.config import AppConfig
     from klaviyo_segment.ingress.receiver import ReceiverSettings
     from klaviyo_segment.ingress.runner import start_ingress
-    from klaviyo_segment.sandbox.server import Sandbox, SandboxOptions
+    from klaviyo_segment.devkit.sandbox.server import Sandbox, SandboxOptions
     from klaviyo_segment.store import Store
 
     stream, invalid = _with_invalid(chaos_stream(messages, seed), invalid_every)
@@ -273,7 +273,7 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
 
 def failed_checks(figures: dict[str, Any]) -> list[str]:
     """Names of the checks a run failed (empty = exact): shared by the command's exit code and the test."""
-    from klaviyo_segment.chaos_expect import failures
+    from klaviyo_segment.devkit.chaos_expect import failures
 
     failed = failures(figures["exactness"])
     for key in ("backlog_left", "dead_letters_without_reason", "dead_letters_not_invalid",
@@ -292,6 +292,9 @@ def chaos_command(
                                      "together (1 = Klaviyo's real limits)."),
 ) -> None:
     """Run the chaos test at scale against a local sandbox and print its figures as JSON (exit 1 on a failed check)."""
+    from klaviyo_segment import devkit
+
+    devkit.require('chaos')
     from klaviyo_segment.errors import ConfigError
 
     if messages < 1 or not rate_scale > 0:

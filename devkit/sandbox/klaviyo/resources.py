@@ -9,8 +9,8 @@ from urllib.parse import urlencode
 
 from starlette.requests import Request
 
-from klaviyo_segment.sandbox.klaviyo.state import AccountState, Event, ImportJob, KList, Metric, Profile
-from klaviyo_segment.sandbox.klaviyo.validation import KlaviyoError
+from klaviyo_segment.devkit.sandbox.klaviyo.state import AccountState, Event, ImportJob, KList, Metric, Profile
+from klaviyo_segment.devkit.sandbox.klaviyo.validation import KlaviyoError
 
 T = TypeVar("T")
 

@@ -17,11 +17,11 @@ from klaviyo_segment.constants import (
     BULK_EVENTS_MAX, BULK_PROFILE_IMPORT_MAX, GET_EVENTS_PAGE_MAX, GET_LISTS_PAGE_MAX, GET_PROFILES_PAGE_MAX,
     LIST_MEMBERSHIP_MAX, SUBSCRIBE_MAX, UNSUBSCRIBE_MAX,
 )
-from klaviyo_segment.sandbox.klaviyo import filters, resources as res
-from klaviyo_segment.sandbox.klaviyo.state import (
+from klaviyo_segment.devkit.sandbox.klaviyo import filters, resources as res
+from klaviyo_segment.devkit.sandbox.klaviyo.state import (
     IDENTIFIERS, AccountState, ImportJob, KList, check_event_time, identifier_error, iso, now,
 )
-from klaviyo_segment.sandbox.klaviyo.validation import KlaviyoError, jsonapi
+from klaviyo_segment.devkit.sandbox.klaviyo.validation import KlaviyoError, jsonapi
 
 
 @dataclass

@@ -18,14 +18,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from klaviyo_segment.sandbox.klaviyo import faults as faults_mod, operations
-from klaviyo_segment.sandbox.klaviyo.handlers import HANDLERS, Ctx
-from klaviyo_segment.sandbox.klaviyo.faults import wrap_app
-from klaviyo_segment.sandbox.klaviyo.ratelimit import RateLimitMiddleware, parse_mode
-from klaviyo_segment.sandbox.klaviyo.state import AccountState, iso, now
-from klaviyo_segment.sandbox.klaviyo.stats import SandboxStats
-from klaviyo_segment.sandbox.klaviyo.webhooks import TOPICS as ENGAGEMENT_TOPICS, emit_webhook
-from klaviyo_segment.sandbox.klaviyo.validation import (
+from klaviyo_segment.devkit.sandbox.klaviyo import faults as faults_mod, operations
+from klaviyo_segment.devkit.sandbox.klaviyo.handlers import HANDLERS, Ctx
+from klaviyo_segment.devkit.sandbox.klaviyo.faults import wrap_app
+from klaviyo_segment.devkit.sandbox.klaviyo.ratelimit import RateLimitMiddleware, parse_mode
+from klaviyo_segment.devkit.sandbox.klaviyo.state import AccountState, iso, now
+from klaviyo_segment.devkit.sandbox.klaviyo.stats import SandboxStats
+from klaviyo_segment.devkit.sandbox.klaviyo.webhooks import TOPICS as ENGAGEMENT_TOPICS, emit_webhook
+from klaviyo_segment.devkit.sandbox.klaviyo.validation import (
     KlaviyoError, check_auth, check_revision, check_scopes, error_response, errors_response, parse_body,
     validate_body,
 )
@@ -116,7 +116,7 @@ class KlaviyoCore:
         return JSONResponse(self.state.summary())
 
     async def profiles(self, request: Request) -> Response:
-        from klaviyo_segment.sandbox.klaviyo.resources import profile_resource
+        from klaviyo_segment.devkit.sandbox.klaviyo.resources import profile_resource
         return JSONResponse([profile_resource(p, "", True) for p in self.state.profiles.values()])
 
     async def events(self, request: Request) -> Response:
@@ -196,7 +196,7 @@ class KlaviyoCore:
         return JSONResponse({"event_ids": ids, "webhook_status": status})
 
     def _engage(self, item: dict[str, Any], request: Request) -> tuple[Any, dict[str, Any]]:
-        from klaviyo_segment.sandbox.klaviyo.resources import api_base, event_resource
+        from klaviyo_segment.devkit.sandbox.klaviyo.resources import api_base, event_resource
         metric = item["metric"]
         if metric not in ENGAGEMENT_TOPICS:
             raise ValueError(f"metric must be one of {sorted(ENGAGEMENT_TOPICS)}")

@@ -99,8 +99,8 @@ async def run_pipeline(box: Any, store: Any, *, count: int = 150, seed: int = 7,
                        messages: list[dict[str, Any]] | None = None) -> DemoResult:
     """Drive every stage against ``box`` (a started sandbox); credentials must already be in os.environ."""
     from klaviyo_segment.config import AppConfig
-    from klaviyo_segment.sandbox.segment.generators import generate_stream
-    from klaviyo_segment.sandbox.segment.simulator import deliver
+    from klaviyo_segment.devkit.sandbox.segment.generators import generate_stream
+    from klaviyo_segment.devkit.sandbox.segment.simulator import deliver
 
     result = DemoResult()
     headers = {"Authorization": f"Klaviyo-API-Key {box.klaviyo_api_key}", "revision": "2026-07-15",
@@ -209,7 +209,7 @@ async def run_demo(*, keep: bool = False, count: int = 150, seed: int = 7) -> in
     from rich.console import Console
 
     from klaviyo_segment.ingress.serve import prefect_api, ui_url
-    from klaviyo_segment.sandbox.server import Sandbox, SandboxOptions
+    from klaviyo_segment.devkit.sandbox.server import Sandbox, SandboxOptions
     from klaviyo_segment.store import Store
 
     err = Console(stderr=True)

@@ -15,12 +15,12 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from klaviyo_segment.sandbox.klaviyo.operations import load_operations
-from klaviyo_segment.sandbox.klaviyo.ratelimit import (
+from klaviyo_segment.devkit.sandbox.klaviyo.operations import load_operations
+from klaviyo_segment.devkit.sandbox.klaviyo.ratelimit import (
     SCOPE_TRANSPORT, ASGIApp, Message, RateLimiter, RateLimitMiddleware, Receive, Scope, Send, capture_transport,
     error_body, is_sandbox_control, scope_operation, send_response, throttled_body,
 )
-from klaviyo_segment.sandbox.klaviyo.stats import SandboxStats
+from klaviyo_segment.devkit.sandbox.klaviyo.stats import SandboxStats
 
 GRAMMAR_HELP = """\
 Fault spec: RULE[;RULE...]
