@@ -44,10 +44,10 @@ class FlowRuns:
 async def run_flows(env: BenchEnv, flow: str, messages: list[dict[str, Any]], *, per_run: int = RUN_MESSAGES,
                     concurrency: int = RUN_CONCURRENCY) -> FlowRuns:
     """Accept the messages into the inbox in ``per_run`` batches, then run the flow once per batch."""
-    from klaviyo_segment.flows import load_flow_module
+    from klaviyo_segment.flows import get_spec
     from klaviyo_segment.store import Store
 
-    module = load_flow_module(flow)
+    spec = get_spec(flow)
     store = await Store.open(env.store_url)
     try:
         batch_ids = []
@@ -62,7 +62,7 @@ async def run_flows(env: BenchEnv, flow: str, messages: list[dict[str, Any]], *,
 
     async def one(batch_id: str) -> None:
         async with gate:
-            summary = await module.FLOW(batch_ids=[batch_id], config={})
+            summary = await spec.flow(batch_ids=[batch_id], config={})
         totals.runs += 1
         for key in ("received", "sent", "failed"):
             setattr(totals, key, getattr(totals, key) + int(summary[key]))

@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow
 
 from klaviyo_segment.backfill import BackfillOptions, BackfillReport, backfill_file
+from klaviyo_segment.flowspec import FlowSpec
 
 NAME = "backfill-profiles"
 logger = logging.getLogger("klaviyo_segment.flows.backfill")
@@ -74,4 +75,4 @@ async def backfill_profiles(input: str, format: str | None = None, list_id: str 
     return report.as_dict()
 
 
-FLOW = backfill_profiles
+SPEC = FlowSpec(name=NAME, flow=backfill_profiles)

@@ -16,6 +16,7 @@ from prefect import flow
 from klaviyo_segment import flowkit
 from klaviyo_segment.builders.klaviyo import format_datetime
 from klaviyo_segment.config import AppConfig, ChurnConfig
+from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.membership import (
     SUPERSEDED, Change, apply_membership, identity_of, order_changes, person_of, record_versions, resolve_profiles,
     settle, with_aliases,
@@ -26,7 +27,6 @@ from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_fl
 from klaviyo_segment.tasks.klaviyo_profiles import upsert_profiles
 
 NAME = "churn-winback"
-SENDS_TO_SEGMENT = False
 NO_TRANSITION = "no churn transition"
 
 
@@ -40,6 +40,16 @@ def accepts(item: Item, config: AppConfig | None = None) -> str | None:
     if msg.type == "identify" and churn.trait in msg.traits:
         return None
     return "not for this flow"
+
+
+def routes(msg: dict[str, Any], config: AppConfig) -> bool:
+    """The churn audience (track or identify form), or an identify carrying the churn score trait."""
+    churn = config.churn
+    if churn is None:
+        return False
+    key = audience_key(msg)
+    traits = msg.get("traits") if isinstance(msg.get("traits"), dict) else {}
+    return bool(key and key == churn.audience_key) or (msg.get("type") == "identify" and churn.trait in traits)
 
 
 def score_of(item: Item, churn: ChurnConfig) -> float | None:
@@ -164,4 +174,5 @@ async def churn_winback(messages: list[dict[str, Any]] | None = None, batch_ids:
     return await run_flow(NAME, messages, batch_ids, config, config_block, process)
 
 
-FLOW = churn_winback
+SPEC = FlowSpec(name=NAME, flow=churn_winback, process=process, accepts=accepts, routes=routes,
+                required_config_keys=("churn.list_id",))

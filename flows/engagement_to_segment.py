@@ -22,6 +22,7 @@ from prefect import flow
 
 from klaviyo_segment import engagement as eng
 from klaviyo_segment.errors import ApiError, ConfigError
+from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.preview import placeholder
 from klaviyo_segment.runtime import MALFORMED, FlowEnv, Inputs, Item, delivered_key, finish, open_env, run_flow
@@ -31,7 +32,6 @@ from klaviyo_segment.tasks.klaviyo_profiles import get_profiles_by_identifiers
 from klaviyo_segment.tasks.segment import send_to_segment
 
 NAME = "engagement-to-segment"
-SENDS_TO_SEGMENT = True
 CURSOR = "engagement-to-segment:cursor"
 #: Where polling starts when there is neither a stored cursor nor ``since`` (contract: 24 h back).
 FIRST_POLL_WINDOW = timedelta(hours=24)
@@ -233,4 +233,6 @@ async def engagement_to_segment(messages: list[dict] | None = None, batch_ids: l
                           load_items=load_items)
 
 
-FLOW = engagement_to_segment
+#: No ``routes``: Segment messages never feed it; the receiver's ``/klaviyo`` endpoint does.
+SPEC = FlowSpec(name=NAME, flow=engagement_to_segment, process=process, accepts=accepts, load_items=load_items,
+                sends_to_segment=True)

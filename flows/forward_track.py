@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow
 
 from klaviyo_segment import flowkit
+from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.mapping import EventMapping
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.routing import AUDIENCE_EVENTS
@@ -19,7 +20,6 @@ from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_fl
 from klaviyo_segment.segment_spec import sent_by_us
 
 NAME = "forward-track"
-SENDS_TO_SEGMENT = False
 PAGE_SCREEN_METRICS = {"page": "Viewed Page", "screen": "Viewed Screen"}
 
 
@@ -30,6 +30,15 @@ def accepts(item: Item) -> str | None:
     if msg.type == "track":
         return "not for this flow" if msg.event in AUDIENCE_EVENTS else None
     return None if msg.type in PAGE_SCREEN_METRICS else "not for this flow"
+
+
+def routes(msg: dict[str, Any], config: Any) -> bool:
+    """Tracks other than audience membership, and page/screen (the ``page_screen`` switch applies in the flow,
+    so the skip is recorded as an outcome)."""
+    kind = msg.get("type")
+    if kind == "track":
+        return msg.get("event") not in AUDIENCE_EVENTS
+    return kind in PAGE_SCREEN_METRICS
 
 
 def as_track(item: Item) -> dict[str, Any]:
@@ -132,4 +141,4 @@ async def forward_track(messages: list[dict[str, Any]] | None = None, batch_ids:
     return await run_flow(NAME, messages, batch_ids, config, config_block, steps)
 
 
-FLOW = forward_track
+SPEC = FlowSpec(name=NAME, flow=forward_track, process=process, accepts=accepts, routes=routes)

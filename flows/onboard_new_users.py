@@ -16,6 +16,7 @@ from prefect import flow
 
 from klaviyo_segment import flowkit
 from klaviyo_segment.config import AppConfig, OnboardingConfig
+from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.membership import Change, identity_of, person_of, settle
 from klaviyo_segment.mapping.models import ProfileMapping
 from klaviyo_segment.outcomes import Outcome, Status
@@ -24,7 +25,6 @@ from klaviyo_segment.tasks.klaviyo_profiles import get_profile_consent
 from klaviyo_segment.tasks.klaviyo_subscriptions import subscribe_profiles
 
 NAME = "onboard-new-users"
-SENDS_TO_SEGMENT = False
 UNSUBSCRIBED_LATER = "unsubscribed after sign-up"
 ALREADY = "already onboarded"
 
@@ -34,6 +34,11 @@ def accepts(item: Item, config: AppConfig | None = None) -> str | None:
     msg = item.msg
     assert msg is not None
     return None if msg.type == "track" and msg.event in events else "not for this flow"
+
+
+def routes(msg: dict[str, Any], config: AppConfig) -> bool:
+    """Tracks whose event is one of ``onboarding.events``."""
+    return msg.get("type") == "track" and msg.get("event") in (config.onboarding.events or [])
 
 
 def profile_attributes(env: FlowEnv, item: Item) -> dict[str, Any]:
@@ -173,4 +178,5 @@ async def onboard_new_users(messages: list[dict[str, Any]] | None = None, batch_
     return await run_flow(NAME, messages, batch_ids, config, config_block, process)
 
 
-FLOW = onboard_new_users
+SPEC = FlowSpec(name=NAME, flow=onboard_new_users, process=process, accepts=accepts, routes=routes,
+                required_config_keys=("onboarding.list_id",))

@@ -19,6 +19,7 @@ from prefect import flow
 
 from klaviyo_segment import runtime
 from klaviyo_segment.errors import ConfigError
+from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.outcomes import Status
 
 NAME = "replay-dead-letters"
@@ -61,13 +62,12 @@ async def _load(config: dict[str, Any] | None, flow_name: str | None, ids: list[
 async def replay_group(name: str, letters: list[Any], config: dict[str, Any] | None,
                        config_block: str | None) -> tuple[dict[str, Any], list[str]]:
     """Replay one flow's dead letters; returns (that flow's summary, ids of the dead letters to resolve)."""
-    from klaviyo_segment.flows import load_flow_module
+    from klaviyo_segment.flows import get_spec
 
-    module = load_flow_module(name)
+    spec = get_spec(name)
     messages = [mark_replay(d.message, d.message_id) for d in letters]
-    async with runtime.open_env(name, config, config_block=config_block,
-                                segment=getattr(module, "SENDS_TO_SEGMENT", False)) as env:
-        summary = await runtime.process_module(env, module, messages)
+    async with runtime.open_env(name, config, config_block=config_block, segment=spec.sends_to_segment) as env:
+        summary = await runtime.process_spec(env, spec, messages)
         resolved = [d.id for d, o in zip(letters, summary["outcomes"])
                     if o["status"] in (Status.SENT.value, Status.SKIPPED.value)]
         if resolved:
@@ -107,4 +107,4 @@ async def replay_dead_letters(flow: str | None = None, ids: list[str] | None = N
             "resolved_ids": resolved_ids, "flows": per_flow, "outcomes": outcomes}
 
 
-FLOW = replay_dead_letters
+SPEC = FlowSpec(name=NAME, flow=replay_dead_letters)

@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow
 
 from klaviyo_segment.config import AppConfig
+from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.membership import (
     Change, apply_membership, identity_of, order_changes, person_of, record_versions, resolve_profiles, settle,
     with_aliases,
@@ -24,7 +25,6 @@ from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_fl
 from klaviyo_segment.tasks.klaviyo_lists import get_or_create_lists
 
 NAME = "sync-audiences"
-SENDS_TO_SEGMENT = False
 
 
 def accepts(item: Item, config: AppConfig | None = None) -> str | None:
@@ -40,6 +40,18 @@ def accepts(item: Item, config: AppConfig | None = None) -> str | None:
         if any(isinstance(msg.traits.get(k), bool) for k in config.audiences):
             return None
     return "not for this flow"
+
+
+def routes(msg: dict[str, Any], config: AppConfig) -> bool:
+    """Audience tracks, Engage audience identifies, and identifies carrying a configured audience key as a trait
+    (any value: a non-boolean one is then skipped by the flow with a reason)."""
+    kind = msg.get("type")
+    if kind == "track":
+        return msg.get("event") in AUDIENCE_EVENTS
+    if kind == "identify":
+        traits = msg.get("traits") if isinstance(msg.get("traits"), dict) else {}
+        return is_audience_identify(msg) or any(k in traits for k in (config.audiences or {}))
+    return False
 
 
 def memberships(item: Item, config: AppConfig) -> list[tuple[str, bool]]:
@@ -131,4 +143,4 @@ async def sync_audiences(messages: list[dict[str, Any]] | None = None, batch_ids
     return await run_flow(NAME, messages, batch_ids, config, config_block, process)
 
 
-FLOW = sync_audiences
+SPEC = FlowSpec(name=NAME, flow=sync_audiences, process=process, accepts=accepts, routes=routes)

@@ -13,18 +13,23 @@ from typing import Any
 from prefect import flow
 
 from klaviyo_segment import flowkit
+from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.mapping import ProfileMapping
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
 
 NAME = "sync-identify"
-SENDS_TO_SEGMENT = False
 _TYPES = ("identify", "alias", "delete", "group")
 _EPOCH = datetime.min.replace(tzinfo=timezone.utc)
 
 
 def accepts(item: Item) -> str | None:
     return None if item.msg is not None and item.msg.type in _TYPES else "not for this flow"
+
+
+def routes(msg: dict[str, Any], config: Any) -> bool:
+    """Every identity call: identify, alias, delete and group (group is only acknowledged)."""
+    return msg.get("type") in _TYPES
 
 
 def _when(item: Item) -> tuple[datetime, int]:
@@ -224,4 +229,4 @@ async def sync_identify(messages: list[dict[str, Any]] | None = None, batch_ids:
     return await run_flow(NAME, messages, batch_ids, config, config_block, process)
 
 
-FLOW = sync_identify
+SPEC = FlowSpec(name=NAME, flow=sync_identify, process=process, accepts=accepts, routes=routes)

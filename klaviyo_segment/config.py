@@ -85,12 +85,6 @@ class CompiledConfig:
     track_filter: TrackFilter
 
 
-#: Keys a flow cannot run without (checked at load time: exit 2, never mid-run).
-REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
-    "onboard-new-users": ("onboarding.list_id",),
-    "churn-winback": ("churn.list_id",),
-}
-
 #: Secrets never go into the mapping-tables block: credentials have their own blocks.
 SECRET_KEYS = {"klaviyo": ("api_key",), "segment": ("write_key", "shared_secret")}
 
@@ -166,8 +160,10 @@ class AppConfig(_Strict):
         return out
 
     def require(self, flow_name: str) -> None:
-        """Fail before a run starts when the flow's required keys are unset."""
-        for key in REQUIRED_KEYS.get(flow_name, ()):
+        """Fail before a run starts when the flow's required keys (``FlowSpec.required_config_keys``) are unset."""
+        from klaviyo_segment.flows import required_config_keys
+
+        for key in required_config_keys(flow_name):
             section, field = key.split(".")
             if not getattr(getattr(self, section), field):
                 raise ConfigError(f"flow {flow_name!r} needs config key {key!r} (set it in the config file or the "

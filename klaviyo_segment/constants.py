@@ -58,7 +58,12 @@ ENV_LEASE_SECONDS = "KLAVIYO_SEGMENT_LEASE_SECONDS"
 ENV_GLOBAL_LIMITS = "KLAVIYO_SEGMENT_GLOBAL_LIMITS"
 ENV_RATE_SCALE = "KLAVIYO_SEGMENT_RATE_SCALE"
 
-FLOW_NAMES = (
-    "sync-identify", "forward-track", "engagement-to-segment", "sync-audiences",
-    "onboard-new-users", "churn-winback",
-)
+
+def __getattr__(name: str) -> object:
+    """``FLOW_NAMES`` (the event flows' names) comes from the registry in ``klaviyo_segment.flows``; it stays
+    importable from here for older callers, computed lazily so this module imports nothing else."""
+    if name == "FLOW_NAMES":
+        from klaviyo_segment.flows import names
+
+        return names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -141,13 +141,13 @@ async def preview_flow(flow: str, messages: list[Any], config: dict[str, Any] | 
                        ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run ``flow``'s steps on ``messages`` against the recorder. Returns (request lines, summary)."""
     from klaviyo_segment import runtime
-    from klaviyo_segment.flows import load_flow_module
+    from klaviyo_segment.flows import get_spec
 
-    module = load_flow_module(flow)
+    spec = get_spec(flow)
     recorder = Recorder()
     async with httpx.AsyncClient(base_url="https://a.klaviyo.com", transport=recorder.transport()) as http:
         async with runtime.open_env(flow, config, preview=True, http=http, pacer=NoPacer(),
-                                    segment=getattr(module, "SENDS_TO_SEGMENT", False),
+                                    segment=spec.sends_to_segment,
                                     segment_transport=recorder.transport()) as env:
-            summary = await runtime.process_module(env, module, messages)
+            summary = await runtime.process_spec(env, spec, messages)
     return recorder.lines(), summary

@@ -1,5 +1,5 @@
-"""Which flows a Segment message feeds. The receiver routes with it, and ``run FLOW`` uses it to say
-"not for this flow" — one rule set, so a message behaves the same whichever way it arrives.
+"""Which flows a Segment message feeds, and the audience helpers those rules share. The receiver routes with
+:func:`flows_for`; each flow's rule lives in its module (``SPEC.routes``, next to its ``accepts``).
 """
 
 from __future__ import annotations
@@ -32,30 +32,8 @@ def audience_key(msg: dict[str, Any]) -> str | None:
 
 
 def flows_for(msg: dict[str, Any], config: Any) -> list[str]:
-    """Every flow that must see ``msg`` (``config`` is an AppConfig)."""
-    kind = msg.get("type")
-    flows: list[str] = []
-    if kind in ("identify", "alias", "delete", "group"):
-        flows.append("sync-identify")
-    if kind == "track":
-        event = msg.get("event")
-        if event in AUDIENCE_EVENTS:
-            flows.append("sync-audiences")
-        else:
-            flows.append("forward-track")
-        if event in (config.onboarding.events or []):
-            flows.append("onboard-new-users")
-    if kind in ("page", "screen"):
-        flows.append("forward-track")
-    if kind == "identify":
-        traits = msg.get("traits") if isinstance(msg.get("traits"), dict) else {}
-        if is_audience_identify(msg) or any(k in traits for k in (config.audiences or {})):
-            flows.append("sync-audiences")
-    churn = config.churn
-    if churn is not None:
-        key = audience_key(msg)
-        traits = msg.get("traits") if isinstance(msg.get("traits"), dict) else {}
-        if (key and key == churn.audience_key) or (kind == "identify" and churn.trait in traits):
-            if "churn-winback" not in flows:
-                flows.append("churn-winback")
-    return flows
+    """Every flow that must see ``msg`` (``config`` is an AppConfig), in registry order: each flow declares its
+    own rule (``FlowSpec.routes``), so adding a flow does not touch this function."""
+    from klaviyo_segment.flows import all_specs
+
+    return [spec.name for spec in all_specs() if spec.routes is not None and spec.routes(msg, config)]

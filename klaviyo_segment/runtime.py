@@ -23,6 +23,7 @@ from klaviyo_segment import redact
 from klaviyo_segment.config import AppConfig
 from klaviyo_segment.constants import ENV_LEASE_SECONDS
 from klaviyo_segment.errors import ApiError, ConfigError
+from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.outcomes import Outcome, Status, summarize
 from klaviyo_segment.segment_spec import SegmentMessage, klaviyo_opted_out, message_key, parse_message
 
@@ -166,7 +167,7 @@ def _parse(index: int, raw: Any) -> tuple[Item, Outcome | None]:
     return Item(index, key, raw, parsed), None
 
 
-#: A flow module's optional ``load_items(raws)``: its own items and pre-recorded outcomes, for inputs that are
+#: A flow's optional ``load_items(raws)`` (``FlowSpec.load_items``): its own items and pre-recorded outcomes, for inputs that are
 #: not Segment messages (engagement-to-segment takes Klaviyo webhook records).
 ItemLoader = Callable[[list[Any]], tuple[list[Item], dict[str, Outcome]]]
 
@@ -186,7 +187,7 @@ def load_segment_items(raws: list[Any]) -> tuple[list[Item], dict[str, Outcome]]
 async def load_inputs(env: FlowEnv, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None,
                       load_items: ItemLoader | None = None) -> tuple[Inputs, dict[str, Outcome]]:
     """Exactly one of ``messages``/``batch_ids``; batches are leased so a dead worker's batch is retaken.
-    ``load_items`` (a flow module's hook) turns the raw inputs into items; default: Segment messages."""
+    ``load_items`` (a flow's ``FlowSpec.load_items``) turns the raw inputs into items; default: Segment messages."""
     if (messages is None) == (batch_ids is None):
         raise ConfigError("pass exactly one of 'messages' or 'batch_ids'")
     raws: list[Any]
@@ -343,9 +344,10 @@ async def process_inputs(env: FlowEnv, messages: Sequence[Any] | None, batch_ids
     return await finish(env, inputs, outcomes)
 
 
-async def process_module(env: FlowEnv, module: Any, messages: Sequence[Any]) -> dict[str, Any]:
-    """``process_inputs`` for a flow module (its ``process`` and optional ``load_items`` hook)."""
-    return await process_inputs(env, messages, None, module.process, getattr(module, "load_items", None))
+async def process_spec(env: FlowEnv, spec: FlowSpec, messages: Sequence[Any]) -> dict[str, Any]:
+    """``process_inputs`` for an event flow's spec (its ``process`` and optional ``load_items``)."""
+    assert spec.process is not None, f"{spec.name} is not an event flow"
+    return await process_inputs(env, messages, None, spec.process, spec.load_items)
 
 
 def insecure_dev() -> bool:

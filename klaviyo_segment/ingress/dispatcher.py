@@ -29,8 +29,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from klaviyo_segment.constants import FLOW_NAMES
-
 log = logging.getLogger("klaviyo_segment.ingress.dispatcher")
 
 #: (flow, batch_ids, idempotency_key) -> run id once the run was created; inline: the run's summary dict.
@@ -72,10 +70,9 @@ def inline_launcher(config: dict[str, Any] | None = None) -> Launcher:
     """Run the flow in this process as a Prefect flow run; ``config`` is the mapping document (no secrets)."""
 
     async def launch(flow: str, batch_ids: list[str], _key: str) -> Any:
-        from klaviyo_segment.flows import load_flow_module
+        from klaviyo_segment.flows import get_spec
 
-        module = load_flow_module(flow)
-        return await module.FLOW(batch_ids=batch_ids, config=config)
+        return await get_spec(flow).flow(batch_ids=batch_ids, config=config)
 
     return launch
 
@@ -92,12 +89,16 @@ def deployment_launcher() -> Launcher:
 
 
 class Dispatcher:
-    def __init__(self, store: Any, launcher: Launcher, *, mode: str = "inline", flows: Sequence[str] = FLOW_NAMES,
+    def __init__(self, store: Any, launcher: Launcher, *, mode: str = "inline", flows: Sequence[str] | None = None,
                  max_batches: int = 200, max_messages: int = 5000, max_in_flight: int = 4,
                  sweep_interval: float = 5.0, redispatch_after: float = 120.0, min_interval: float = 0.5) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         self.store, self.launcher, self.mode = store, launcher, mode
+        if flows is None:
+            from klaviyo_segment.flows import names
+
+            flows = names()
         self.flows = list(flows)
         self.max_batches, self.max_messages = max_batches, max_messages
         self.sweep_interval, self.redispatch_after = sweep_interval, redispatch_after

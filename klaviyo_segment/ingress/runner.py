@@ -47,14 +47,13 @@ def runnable_flows(config: Any) -> list[str]:
     Routing a message to a flow that cannot start would park its batch forever (each run fails at load time), so
     such flows are left out of routing, loudly, at start-up.
     """
-    from klaviyo_segment.constants import FLOW_NAMES
-    from klaviyo_segment.flows import load_flow_module
+    from klaviyo_segment.flows import get_spec, names
 
     usable: list[str] = []
-    for name in FLOW_NAMES:
+    for name in names():
         try:
             config.require(name)
-            load_flow_module(name)
+            get_spec(name)
         except (ConfigError, ImportError) as exc:
             log.warning("flow %s is not dispatched: %s", name, exc)
             continue

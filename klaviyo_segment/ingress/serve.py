@@ -133,13 +133,12 @@ def load_serve_config(config_path: Path | None) -> tuple[Any, dict[str, Any] | N
 async def _serve_deployments(poll_seconds: float = 1.0) -> asyncio.Task[None]:
     from prefect.runner import Runner
 
-    from klaviyo_segment.constants import FLOW_NAMES
-    from klaviyo_segment.flows import load_flow_module
+    from klaviyo_segment.flows import all_specs
 
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", str(int(poll_seconds)))
     runner = Runner(name="klaviyo-segment-serve", query_seconds=poll_seconds, pause_on_shutdown=False)
-    for name in FLOW_NAMES:
-        await runner.add_flow(load_flow_module(name).FLOW, name=name)
+    for spec in all_specs():  # the event flows: what the dispatcher starts as "<flow>/<flow>"
+        await runner.add_flow(spec.flow, name=spec.name)
     return asyncio.create_task(runner.start(), name="runner")
 
 

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from klaviyo_segment.flows import names
+
 ROOT = Path(__file__).resolve().parents[2]
-EXPECTED = {"sync-identify", "forward-track", "engagement-to-segment", "sync-audiences", "onboard-new-users",
-            "churn-winback", "engagement-to-segment-poll", "replay-dead-letters", "backfill-profiles"}
+#: Every registered flow (event and auxiliary) plus the polling variant; tests/foundation/test_flow_registry.py
+#: checks prefect.yaml against the registry without a server.
+EXPECTED = {*names(auxiliary=True), "engagement-to-segment-poll"}
 
 
 def _prefect(args: list[str], api_url: str) -> subprocess.CompletedProcess[str]:

@@ -21,11 +21,11 @@ def register(app: typer.Typer) -> None:
         import asyncio
 
         from klaviyo_segment.cli.commands.run import load_cli_config, print_outcomes
-        from klaviyo_segment.flows import load_flow_module
+        from klaviyo_segment.flows import get_spec
         from klaviyo_segment.inputs import read_messages
         from klaviyo_segment.preview import preview_flow
 
-        load_flow_module(flow)
+        get_spec(flow)  # an unknown flow is exit 2 before anything is read
         app_config, _ = load_cli_config(config)
         app_config.require(flow)
         document = app_config.mapping_document() if config else None

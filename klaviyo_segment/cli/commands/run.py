@@ -56,10 +56,11 @@ def print_outcomes(summary: dict[str, Any]) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from klaviyo_segment.flows import names  # the registry's names: no flow module (or Prefect) is imported
+
     @app.command("run")
     def run(
-        flow: str = typer.Argument(..., help="Flow name: sync-identify, forward-track, engagement-to-segment, "
-                                   "sync-audiences, onboard-new-users, churn-winback."),
+        flow: str = typer.Argument(..., help=f"Flow name: {', '.join(names())}."),
         input: Optional[Path] = typer.Option(None, "--input", "-i", help="JSON lines or a JSON array of messages."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config YAML (mapping tables etc.)."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as a JSON line last on stdout."),
@@ -69,10 +70,10 @@ def register(app: typer.Typer) -> None:
         import asyncio
 
         from klaviyo_segment.errors import ConfigError
-        from klaviyo_segment.flows import load_flow_module
+        from klaviyo_segment.flows import get_spec
         from klaviyo_segment.inputs import read_messages
 
-        module = load_flow_module(flow)
+        spec = get_spec(flow)
         app_config, document = load_cli_config(config)
         app_config.require(flow)
         kwargs: dict[str, Any] = {"config": document}
@@ -90,7 +91,7 @@ def register(app: typer.Typer) -> None:
                 kwargs["since"] = since
         else:
             raise ConfigError(f"flow {flow!r} needs --input FILE")
-        summary = asyncio.run(module.FLOW(**kwargs))
+        summary = asyncio.run(spec.flow(**kwargs))
         print_outcomes(summary)
         if as_json:
             typer.echo(json.dumps({k: v for k, v in summary.items() if k != "outcomes"}))
