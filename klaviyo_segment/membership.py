@@ -4,7 +4,8 @@ onboard-new-users).
 Segment redelivers and reorders, so each message becomes one or more ``Change`` objects keyed by a version
 key; the steps below (order, resolve profiles, apply list membership, record versions, settle outcomes) move
 changes through the same states in every flow, which keeps "newest change wins" and the outcome wording
-identical. Layer: like ``flowkit``, this module may import tasks, store and runtime, never a flow.
+identical. Layer: like ``flowkit``, this module may import services, run tasks (``env.call``), use the store and
+runtime, never a flow.
 """
 
 from __future__ import annotations
