@@ -140,13 +140,12 @@ async def upsert_profiles(env: FlowEnv, profiles: Sequence[Mapping[str, Any]]) -
     if not profiles:
         return []
     if len(profiles) >= BULK_PROFILE_THRESHOLD:
-        poll = 0.05 if env.preview else 1.0
-        return await env.call(tp.bulk_import_profiles, list(profiles), env.klaviyo, poll_interval=poll)
+        return await env.call(tp.bulk_import_profiles, list(profiles), env.klaviyo, poll_interval=1.0)
     results = await env.call(tp.upsert_profiles, list(profiles), env.klaviyo)
     cache: dict[str, str] = {}
     for profile, result in zip(profiles, results, strict=True):
         if result.ok and result.value and result.value.get("id"):
             cache.update({key: result.value["id"] for key in identity_cache_keys(profile)})
-    if cache and not env.preview:
+    if cache:
         await env.store.put_profile_ids(cache)
     return results

@@ -108,7 +108,7 @@ async def order_changes(env: FlowEnv, changes: Sequence[Change]) -> None:
 async def record_versions(env: FlowEnv, changes: Sequence[Change]) -> None:
     """Only applied changes store their version, so a failed apply is retried when Segment redelivers."""
     done = {c.version_key: c.at for c in changes if c.done or c.holds}
-    if done and not env.preview:
+    if done:
         await env.store.apply_versions(done)
 
 
