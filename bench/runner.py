@@ -180,7 +180,7 @@ def bench_env(scale: float, *, rate_limits: bool = True) -> Iterator[BenchEnv]:
     must not share this process's GIL), env vars pointing flows at it, a fresh SQLite store, and the
     process-wide pacer told the same scale (the client cannot guess that the emulator's limits are scaled)."""
     from klaviyo_segment.bench.procs import SandboxProcess
-    from klaviyo_segment.clients import pacing
+    from klaviyo_segment.clients import pacers, pacing
 
     mode = f"scale={scale:g}" if rate_limits else "off"
     workdir = Path(tempfile.mkdtemp(prefix="klaviyo-segment-bench-"))
@@ -190,13 +190,13 @@ def bench_env(scale: float, *, rate_limits: bool = True) -> Iterator[BenchEnv]:
         os.environ.update(KLAVIYO_API_KEY=box.klaviyo_api_key, KLAVIYO_BASE_URL=box.klaviyo_url,
                           KLAVIYO_SEGMENT_STORE_URL=store_url)
         account = _account_key(box.klaviyo_api_key, box.klaviyo_url)
-        with pacing._shared_lock:
-            pacing._shared[account] = pacing.InProcessPacer(scale=scale if rate_limits else 1000.0)
+        with pacers._shared_lock:
+            pacers._shared[account] = pacing.InProcessPacer(scale=scale if rate_limits else 1000.0)
         try:
             yield BenchEnv(sandbox=box, store_url=store_url, workdir=workdir, scale=scale)
         finally:
-            with pacing._shared_lock:
-                pacing._shared.pop(account, None)
+            with pacers._shared_lock:
+                pacers._shared.pop(account, None)
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)

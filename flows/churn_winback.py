@@ -158,10 +158,9 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
     await resolve_profiles(env, changes)
     await flag_profiles(env, changes)
     await apply_membership(env, changes)
-    if not env.preview:
-        scores = latest_scores(changes)
-        if scores:
-            await env.store.put_values(scores)
+    scores = latest_scores(changes)
+    if scores:
+        await env.store.put_values(scores)
     await record_versions(env, changes)
     settle(todo, changes, outcomes)
 

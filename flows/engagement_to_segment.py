@@ -24,7 +24,6 @@ from klaviyo_segment import engagement as eng
 from klaviyo_segment.errors import ApiError, ConfigError
 from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.outcomes import Outcome, Status
-from klaviyo_segment.preview import placeholder
 from klaviyo_segment.runtime import MALFORMED, FlowEnv, Inputs, Item, delivered_key, finish, open_env, run_flow
 from klaviyo_segment.tasks.klaviyo_events import get_events
 from klaviyo_segment.tasks.klaviyo_metrics import get_metrics
@@ -117,14 +116,6 @@ async def resolve_profiles(env: FlowEnv, todo: list[Pending], outcomes: dict[str
     return ready
 
 
-def _preview_profile(env: FlowEnv, event: eng.EngagementEvent) -> dict[str, Any] | None:
-    """Preview's lookups cannot reveal a profile's external_id; show where it would go instead of skipping."""
-    if not env.preview or eng.identity_of(event.profile) != (None, None):
-        return event.profile
-    attrs = {"external_id": placeholder("profile.external_id", "id", event.profile_id)}
-    return {**(event.profile or {}), "attributes": {**((event.profile or {}).get("attributes") or {}), **attrs}}
-
-
 async def deliver(env: FlowEnv, todo: list[Pending], outcomes: dict[str, Outcome]) -> None:
     """Look up profiles, translate, and send everything in as few Segment batch requests as the limits allow."""
     ready = await resolve_profiles(env, todo, outcomes)
@@ -132,7 +123,7 @@ async def deliver(env: FlowEnv, todo: list[Pending], outcomes: dict[str, Outcome
     messages: list[dict[str, Any]] = []
     for item, event in ready:
         try:
-            messages.append(eng.to_track(event, _preview_profile(env, event)))
+            messages.append(eng.to_track(event, event.profile))
         except ValueError as exc:
             outcomes[item.key] = _outcome(item, Status.SKIPPED, f"no Klaviyo identifier ({exc})", event=event)
             continue

@@ -114,8 +114,7 @@ async def check_consent(env: FlowEnv, changes: Sequence[Change]) -> None:
 async def subscribe(env: FlowEnv, changes: Sequence[Change]) -> None:
     """Claim each person first, subscribe (one call without and one with SMS), unmark the claims that failed."""
     todo = [c for c in changes if c.open]
-    claimed = await env.store.claim_once([c.version_key for c in todo]) if todo and not env.preview else {
-        c.version_key for c in todo}
+    claimed = await env.store.claim_once([c.version_key for c in todo]) if todo else set()
     for change in todo:
         if change.version_key not in claimed:
             change.skip = ALREADY
@@ -131,7 +130,7 @@ async def subscribe(env: FlowEnv, changes: Sequence[Change]) -> None:
             else:
                 change.failed(f"subscribe failed: {flowkit.describe(result.error)}", result.error)
     failed = [c.version_key for c in todo if c.fail]
-    if failed and not env.preview:
+    if failed:
         await env.store.unmark(failed)
 
 

@@ -207,13 +207,12 @@ async def _deletes(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]
             outcomes[item.key] = flowkit.api_failure(item, errors[pos], "deletion request")
             continue
         assert item.msg is not None
-        if not env.preview:
-            from klaviyo_segment.backfill import purge_rejects
+        from klaviyo_segment.backfill import purge_rejects
 
-            person = {"user_id": item.msg.user_id, "anonymous_id": item.msg.anonymous_id,
-                      "email": people[pos].get("email"), "phone": people[pos].get("phone")}
-            await env.store.purge_person(person)
-            await purge_rejects(env.store, person)  # backfill rejects files hold rows about this person too
+        person = {"user_id": item.msg.user_id, "anonymous_id": item.msg.anonymous_id,
+                  "email": people[pos].get("email"), "phone": people[pos].get("phone")}
+        await env.store.purge_person(person)
+        await purge_rejects(env.store, person)  # backfill rejects files hold rows about this person too
         if any(p == pos for p, _ in jobs):
             outcomes[item.key] = outcome(item, Status.SENT, "deletion requested")
         else:

@@ -35,7 +35,8 @@ from klaviyo_segment.clients.pacing import InProcessPacer
 from klaviyo_segment.errors import ApiError, ConfigError, KlaviyoAPIError
 from klaviyo_segment.mapping.frame import map_slice
 from klaviyo_segment.mapping.template import CompiledTemplate
-from klaviyo_segment.tasks.klaviyo_profiles import await_import_job, submit_import_job
+from klaviyo_segment.services.bulk import error_of
+from klaviyo_segment.services.imports import await_import_job, submit_import_job
 
 logger = logging.getLogger("klaviyo_segment.backfill")
 
@@ -274,8 +275,6 @@ class _Run:
             status, errors = await await_import_job(client, job_id, items, poll_interval=opts.poll_interval,
                                              timeout=opts.job_timeout)
         except KlaviyoAPIError as exc:
-            from klaviyo_segment.tasks._common import error_of
-
             self.state["jobs"].pop(k, None)
             self._fail_all(rows, error_reason(error_of(exc)))
             return

@@ -1,7 +1,7 @@
 """Helpers several flows share, so identity, profile upserts and event timing behave the same in every flow.
 
 - ``StoreIdentityCache``: the state store's identity cache behind the ``IdentityCache`` protocol of
-  ``tasks.identity`` (profile ids survive runs, and ``purge_person`` finds them).
+  ``services.identity`` (profile ids survive runs, and ``purge_person`` finds them).
 - ``resolve_aliases``: what the store learnt about anonymous ids (identify/alias calls), so a message carrying
   only ``anonymousId`` can still reach the right Klaviyo profile.
 - ``upsert_profiles``: profile-import for small batches, a bulk import job for large ones; caches profile ids.
@@ -23,7 +23,7 @@ from klaviyo_segment.runtime import FlowEnv, Item, is_old, outcome
 BULK_PROFILE_THRESHOLD = 100
 #: Alias-map fields that identify a person (``traits`` is what we remember, not who they are).
 ALIAS_IDENTITY_FIELDS = ("user_id", "email", "phone")
-#: identity-cache key prefix used by ``tasks.identity`` -> the store's documented prefix.
+#: identity-cache key prefix used by ``services.identity`` -> the store's documented prefix.
 _TO_STORE = {"phone_number": "phone"}
 _FROM_STORE = {v: k for k, v in _TO_STORE.items()}
 
@@ -37,7 +37,7 @@ def _rekey(key: str, table: Mapping[str, str]) -> str:
 
 
 class StoreIdentityCache:
-    """Adapter: ``tasks.identity`` speaks ``phone_number:+1...``, the store documents ``phone:+1...``."""
+    """Adapter: ``services.identity`` speaks ``phone_number:+1...``, the store documents ``phone:+1...``."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
@@ -122,7 +122,7 @@ def api_failure(item: Item, error: ApiError | None, what: str, warnings: Sequenc
 
 
 def conflict_failure(item: Item, error: ApiError | None, warnings: Sequence[str] = ()) -> Outcome:
-    """The identity policy of ``tasks.identity``: never create a third profile, report both ids instead."""
+    """The identity policy of ``services.identity``: never create a third profile, report both ids instead."""
     ids = (error.meta.get("duplicate_profile_id") or error.meta.get("profile_ids")) if error else None
     return outcome(item, Status.FAILED, f"identifier conflict: identifiers belong to different Klaviyo profiles"
                    f"{f' ({ids})' if ids else ''}", error, warnings)
@@ -140,13 +140,12 @@ async def upsert_profiles(env: FlowEnv, profiles: Sequence[Mapping[str, Any]]) -
     if not profiles:
         return []
     if len(profiles) >= BULK_PROFILE_THRESHOLD:
-        poll = 0.05 if env.preview else 1.0
-        return await env.call(tp.bulk_import_profiles, list(profiles), env.klaviyo, poll_interval=poll)
+        return await env.call(tp.bulk_import_profiles, list(profiles), env.klaviyo, poll_interval=1.0)
     results = await env.call(tp.upsert_profiles, list(profiles), env.klaviyo)
     cache: dict[str, str] = {}
     for profile, result in zip(profiles, results, strict=True):
         if result.ok and result.value and result.value.get("id"):
             cache.update({key: result.value["id"] for key in identity_cache_keys(profile)})
-    if cache and not env.preview:
+    if cache:
         await env.store.put_profile_ids(cache)
     return results

@@ -4,7 +4,8 @@ onboard-new-users).
 Segment redelivers and reorders, so each message becomes one or more ``Change`` objects keyed by a version
 key; the steps below (order, resolve profiles, apply list membership, record versions, settle outcomes) move
 changes through the same states in every flow, which keeps "newest change wins" and the outcome wording
-identical. Layer: like ``flowkit``, this module may import tasks, store and runtime, never a flow.
+identical. Layer: like ``flowkit``, this module may import services, run tasks (``env.call``), use the store and
+runtime, never a flow.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ async def order_changes(env: FlowEnv, changes: Sequence[Change]) -> None:
 async def record_versions(env: FlowEnv, changes: Sequence[Change]) -> None:
     """Only applied changes store their version, so a failed apply is retried when Segment redelivers."""
     done = {c.version_key: c.at for c in changes if c.done or c.holds}
-    if done and not env.preview:
+    if done:
         await env.store.apply_versions(done)
 
 

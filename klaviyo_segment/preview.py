@@ -109,6 +109,8 @@ class Recorder:
             pid = value if field == "id" else placeholder("profile", field, value)
             attributes: dict[str, Any] = {} if field == "id" else {field: value}
             attributes["subscriptions"] = {"email": {"marketing": {"consent": "NEVER_SUBSCRIBED"}}}
+            if field == "id":  # a lookup by id cannot reveal the external_id: show where it would go
+                attributes["external_id"] = placeholder("profile.external_id", "id", value)
             out.append({"type": "profile", "id": pid, "attributes": attributes})
         return out
 

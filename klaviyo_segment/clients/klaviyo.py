@@ -18,7 +18,8 @@ import httpx
 
 from klaviyo_segment import redact
 from klaviyo_segment.clients.operations import format_path, operation
-from klaviyo_segment.clients.pacing import Pacer, retry_after_seconds, shared_pacer
+from klaviyo_segment.clients.pacers import shared_pacer
+from klaviyo_segment.clients.pacing import Pacer, retry_after_seconds
 from klaviyo_segment.errors import ApiError, KlaviyoAPIError
 
 if TYPE_CHECKING:

@@ -155,22 +155,3 @@ class InProcessPacer:
                 return
             win.budget, win.budget_until = max(0, remaining), now + max(0.0, reset)
 
-
-_shared: dict[str, Pacer] = {}
-_shared_lock = threading.Lock()
-
-
-def shared_pacer(account_key: str) -> Pacer:
-    """The process-wide pacer of one account, so separate task runs share one view of the quota.
-
-    With ``KLAVIYO_SEGMENT_GLOBAL_LIMITS=prefect`` (and a Prefect API) it is the cross-worker
-    :class:`~klaviyo_segment.clients.global_limits.PrefectGlobalPacer`; otherwise the in-process one, scaled
-    by ``KLAVIYO_SEGMENT_RATE_SCALE`` (for sandboxes run with scaled limits).
-    """
-    from klaviyo_segment.clients.global_limits import global_pacer_from_env, rate_scale
-
-    with _shared_lock:
-        if account_key not in _shared:
-            pacer: Pacer | None = global_pacer_from_env(account_key)
-            _shared[account_key] = pacer if pacer is not None else InProcessPacer(scale=rate_scale())
-        return _shared[account_key]

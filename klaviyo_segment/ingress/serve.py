@@ -117,13 +117,13 @@ async def _flush_run_logs() -> None:
 def load_serve_config(config_path: Path | None) -> tuple[Any, dict[str, Any] | None]:
     """(AppConfig for routing, mapping document for inline runs). --config is also saved as the 'default'
     mapping-tables block, so runs started elsewhere (workers, deployments mode) route and map the same way."""
-    from klaviyo_segment.cli.commands.run import load_cli_config
+    from klaviyo_segment.config_loading import load_process_config
     from klaviyo_segment.runtime import load_flow_config
 
     if config_path is None:
-        load_cli_config(None)
+        load_process_config(None)
         return load_flow_config(None), None
-    config, document = load_cli_config(config_path)
+    config, document = load_process_config(config_path)
     from klaviyo_segment.blocks.mapping import MappingTables
 
     MappingTables(document=document).save("default", overwrite=True)

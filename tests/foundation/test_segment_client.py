@@ -12,7 +12,8 @@ from klaviyo_segment.builders.segment import build_track
 from klaviyo_segment.clients.segment import SegmentClient, retry_after_seconds
 from klaviyo_segment.constants import SEGMENT_MESSAGE_MAX_BYTES, SEGMENT_REGIONS
 from klaviyo_segment.errors import SegmentAPIError
-from tasks.segment import send_messages, send_to_segment
+from klaviyo_segment.services.segment import send_messages
+from klaviyo_segment.tasks.segment import send_to_segment
 
 from .conftest import FakeSegment
 

@@ -7,6 +7,7 @@ import httpx
 from prefect.logging import disable_run_logger
 
 from klaviyo_segment.clients.klaviyo import KlaviyoClient
+from klaviyo_segment.services import identity as identity_service
 from klaviyo_segment.tasks import identity as idt
 from tests.tasks.conftest import create_profile, requests_to, sandbox_profiles
 
@@ -14,7 +15,7 @@ from tests.tasks.conftest import create_profile, requests_to, sandbox_profiles
 async def test_resolve_conflict_not_found_anonymous_and_cache(klaviyo: httpx.Client, client: KlaviyoClient) -> None:
     p_ext = create_profile(klaviyo, external_id="u1")
     p_mail = create_profile(klaviyo, email="ann@x.io", phone_number="+14155552671")
-    cache = idt.MemoryIdentityCache()
+    cache = identity_service.MemoryIdentityCache()
     identities = [
         {"email": " Ann@X.io ", "userId": "u1"},  # two different profiles -> conflict
         {"phone": "(415) 555-2671"},  # E.164 with the default region -> p_mail
@@ -48,6 +49,6 @@ async def test_merge_keeps_the_external_id_profile(klaviyo: httpx.Client, client
 
 
 def test_normalize_phone() -> None:
-    assert idt.normalize_phone("020 7946 0958", "GB") == "+442079460958"
-    assert idt.normalize_phone("+1 415-555-2671") == "+14155552671"
-    assert idt.normalize_phone("not a phone") is None
+    assert identity_service.normalize_phone("020 7946 0958", "GB") == "+442079460958"
+    assert identity_service.normalize_phone("+1 415-555-2671") == "+14155552671"
+    assert identity_service.normalize_phone("not a phone") is None

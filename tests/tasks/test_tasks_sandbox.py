@@ -10,6 +10,7 @@ from prefect.logging import disable_run_logger
 
 from klaviyo_segment.clients.klaviyo import KlaviyoClient
 from klaviyo_segment.tasks import klaviyo_events as ev
+from klaviyo_segment.services import lists as lists_service
 from klaviyo_segment.tasks import klaviyo_lists as li
 from klaviyo_segment.tasks import klaviyo_metrics as me
 from klaviyo_segment.tasks import klaviyo_privacy as pr
@@ -120,7 +121,7 @@ async def test_list_membership_chunks_and_pointer(klaviyo: httpx.Client, client:
 
 
 async def test_get_or_create_lists_creates_once(klaviyo: httpx.Client, client: KlaviyoClient) -> None:
-    li.clear_list_cache()
+    lists_service.clear_list_cache()
     old = create_list(klaviyo, "Old")
     with disable_run_logger():
         first = await li.get_or_create_lists.fn(["Old", "New", "New"], client)

@@ -52,10 +52,10 @@ def register(app: typer.Typer) -> None:
 
         from klaviyo_segment import runtime
         from klaviyo_segment.backfill import BackfillOptions, backfill_file, detect_format
-        from klaviyo_segment.cli.commands.run import load_cli_config
+        from klaviyo_segment.config_loading import load_process_config
 
         fmt = detect_format(input, format)
-        app_config, _ = load_cli_config(config)
+        app_config, _ = load_process_config(config)
         if list_id:
             typer.echo(LIST_WARNING.format(list_id=list_id), err=True)
         options = BackfillOptions(list_ids=[list_id] if list_id else [], force=force, max_profiles=max_per_job,

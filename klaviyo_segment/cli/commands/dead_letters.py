@@ -39,9 +39,9 @@ def format_age(created: datetime, now: datetime | None = None) -> str:
 
 
 def _store_config(config: Optional[Path]) -> dict[str, Any] | None:
-    from klaviyo_segment.cli.commands.run import load_cli_config
+    from klaviyo_segment.config_loading import load_process_config
 
-    app_config, _ = load_cli_config(config)
+    app_config, _ = load_process_config(config)
     return app_config.model_dump(mode="python", exclude_unset=True) if config else None
 
 
@@ -109,10 +109,11 @@ def register(app: typer.Typer) -> None:
         """Run the replay-dead-letters flow; exit 1 when some dead letters still fail."""
         import asyncio
 
-        from klaviyo_segment.cli.commands.run import load_cli_config, print_outcomes
+        from klaviyo_segment.cli.commands.run import print_outcomes
+        from klaviyo_segment.config_loading import load_process_config
         from klaviyo_segment.flows.replay_dead_letters import replay_dead_letters
 
-        _, document = load_cli_config(config)
+        _, document = load_process_config(config)
         summary = asyncio.run(replay_dead_letters(flow=flow, ids=dead_letter_id or None, config=document))
         print_outcomes(summary)
         typer.echo(f"resolved {summary['resolved']}, remaining {summary['remaining']}", err=True)

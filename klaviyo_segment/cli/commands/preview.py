@@ -20,13 +20,14 @@ def register(app: typer.Typer) -> None:
         """Print one JSON object per request ({"method","path","body"}) on stdout; skipped/failed on stderr."""
         import asyncio
 
-        from klaviyo_segment.cli.commands.run import load_cli_config, print_outcomes
+        from klaviyo_segment.cli.commands.run import print_outcomes
+        from klaviyo_segment.config_loading import load_process_config
         from klaviyo_segment.flows import get_spec
         from klaviyo_segment.inputs import read_messages
         from klaviyo_segment.preview import preview_flow
 
         get_spec(flow)  # an unknown flow is exit 2 before anything is read
-        app_config, _ = load_cli_config(config)
+        app_config, _ = load_process_config(config)
         app_config.require(flow)
         document = app_config.mapping_document() if config else None
         messages = read_messages(input)

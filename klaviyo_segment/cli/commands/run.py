@@ -10,31 +10,6 @@ from typing import Any, Optional
 import typer
 
 
-def load_cli_config(path: Optional[Path]) -> tuple[Any, dict[str, Any] | None]:
-    """(AppConfig, secret-free document for flow parameters). Also hands the full document (credentials
-    included) to the runtime of this process, where the precedence flag > env > config > block applies."""
-    from klaviyo_segment import runtime
-    from klaviyo_segment.config import AppConfig, load_config
-
-    if path is None:
-        runtime.set_process_config(None)
-        return AppConfig(), None
-    config = load_config(path)
-    runtime.set_process_config(config.model_dump(mode="python", exclude_unset=True, context={"secrets": True})
-                               | _secrets(config))
-    return config, config.mapping_document()
-
-
-def _secrets(config: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for section in ("klaviyo", "segment"):
-        values = {k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v)
-                  for k, v in getattr(config, section).model_dump(exclude_none=True).items()}
-        if values:
-            out[section] = values
-    return out
-
-
 def print_outcomes(summary: dict[str, Any]) -> None:
     """stderr: a table of skipped and failed messages with reasons."""
     from rich.console import Console
@@ -69,12 +44,13 @@ def register(app: typer.Typer) -> None:
         """Run one flow on a file of messages (or poll Klaviyo for engagement-to-segment without --input)."""
         import asyncio
 
+        from klaviyo_segment.config_loading import load_process_config
         from klaviyo_segment.errors import ConfigError
         from klaviyo_segment.flows import get_spec
         from klaviyo_segment.inputs import read_messages
 
         spec = get_spec(flow)
-        app_config, document = load_cli_config(config)
+        app_config, document = load_process_config(config)
         app_config.require(flow)
         kwargs: dict[str, Any] = {"config": document}
         if input is not None:
