@@ -155,7 +155,7 @@ def test_reset_and_unknown_endpoint(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_numbers_are_invalid_json(client: httpx.Client, number: str) -> None:
-    raw = ('{"userId": "u1", "event": "E", "messageId": "nf", "properties": {"x": %s}}' % number).encode()
+    raw = ('{"userId": "u1", "event": "E", "messageId": "nf", "properties": {"x": ' + number + "}}").encode()
     r = client.post("/v1/track", content=raw, headers={**_basic(WRITE_KEY), "Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["code"] == "invalid_json"
     assert client.get("/__sandbox/messages").status_code == 200

@@ -13,7 +13,7 @@ import copy
 import json
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -30,7 +30,7 @@ PROFILE = {"email": "zoë@example.com", "phone_number": "+14155552671", "externa
            "location": {"city": "Berlin", "country": "DE", "latitude": 52.52, "region": None},
            "properties": {"plan": "pro", "tags": ["a"]}}
 EVENTS = [{"metric": "Order Completed", "profile": {"email": "a@example.com"}, "properties": {"n": i},
-           "time": datetime(2026, 7, 1, 12, i, tzinfo=timezone.utc), "value": 9.5, "value_currency": "EUR",
+           "time": datetime(2026, 7, 1, 12, i, tzinfo=UTC), "value": 9.5, "value_currency": "EUR",
            "unique_id": f"m-{i}"} for i in range(3)] + [{"metric": "Viewed", "profile": {"external_id": "x"}}]
 
 
@@ -193,8 +193,8 @@ def test_rejection_errors_are_the_reference_errors() -> None:
         "type": (_set(body, [*event, "value"], "9.5"), "'9.5' is not of type 'number', 'null'",
                  "/data/attributes/events-bulk-create/data/0/attributes/events/data/0/attributes/value"),
         "enum": (_set(body, ["data", "type"], "event-bulk-create-jobs"), None, "/data/type"),
-        "format": (_set(body, [*event, "time"], "2026-02-30T10:00:00Z"), "'2026-02-30T10:00:00Z' is not a "
-                   "'date-time'", "/data/attributes/events-bulk-create/data/0/attributes/events/data/0/attributes/time"),
+        "format": (_set(body, [*event, "time"], "2026-02-30T10:00:00Z"), "'2026-02-30T10:00:00Z' is not a 'date-time'",
+                   "/data/attributes/events-bulk-create/data/0/attributes/events/data/0/attributes/time"),
     }
     for kind, (mutant, detail, pointer) in cases.items():
         errors = validate_body(mutant, schema)
