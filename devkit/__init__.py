@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 
 #: Third-party modules the dev kit needs beyond the product's dependencies (the ``devkit`` extra).
-REQUIRED_MODULES = ("jsonschema", "psutil")
+REQUIRED_MODULES = ("jsonschema", "fastjsonschema", "psutil")
 INSTALL_HINT = "pip install 'klaviyo-segment[devkit]'"
 
 

@@ -14,7 +14,7 @@ import typer
 from klaviyo_segment.errors import ConfigError
 
 #: name -> module under klaviyo_segment.bench exposing ``run(Options) -> BenchResult``.
-NAMES = ("delivery", "profiles", "mapping", "ingress", "latency", "backfill")
+NAMES = ("delivery", "profiles", "mapping", "ingress", "latency", "backfill", "validation")
 
 
 def bench_function(name: str) -> Any:
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         windows: int = typer.Option(3, "--windows", help="Steady (60 s) windows the throughput runs span."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document as the last stdout line."),
     ) -> None:
-        """Measure delivery, profiles, mapping, ingress and latency against Klaviyo's limits (sandbox)."""
+        """Measure delivery, profiles, mapping, ingress, latency and the sandbox's body validation."""
         from klaviyo_segment import devkit
 
         devkit.require("bench", extra=("klaviyo_api",))  # checked before any benchmark starts

@@ -75,3 +75,15 @@ def test_latency_bench(prefect_server: str) -> None:
     assert by_name["enter -> member p50"].value <= by_name["enter -> member max"].value
     labels = " ".join(result.peak_rss_mb)
     assert "sandbox" in labels and "load generator" in labels
+
+
+def test_validation_bench_reports_both_paths() -> None:
+    from klaviyo_segment.devkit.cli.bench import bench_function
+
+    result = run_one("validation", bench_function("validation"), Options(messages=40, quick=True))
+    assert result.error is None, result.error
+    names = _names(result)
+    for body in ("bulk_create_events", "bulk_import_profiles"):
+        assert f"{body} jsonschema (old)" in names and f"{body} compiled (new)" in names
+    assert all(f.value and f.value > 0 and "CPU s / 1,000" in f.note for f in result.figures)
+    assert "load average" in " ".join(result.notes)

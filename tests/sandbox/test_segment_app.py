@@ -151,3 +151,11 @@ def test_reset_and_unknown_endpoint(client: httpx.Client) -> None:
     assert client.post("/v1/nope", json={}, headers=_basic(WRITE_KEY)).status_code == 404
     assert json.loads(client.post("/v1/batch", json={"batch": "x"}, headers=_basic(WRITE_KEY)).text)[
         "code"] == "invalid_batch"
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_numbers_are_invalid_json(client: httpx.Client, number: str) -> None:
+    raw = ('{"userId": "u1", "event": "E", "messageId": "nf", "properties": {"x": ' + number + "}}").encode()
+    r = client.post("/v1/track", content=raw, headers={**_basic(WRITE_KEY), "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["code"] == "invalid_json"
+    assert client.get("/__sandbox/messages").status_code == 200

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from klaviyo_segment.devkit.sandbox import strictjson
 from klaviyo_segment.devkit.sandbox.klaviyo import faults as faults_mod, operations
 from klaviyo_segment.devkit.sandbox.klaviyo.handlers import HANDLERS, Ctx
 from klaviyo_segment.devkit.sandbox.klaviyo.faults import wrap_app
@@ -149,7 +150,7 @@ class KlaviyoCore:
     async def configure(self, request: Request) -> Response:
         """Runtime switches: rate_limits, faults, strict_bulk, webhook_url, scopes, keys {pk_: [scopes]|null}."""
         try:
-            body = json.loads(await request.body() or b"{}")
+            body = strictjson.loads(await request.body() or b"{}")
             self.apply_config(body)
         except (ValueError, TypeError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
@@ -181,7 +182,7 @@ class KlaviyoCore:
     async def engagement(self, request: Request) -> Response:
         """Store engagement events (Get Events returns them) and deliver them as one signed system webhook."""
         try:
-            items = json.loads(await request.body())["events"]
+            items = strictjson.loads(await request.body())["events"]
             records, ids = [], []
             for item in items:
                 event, record = self._engage(item, request)

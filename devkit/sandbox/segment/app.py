@@ -31,6 +31,7 @@ from klaviyo_segment.constants import (
     SEGMENT_MESSAGE_MAX_BYTES,
     SEGMENT_REQUEST_MAX_BYTES,
 )
+from klaviyo_segment.devkit.sandbox import strictjson
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 
@@ -152,7 +153,7 @@ async def _tracking(request: Request) -> JSONResponse:
     if len(raw) > (SEGMENT_REQUEST_MAX_BYTES if kind == "batch" else SEGMENT_MESSAGE_MAX_BYTES):
         return _bad_request(state, "request_too_large" if kind == "batch" else "message_too_large")
     try:
-        body = json.loads(raw)
+        body = strictjson.loads(raw)  # no NaN/Infinity: the tracking API's parser rejects them
     except (ValueError, UnicodeDecodeError):
         return _bad_request(state, "invalid_json")
     if not isinstance(body, dict):
