@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from jsonschema import Draft202012Validator, FormatChecker
+from klaviyo_segment.devkit.sandbox.klaviyo import operations
 
 from klaviyo_segment.constants import KLAVIYO_REVISION
-from klaviyo_segment.devkit.sandbox.klaviyo import operations
 
 SCHEMAS = Path(__file__).with_name(f"response-schemas-{KLAVIYO_REVISION}.json")
 
@@ -35,7 +35,7 @@ def response_schemas() -> dict[str, dict[str, Any]]:
 LIVE_ERROR_MEMBERS = {"status": {"type": "integer"}, "links": {"type": "object"}, "meta": {"type": "object"}}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(op_id: str, status: str) -> Draft202012Validator:
     schema = response_schemas()[op_id][status]
     if not status.startswith("2"):

@@ -17,15 +17,13 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
+from klaviyo_api import KlaviyoAPI
+from klaviyo_segment.devkit.sandbox.klaviyo.handlers import HANDLERS
+from klaviyo_segment.devkit.sandbox.klaviyo.operations import default_router
+from klaviyo_segment.devkit.sandbox.server import Sandbox
+from openapi_client.exceptions import ApiException
 
-klaviyo_api = pytest.importorskip("klaviyo_api", reason="the devkit extra installs klaviyo-api")
-from klaviyo_api import KlaviyoAPI  # noqa: E402
-from openapi_client.exceptions import ApiException  # noqa: E402
-
-from klaviyo_segment.devkit.sandbox.klaviyo.handlers import HANDLERS  # noqa: E402
-from klaviyo_segment.devkit.sandbox.klaviyo.operations import default_router  # noqa: E402
-from klaviyo_segment.devkit.sandbox.server import Sandbox  # noqa: E402
-from tests.sdk.recorder import ResponseRecorder, response_schemas  # noqa: E402
+from tests.sdk.recorder import ResponseRecorder, response_schemas
 
 #: Emulated operations the SDK cannot drive, with the reason. Empty: klaviyo-api 24.0.0 drives all of them.
 NOT_DRIVABLE: dict[str, str] = {}

@@ -14,11 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-
-segment_analytics = pytest.importorskip("segment.analytics", reason="the devkit extra installs it")
-from segment.analytics import Client  # noqa: E402
-
-from klaviyo_segment.devkit.sandbox.server import Sandbox  # noqa: E402
+from klaviyo_segment.devkit.sandbox.server import Sandbox
+from segment.analytics import Client
 
 
 @pytest.fixture
