@@ -118,7 +118,7 @@ def test_get_events_filters_sort_include_and_pagination(klaviyo: httpx.Client) -
     while url:
         page = klaviyo.get(url).json()
         ids += [e["id"] for e in page["data"]]
-        url, pages = page["links"]["next"], pages + 1
+        url, pages = page["links"].get("next"), pages + 1
     assert pages == 3 and len(set(ids)) == 6
 
 

@@ -118,7 +118,8 @@ async def get_profiles(ctx: Ctx) -> Response:
 async def merge_profiles(ctx: Ctx) -> Response:
     sources = [ref.get("id") for ref in ctx.data["relationships"]["profiles"]["data"]]
     profile = ctx.state.merge(ctx.data["id"], sources)
-    return jsonapi({"data": {"type": "profile-merge", "id": profile.id}}, 202)
+    link = f"{ctx.base}/profiles/{profile.id}/"
+    return jsonapi({"data": {"type": "profile", "id": profile.id, "links": {"self": link}}}, 201)
 
 
 def _check_event(attrs: dict[str, Any], pointer: str) -> None:
@@ -237,10 +238,11 @@ async def get_profiles_for_list(ctx: Ctx) -> Response:
     size = res.page_size(ctx.request, 20, GET_PROFILES_PAGE_MAX)
     members = [(ctx.state.profiles[pid], joined) for pid, joined in klist.members.items()
                if pid in ctx.state.profiles]
-    found = [p for p, joined in members if filters.matches(calls, _profile_getter(ctx, p, joined))]
+    found = [(p, joined) for p, joined in members if filters.matches(calls, _profile_getter(ctx, p, joined))]
     page, links = res.paginate(ctx.request, found, size)
     subs = res.wants_subscriptions(ctx.request)
-    return jsonapi({"data": [res.profile_resource(p, ctx.base, subs) for p in page], "links": links})
+    return jsonapi({"data": [res.profile_resource(p, ctx.base, subs, joined) for p, joined in page],
+                    "links": links})
 
 
 async def _membership(ctx: Ctx, add: bool) -> Response:

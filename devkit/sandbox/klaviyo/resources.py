@@ -19,7 +19,9 @@ def api_base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/api"
 
 
-def profile_resource(profile: Profile, base: str, subscriptions: bool = False) -> dict[str, Any]:
+def profile_resource(profile: Profile, base: str, subscriptions: bool = False,
+                     joined_group_at: str | None = None) -> dict[str, Any]:
+    """A profile; ``joined_group_at`` is set for list members (Get List Profiles requires it)."""
     attrs = {k: v for k, v in profile.attrs.items() if k not in ("location", "properties")}
     attrs |= {"location": dict(profile.attrs["location"]), "properties": dict(profile.attrs["properties"]),
               "created": profile.created, "updated": profile.updated}
@@ -27,6 +29,8 @@ def profile_resource(profile: Profile, base: str, subscriptions: bool = False) -
         attrs["anonymous_id"] = sorted(profile.anonymous_ids)[0]
     if subscriptions:
         attrs["subscriptions"] = subscriptions_view(profile)
+    if joined_group_at is not None:
+        attrs["joined_group_at"] = joined_group_at
     self_link = f"{base}/profiles/{profile.id}/"
     return {"type": "profile", "id": profile.id, "attributes": attrs,
             "relationships": {"lists": {"links": {"self": f"{self_link}relationships/lists/",
@@ -49,11 +53,10 @@ def event_resource(event: Event, base: str) -> dict[str, Any]:
     return {"type": "event", "id": event.id,
             "attributes": {"timestamp": event.timestamp, "event_properties": event.properties, "datetime": stamp,
                            "uuid": event.uuid},
-            "relationships": {
-                "profile": {"data": {"type": "profile", "id": event.profile_id},
-                            "links": {"self": f"{base}/events/{event.id}/relationships/profile/"}},
-                "metric": {"data": {"type": "metric", "id": event.metric_id},
-                           "links": {"self": f"{base}/events/{event.id}/relationships/metric/"}}},
+            "relationships": {name: {"data": {"type": name, "id": ref},
+                                     "links": {"self": f"{base}/events/{event.id}/relationships/{name}/",
+                                               "related": f"{base}/events/{event.id}/{name}/"}}
+                              for name, ref in (("profile", event.profile_id), ("metric", event.metric_id))},
             "links": {"self": f"{base}/events/{event.id}/"}}
 
 
@@ -91,7 +94,10 @@ def account_resource(account_id: str, public_key: str, base: str) -> dict[str, A
                                                    "default_sender_email": "sandbox@example.com",
                                                    "website_url": "https://example.com",
                                                    "organization_name": "Klaviyo Sandbox",
-                                                   "street_address": {}}},
+                                                   "street_address": {"address1": "1 Sandbox Way",
+                                                                      "address2": None, "city": "Boston",
+                                                                      "region": "MA", "country": "US",
+                                                                      "zip": "02108"}}},
             "links": {"self": f"{base}/accounts/{account_id}/"}}
 
 
@@ -121,7 +127,8 @@ def paginate(request: Request, items: Sequence[T], size: int) -> tuple[list[T], 
             raise KlaviyoError(400, "invalid", "Invalid page cursor.", parameter="page[cursor]") from None
     chunk = list(items[offset:offset + size])
     params = dict(request.query_params)
-    links: dict[str, Any] = {"self": str(request.url), "next": None, "prev": None}
+    # The spec types next/prev as strings (not nullable): absent links are left out, never null.
+    links: dict[str, Any] = {"self": str(request.url)}
     if offset + size < len(items):
         params["page[cursor]"] = base64.urlsafe_b64encode(str(offset + size).encode()).decode().rstrip("=")
         links["next"] = f"{str(request.url).split('?')[0]}?{urlencode(params)}"

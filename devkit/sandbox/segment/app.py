@@ -2,7 +2,9 @@
 
 It answers the way real Segment does, including the traps a client must avoid: a wrong write key still gets
 200 (the data is silently lost), a batch over 2,500 messages gets 200 and is dropped, and only invalid JSON or
-oversized payloads get 400. Every silent loss is counted in ``/__sandbox/stats`` so tests can assert it never
+oversized payloads get 400. ``Content-Encoding: gzip`` bodies (what ``segment-analytics-python`` sends with
+``gzip=True``) are inflated first, a corrupt one is a 400, and the size limits apply to the inflated JSON.
+Every silent loss is counted in ``/__sandbox/stats`` so tests can assert it never
 happens. Messages are de-duplicated on ``messageId`` like Segment does.
 
 Inspection (no auth): ``GET /__sandbox/messages?type=&event=&userId=``, ``GET /__sandbox/invalid``,
@@ -16,6 +18,7 @@ import binascii
 import hmac
 import json
 import uuid
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -143,14 +146,42 @@ def _too_big(message: Any) -> bool:
     return len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()) > SEGMENT_MESSAGE_MAX_BYTES
 
 
+def _gunzip(raw: bytes, limit: int) -> bytes | None:
+    """Inflate a gzip body, at most ``limit + 1`` bytes (enough to say "too large" without inflating a bomb).
+
+    ``None`` for anything that is not one complete gzip stream (bad header, bad CRC, truncated, trailing junk).
+    """
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(raw, limit + 1)
+        if len(out) > limit:
+            return out
+        out += inflater.flush()
+    except zlib.error:
+        return None
+    if not inflater.eof or inflater.unused_data:
+        return None
+    return out
+
+
 async def _tracking(request: Request) -> JSONResponse:
     state: SegmentState = request.app.state.segment
     kind = request.path_params["kind"]
     if kind not in MESSAGE_TYPES and kind != "batch":
         return JSONResponse({"success": False, "message": "not found"}, status_code=404)
     state.stats["requests"] += 1
+    limit = SEGMENT_REQUEST_MAX_BYTES if kind == "batch" else SEGMENT_MESSAGE_MAX_BYTES
     raw = await request.body()
-    if len(raw) > (SEGMENT_REQUEST_MAX_BYTES if kind == "batch" else SEGMENT_MESSAGE_MAX_BYTES):
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "gzip":
+        state.stats["gzip"] += 1
+        inflated = _gunzip(raw, limit)
+        if inflated is None:
+            return _bad_request(state, "invalid_gzip")
+        raw = inflated
+    elif encoding not in ("", "identity"):
+        return _bad_request(state, "unsupported_content_encoding")
+    if len(raw) > limit:
         return _bad_request(state, "request_too_large" if kind == "batch" else "message_too_large")
     try:
         body = strictjson.loads(raw)  # no NaN/Infinity: the tracking API's parser rejects them
