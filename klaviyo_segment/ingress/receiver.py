@@ -30,9 +30,20 @@ from starlette.routing import Route
 from klaviyo_segment import redact
 from klaviyo_segment.constants import ENV_INSECURE_DEV, ENV_SEGMENT_WEBHOOK_TOKEN
 from klaviyo_segment.ingress import door
-from klaviyo_segment.ingress.groupcommit import CommitFailed, Entry, GroupCommitter, Overloaded
-from klaviyo_segment.ingress.signatures import (MalformedDelivery, SignatureError, verify_klaviyo_meta,
-                                                verify_klaviyo_signature, verify_segment, verify_segment_bytes)
+from klaviyo_segment.ingress.groupcommit import (
+    CommitFailed,
+    Entry,
+    GroupCommitter,
+    Overloaded,
+)
+from klaviyo_segment.ingress.signatures import (
+    MalformedDelivery,
+    SignatureError,
+    verify_klaviyo_meta,
+    verify_klaviyo_signature,
+    verify_segment,
+    verify_segment_bytes,
+)
 from klaviyo_segment.segment_spec import message_key
 from klaviyo_segment.store.models import DeadLetterIn
 
@@ -58,7 +69,8 @@ class ReceiverSettings:
     klaviyo_secret: str | None = None
     insecure_dev: bool = False
     max_body_bytes: int = MAX_BODY_BYTES
-    #: When set, every POST /segment needs ``Authorization: Bearer <token>`` (covers the whole request).
+    #: When set, every POST /segment needs ``Authorization: Bearer <token>`` (covers the whole request); several
+    #: comma-separated tokens are all accepted (rotation).
     segment_token: str | None = None
     #: Seconds a client may take to send its request headers / its body (slow clients are cut off).
     header_timeout: float = 10.0
@@ -137,10 +149,14 @@ def _secret(configured: str | None, insecure: bool, name: str) -> str | None:
 
 
 def _check_token(expected: str | None, header: str | None) -> None:
+    """``expected`` may list several tokens separated by commas (rotation: old and new accepted for a while);
+    each is compared in constant time, and all of them are compared, so timing does not tell which matched."""
     if not expected:
         return
     scheme, _, given = (header or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+    tokens = [t.strip().encode() for t in expected.split(",") if t.strip()]
+    matches = [hmac.compare_digest(given.strip().encode(), token) for token in tokens]
+    if scheme.lower() != "bearer" or not any(matches):
         raise Rejected(401, "missing or wrong Authorization: Bearer token (SEGMENT_WEBHOOK_TOKEN)")
 
 

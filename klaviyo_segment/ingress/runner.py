@@ -17,7 +17,12 @@ from typing import Any
 import uvicorn
 
 from klaviyo_segment.errors import ConfigError
-from klaviyo_segment.ingress.dispatcher import Dispatcher, Launcher, deployment_launcher, inline_launcher
+from klaviyo_segment.ingress.dispatcher import (
+    Dispatcher,
+    Launcher,
+    deployment_launcher,
+    inline_launcher,
+)
 from klaviyo_segment.ingress.groupcommit import GroupCommitter
 from klaviyo_segment.ingress.httpserver import server_config
 from klaviyo_segment.ingress.receiver import ReceiverSettings, create_app

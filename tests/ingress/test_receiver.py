@@ -224,3 +224,31 @@ async def test_klaviyo_delivery_that_is_not_an_object_is_400_not_401(store: Stor
             assert forged.status_code == 401  # checked over the raw bytes, before any parsing
     finally:
         await ingress.stop()
+
+
+class _PoisonStore:
+    """Fails any transaction holding the message ``poison`` (something the door could not foresee)."""
+
+    def __init__(self, real: Store) -> None:
+        self.real = real
+
+    async def accept(self, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        if any(m.get("messageId") == "poison" for m in messages):
+            raise ValueError("cannot store this one")
+        return await self.real.accept(messages, **kwargs)
+
+
+async def test_a_request_the_store_refuses_fails_alone_not_its_whole_group(store: Store) -> None:
+    ingress = await _ingress(_PoisonStore(store), max_wait=0.1)
+    try:
+        async with httpx.AsyncClient(base_url=ingress.url) as client:
+            async def post(message: dict[str, Any]) -> int:
+                body, headers = segment_request(message)
+                return (await client.post("/segment", content=body, headers=headers)).status_code
+
+            statuses = await asyncio.gather(*(post(identify(i)) for i in range(20)),
+                                            post(identify(99, messageId="poison")))
+        assert statuses[:20] == [200] * 20 and statuses[20] == 503
+        assert await store.backlog() == {"sync-identify": 20}
+    finally:
+        await ingress.stop()

@@ -225,6 +225,15 @@ async def test_webhook_token_guards_every_segment_post(tmp_path: Path) -> None:
         assert await store.backlog() == {"sync-identify": 1}
     finally:
         await ingress.stop()
+    rotating = ReceiverSettings(segment_secret=SECRET, segment_token=f"{TOKEN}, tok-new")  # old and new, for a while
+    ingress = await start_ingress(store, AppConfig(), settings=rotating, dispatch=None, flows=list(FLOW_NAMES))
+    try:
+        async with httpx.AsyncClient(base_url=ingress.url) as client:
+            for token, status in ((TOKEN, 200), ("tok-new", 200), ("tok-newer", 401), (",", 401)):
+                r = await client.post("/segment", json=msg, headers=dict(signed, Authorization=f"Bearer {token}"))
+                assert r.status_code == status, (token, r.text)
+    finally:
+        await ingress.stop()
         await store.close()
 
 
