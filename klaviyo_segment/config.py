@@ -70,6 +70,8 @@ class SegmentConfig(_Strict):
     base_url: str | None = None
     region: Literal["us", "eu"] | None = None
     shared_secret: SecretStr | None = None
+    #: the receiver's whole-request credential (``Authorization: Bearer``); $SEGMENT_WEBHOOK_TOKEN wins over it
+    webhook_token: SecretStr | None = None
 
 
 class StoreConfig(_Strict):
@@ -86,7 +88,7 @@ class CompiledConfig:
 
 
 #: Secrets never go into the mapping-tables block: credentials have their own blocks.
-SECRET_KEYS = {"klaviyo": ("api_key",), "segment": ("write_key", "shared_secret")}
+SECRET_KEYS = {"klaviyo": ("api_key",), "segment": ("write_key", "shared_secret", "webhook_token")}
 
 
 class AppConfig(_Strict):

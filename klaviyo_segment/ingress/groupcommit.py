@@ -5,8 +5,14 @@ on its own would make the disk (one fsync per transaction on SQLite) the through
 their messages here, and a single committer writes everything that arrived within the window (flush at
 ``max_messages`` or after ``max_wait`` seconds, whichever comes first; no wait at all when the queue already
 holds a full group) in ONE ``Store.accept`` call. Each request's future resolves only after that transaction
-committed; a failed transaction fails every request in it (answered 503, Segment retries), and a queue deeper than
-``max_queued`` messages is refused up front (429 + Retry-After) instead of growing memory without bound.
+committed; a queue deeper than ``max_queued`` messages is refused up front (429 + Retry-After) instead of growing
+memory without bound.
+
+A failed group transaction is retried request by request, so one request the store cannot take fails alone
+(503) instead of failing everyone it shared the transaction with; two failures in a row mean the store itself is
+failing, and the rest of the group is answered 503 at once. (The receiver validates every message first — see
+:mod:`door` — so this is the second line of defence.) Dead letters of refused batch elements are written in the
+same commit step, before the messages, so a 200 means both are on disk.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from klaviyo_segment.store.models import DeadLetterIn
 
 log = logging.getLogger("klaviyo_segment.ingress.groupcommit")
 
@@ -43,6 +51,7 @@ class CommitStats:
     messages: int = 0
     accepted: int = 0
     duplicates: int = 0
+    dead_letters: int = 0
     sizes: list[int] = field(default_factory=list)
 
 
@@ -50,6 +59,7 @@ class CommitStats:
 class _Request:
     entries: list[Entry]
     done: asyncio.Future[None]
+    dead: Sequence[DeadLetterIn] = ()
 
 
 class GroupCommitter:
@@ -93,15 +103,16 @@ class GroupCommitter:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def submit(self, entries: list[Entry]) -> None:
-        """Return once ``entries`` are committed; raise Overloaded (nothing queued) or CommitFailed."""
+    async def submit(self, entries: list[Entry], dead: Sequence[DeadLetterIn] = ()) -> None:
+        """Return once ``entries`` (and ``dead`` letters) are committed; raise Overloaded (nothing queued) or
+        CommitFailed."""
         if self._task is None:
             raise CommitFailed("committer not running")
-        if not entries:
+        if not entries and not dead:
             return
         if self._queued and self._queued + len(entries) > self.max_queued:
             raise Overloaded(self.retry_after)
-        request = _Request(entries, asyncio.get_running_loop().create_future())
+        request = _Request(entries, asyncio.get_running_loop().create_future(), tuple(dead))
         self._queued += len(entries)
         self._queue.put_nowait(request)
         # shield: a client that hangs up must not cancel the commit other requests share
@@ -134,29 +145,61 @@ class GroupCommitter:
             await self._commit(group)
 
     async def _commit(self, group: list[_Request]) -> None:
+        try:
+            await self._write(group)
+        except asyncio.CancelledError:
+            self._settle(group, CommitFailed("receiver shutting down"))
+            raise
+        except Exception as exc:  # noqa: BLE001 - any store failure means "not committed": 503, sender retries
+            self.stats.failed_commits += 1
+            log.warning("group commit of %d requests failed: %s", len(group), type(exc).__name__)
+            if len(group) == 1:
+                self._settle(group, CommitFailed(type(exc).__name__))
+            else:
+                await self._isolate(group)
+            return
+        self._settle(group, None)
+
+    async def _isolate(self, group: list[_Request]) -> None:
+        """Retry each request alone, so a request the store cannot take fails only itself."""
+        failures = 0
+        for i, request in enumerate(group):
+            if failures >= 2:  # the store itself is failing: do not hammer it once per request
+                self._settle(group[i:], CommitFailed("store failing"))
+                return
+            try:
+                await self._write([request])
+            except asyncio.CancelledError:
+                self._settle(group[i:], CommitFailed("receiver shutting down"))
+                raise
+            except Exception as exc:  # noqa: BLE001 - as above, for this request only
+                failures += 1
+                self.stats.failed_commits += 1
+                self._settle([request], CommitFailed(type(exc).__name__))
+                continue
+            failures = 0
+            self._settle([request], None)
+
+    async def _write(self, group: list[_Request]) -> None:
+        """Dead letters first (a retry rewrites them harmlessly), then the messages in one transaction."""
+        dead = [letter for request in group for letter in request.dead]
+        if dead:
+            await self.store.add_dead_letters(dead)
+            self.stats.dead_letters += len(dead)
         routes: dict[int, Entry] = {}
         bodies: list[dict[str, Any]] = []
         for request in group:
             for entry in request.entries:
                 routes[id(entry[2])] = entry
                 bodies.append(entry[2])
-        try:
-            result = await self.store.accept(bodies, key=lambda m: routes[id(m)][0],
-                                             route=lambda m: routes[id(m)][1])
-        except asyncio.CancelledError:
-            self._settle(group, CommitFailed("receiver shutting down"))
-            raise
-        except Exception as exc:  # noqa: BLE001 - any store failure means "not committed": 503, sender retries
-            self.stats.failed_commits += 1
-            log.warning("group commit of %d messages failed: %s", len(bodies), type(exc).__name__)
-            self._settle(group, CommitFailed(type(exc).__name__))
+        if not bodies:
             return
+        result = await self.store.accept(bodies, key=lambda m: routes[id(m)][0], route=lambda m: routes[id(m)][1])
         self.stats.commits += 1
         self.stats.messages += len(bodies)
         self.stats.accepted += result.accepted
         self.stats.duplicates += result.duplicates
         self.stats.sizes.append(len(bodies))
-        self._settle(group, None)
         if self.on_commit is not None and result.batches:
             try:
                 self.on_commit(dict(result.batches))

@@ -17,8 +17,14 @@ from typing import Any
 import uvicorn
 
 from klaviyo_segment.errors import ConfigError
-from klaviyo_segment.ingress.dispatcher import Dispatcher, Launcher, deployment_launcher, inline_launcher
+from klaviyo_segment.ingress.dispatcher import (
+    Dispatcher,
+    Launcher,
+    deployment_launcher,
+    inline_launcher,
+)
 from klaviyo_segment.ingress.groupcommit import GroupCommitter
+from klaviyo_segment.ingress.httpserver import server_config
 from klaviyo_segment.ingress.receiver import ReceiverSettings, create_app
 from klaviyo_segment.routing import flows_for
 
@@ -98,10 +104,11 @@ async def start_ingress(store: Any, config: Any, *, host: str = "127.0.0.1", por
                                **(committer_options or {}))
     await committer.start()
     allowed = set(flows)
-    app = create_app(committer, lambda m: [f for f in flows_for(m, config) if f in allowed],
-                     settings or ReceiverSettings.from_env())
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                           timeout_graceful_shutdown=5))
+    settings = settings or ReceiverSettings.from_env()
+    for warning in settings.startup_warnings():
+        log.warning("%s", warning)
+    app = create_app(committer, lambda m: [f for f in flows_for(m, config) if f in allowed], settings)
+    server = uvicorn.Server(server_config(app, header_timeout=settings.header_timeout))
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # the caller owns signals
     task = asyncio.create_task(server.serve(sockets=[sock]), name="receiver")
     while not server.started:

@@ -142,6 +142,12 @@ async def _serve_deployments(poll_seconds: float = 1.0) -> asyncio.Task[None]:
     return asyncio.create_task(runner.start(), name="runner")
 
 
+def _config_token(config: Any) -> str | None:
+    """``segment.webhook_token`` from the config file (the environment variable wins, in from_env)."""
+    token = getattr(getattr(config, "segment", None), "webhook_token", None)
+    return token.get_secret_value() if token is not None else None
+
+
 def ui_url(api_url: str) -> str:
     return api_url[: -len("/api")] if api_url.endswith("/api") else api_url
 
@@ -168,7 +174,7 @@ async def serve(*, config_path: Path | None, host: str, port: int, dispatch: str
         runner_task = await _serve_deployments() if dispatch == "deployments" else None
         try:
             ingress = await start_ingress(store, config, sock=sock, dispatch=dispatch, mapping_document=document,
-                                          settings=ReceiverSettings.from_env())
+                                          settings=ReceiverSettings.from_env(config_token=_config_token(config)))
             ready({"receiver": ingress.url, "prefect_ui": ui_url(api_url)})
             await stop.wait()
             log.info("shutting down; unfinished batches stay in the store")

@@ -25,6 +25,11 @@ class SignatureError(Exception):
     """The request is not provably from the sender (answered 401; the reason is safe to show)."""
 
 
+class MalformedDelivery(SignatureError):
+    """Signed correctly but not shaped like a delivery (answered 400: it can never succeed, and it is not a
+    credential problem). A SignatureError subclass so callers of :func:`verify_klaviyo` still see a refusal."""
+
+
 def _js_number(value: float) -> str:
     """ECMAScript Number::toString (Python's repr differs for 1.0, 1e-07, 1e+16 ...)."""
     if not math.isfinite(value):
@@ -84,6 +89,18 @@ def segment_signature(secret: str, event: Any) -> str:
     return hmac.new(secret.encode(), js_stringify(event).encode(), hashlib.sha1).hexdigest()
 
 
+def verify_segment_bytes(secret: str, signed: bytes, signature: str | None) -> None:
+    """Check ``X-Signature`` over the exact bytes Segment signed, before anything is parsed.
+
+    For a single event the signed ``JSON.stringify(event)`` IS the request body; for a batch it is the first
+    element's text inside the array. Checking bytes means a forger cannot make the receiver parse anything.
+    """
+    if not signature:
+        raise SignatureError("missing X-Signature")
+    if not _digest_matches(hmac.new(secret.encode(), signed, hashlib.sha1).hexdigest(), signature):
+        raise SignatureError("X-Signature does not match")
+
+
 def verify_segment(secret: str, payload: Any, signature: str | None) -> None:
     """Check ``X-Signature`` for a parsed delivery (one event, or a list whose first event was signed)."""
     if not signature:
@@ -110,18 +127,29 @@ def _parse_time(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def verify_klaviyo(secret: str, body: bytes, payload: Any, headers: Any, *, now: datetime | None = None,
-                   window: timedelta = KLAVIYO_WINDOW) -> None:
-    """Signature over raw body + ``Klaviyo-Timestamp``; freshness from ``meta.timestamp`` (the header clock has
-    been reported wrong, so the signed body's own timestamp decides); webhook id must match the header."""
+def verify_klaviyo_signature(secret: str, body: bytes, headers: Any) -> None:
+    """Signature over raw body + ``Klaviyo-Timestamp``: checked before the body is parsed."""
     signature, timestamp = headers.get("klaviyo-signature"), headers.get("klaviyo-timestamp")
     if not signature or timestamp is None:
         raise SignatureError("missing Klaviyo-Signature or Klaviyo-Timestamp")
     if not _digest_matches(klaviyo_signature(secret, body, timestamp), signature):
         raise SignatureError("Klaviyo-Signature does not match")
+
+
+def verify_klaviyo(secret: str, body: bytes, payload: Any, headers: Any, *, now: datetime | None = None,
+                   window: timedelta = KLAVIYO_WINDOW) -> None:
+    """The signature (:func:`verify_klaviyo_signature`), then the replay checks (:func:`verify_klaviyo_meta`)."""
+    verify_klaviyo_signature(secret, body, headers)
+    verify_klaviyo_meta(payload, headers, now=now, window=window)
+
+
+def verify_klaviyo_meta(payload: Any, headers: Any, *, now: datetime | None = None,
+                        window: timedelta = KLAVIYO_WINDOW) -> None:
+    """Freshness from ``meta.timestamp`` (the header clock has been reported wrong, so the signed body's own
+    timestamp decides); the webhook id must match the header. No meta object at all is malformed (400)."""
     meta = payload.get("meta") if isinstance(payload, dict) else None
     if not isinstance(meta, dict):
-        raise SignatureError("delivery has no meta object")
+        raise MalformedDelivery("Klaviyo delivery has no meta object")
     sent = _parse_time(meta.get("timestamp"))
     current = now or datetime.now(timezone.utc)
     if sent is None or abs(current - sent) > window:

@@ -75,10 +75,14 @@ async def test_rejections_401_400_413_and_healthz(store: Store) -> None:
             assert (await client.post("/segment", content=body)).status_code == 401
             forged = dict(headers, **{"X-Signature": "0" * 40})
             assert (await client.post("/segment", content=body, headers=forged)).status_code == 401
-            bad = await client.post("/segment", content=b"{not json", headers=headers)
+            import hashlib
+            import hmac
+
+            signed_garbage = {"X-Signature": hmac.new(SEGMENT_SECRET.encode(), b"{not json", hashlib.sha1).hexdigest()}
+            bad = await client.post("/segment", content=b"{not json", headers=signed_garbage)  # authentic, not JSON
             assert bad.status_code == 400 and "invalid JSON" in bad.json()["error"]
             health = await client.get("/healthz")
-            assert health.status_code == 200 and health.json() == {"ok": True}
+            assert health.status_code == 200 and health.json()["ok"] is True and health.json()["store"] == "ok"
         assert await store.backlog() == {}
     finally:
         await ingress.stop()
@@ -165,5 +169,86 @@ async def test_klaviyo_delivery_routes_records_to_engagement_and_dedupes(store: 
         batches = await store.claim("t", 60, 10)
         assert batches[0].messages[0]["external_id"] == "ev0"
         assert batches[0].messages[0]["klaviyo_account_id"] == "A1"
+    finally:
+        await ingress.stop()
+
+
+class _UnwritableStore:
+    """A real store whose writes fail while ``broken`` (a full disk, a read-only replica, a revoked grant)."""
+
+    def __init__(self, real: Store) -> None:
+        self.real, self.broken = real, True
+
+    async def put_values(self, values: dict[str, Any]) -> None:
+        if self.broken:
+            raise OSError("disk full")
+        await self.real.put_values(values)
+
+    async def accept(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.real.accept(*args, **kwargs)
+
+
+async def test_healthz_reports_a_store_that_cannot_write_as_degraded(store: Store) -> None:
+    broken = _UnwritableStore(store)
+    ingress = await _ingress(broken, ReceiverSettings(segment_secret=SEGMENT_SECRET, health_cache_seconds=0.2))
+    try:
+        async with httpx.AsyncClient(base_url=ingress.url) as client:
+            sick = await client.get("/healthz")
+            assert sick.status_code == 503, sick.text
+            assert sick.json()["ok"] is False and "store cannot write" in sick.json()["reason"]
+            broken.broken = False
+            assert (await client.get("/healthz")).status_code == 503  # cached for a moment: probes stay cheap
+            await asyncio.sleep(0.3)
+            well = await client.get("/healthz")
+            assert well.status_code == 200 and well.json()["ok"] is True
+    finally:
+        await ingress.stop()
+
+
+async def test_klaviyo_delivery_that_is_not_an_object_is_400_not_401(store: Store) -> None:
+    ingress = await _ingress(store)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    from tests.ingress.helpers import KLAVIYO_SECRET as secret
+    from klaviyo_segment.ingress.signatures import klaviyo_signature
+
+    stamp = format_datetime(now, usegmt=True)
+    try:
+        async with httpx.AsyncClient(base_url=ingress.url) as client:
+            for body in (b'[{"external_id":"e1"}]', b'{"data":[]}'):
+                r = await client.post("/klaviyo", content=body, headers={
+                    "Klaviyo-Timestamp": stamp, "Klaviyo-Webhook-Id": "WH1",
+                    "Klaviyo-Signature": klaviyo_signature(secret, body, stamp)})
+                assert r.status_code == 400 and "meta" in r.json()["error"], (body, r.text)
+            forged = await client.post("/klaviyo", content=b"[" * 10_000, headers={
+                "Klaviyo-Timestamp": stamp, "Klaviyo-Webhook-Id": "WH1", "Klaviyo-Signature": "0" * 64})
+            assert forged.status_code == 401  # checked over the raw bytes, before any parsing
+    finally:
+        await ingress.stop()
+
+
+class _PoisonStore:
+    """Fails any transaction holding the message ``poison`` (something the door could not foresee)."""
+
+    def __init__(self, real: Store) -> None:
+        self.real = real
+
+    async def accept(self, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        if any(m.get("messageId") == "poison" for m in messages):
+            raise ValueError("cannot store this one")
+        return await self.real.accept(messages, **kwargs)
+
+
+async def test_a_request_the_store_refuses_fails_alone_not_its_whole_group(store: Store) -> None:
+    ingress = await _ingress(_PoisonStore(store), max_wait=0.1)
+    try:
+        async with httpx.AsyncClient(base_url=ingress.url) as client:
+            async def post(message: dict[str, Any]) -> int:
+                body, headers = segment_request(message)
+                return (await client.post("/segment", content=body, headers=headers)).status_code
+
+            statuses = await asyncio.gather(*(post(identify(i)) for i in range(20)),
+                                            post(identify(99, messageId="poison")))
+        assert statuses[:20] == [200] * 20 and statuses[20] == 503
+        assert await store.backlog() == {"sync-identify": 20}
     finally:
         await ingress.stop()

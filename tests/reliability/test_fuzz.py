@@ -73,11 +73,13 @@ async def test_segment_messages_through_flows_in_preview(messages: list[Any], fl
 @given(payload=json_value)
 def test_segment_delivery_splitting(payload: Any) -> None:
     try:
-        entries = segment_entries(payload, lambda m: ["sync-identify"])
+        entries, dead = segment_entries(payload, lambda m: ["sync-identify"])
     except Rejected as exc:
         assert exc.status == 400 and exc.reason
         return
-    assert len(entries) == (len(payload) if isinstance(payload, list) else 1)
+    # every element ends as exactly one entry or one dead letter with a reason; a single event is never dead
+    assert len(entries) + len(dead) == (len(payload) if isinstance(payload, list) else 1)
+    assert all(d.reason for d in dead) and (isinstance(payload, list) or not dead)
 
 
 @FUZZ

@@ -3,6 +3,7 @@ and the receiver refuses everything but /healthz without its secret."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -197,6 +198,82 @@ async def test_insecure_dev_flag_opens_the_receiver(tmp_path: Path) -> None:
     try:
         codes = await _post_all(ingress.url)
         assert codes["segment"] == 200 and codes["healthz"] == 200
+    finally:
+        await ingress.stop()
+        await store.close()
+
+
+TOKEN = "tok-9f8e7d"
+
+
+async def test_webhook_token_guards_every_segment_post(tmp_path: Path) -> None:
+    """With a token set, a correctly signed delivery without ``Authorization: Bearer <token>`` is 401: the token
+    covers the whole request, where Segment's signature covers only the first event of a batch."""
+    store = await Store.open(f"sqlite:///{tmp_path}/state.db")
+    settings = ReceiverSettings(segment_secret=SECRET, segment_token=TOKEN)
+    ingress = await start_ingress(store, AppConfig(), settings=settings, dispatch=None, flows=list(FLOW_NAMES))
+    msg = {"type": "identify", "messageId": "m1", "userId": "u1"}
+    signed = {"X-Signature": segment_signature(SECRET, msg)}
+    try:
+        async with httpx.AsyncClient(base_url=ingress.url) as client:
+            for auth in (None, "Bearer wrong", f"Basic {TOKEN}", f"Bearer {TOKEN}x", TOKEN):
+                headers = dict(signed, **({"Authorization": auth} if auth else {}))
+                r = await client.post("/segment", json=msg, headers=headers)
+                assert r.status_code == 401 and "token" in r.json()["error"], (auth, r.text)
+            ok = await client.post("/segment", json=msg, headers=dict(signed, Authorization=f"Bearer {TOKEN}"))
+            assert ok.status_code == 200, ok.text
+        assert await store.backlog() == {"sync-identify": 1}
+    finally:
+        await ingress.stop()
+    rotating = ReceiverSettings(segment_secret=SECRET, segment_token=f"{TOKEN}, tok-new")  # old and new, for a while
+    ingress = await start_ingress(store, AppConfig(), settings=rotating, dispatch=None, flows=list(FLOW_NAMES))
+    try:
+        async with httpx.AsyncClient(base_url=ingress.url) as client:
+            for token, status in ((TOKEN, 200), ("tok-new", 200), ("tok-newer", 401), (",", 401)):
+                r = await client.post("/segment", json=msg, headers=dict(signed, Authorization=f"Bearer {token}"))
+                assert r.status_code == status, (token, r.text)
+    finally:
+        await ingress.stop()
+        await store.close()
+
+
+def test_token_comes_from_env_then_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ReceiverSettings.from_env().segment_token is None
+    assert ReceiverSettings.from_env(config_token="from-config").segment_token == "from-config"
+    monkeypatch.setenv("SEGMENT_WEBHOOK_TOKEN", "from-env")
+    assert ReceiverSettings.from_env(config_token="from-config").segment_token == "from-env"
+    config = AppConfig.from_document({"segment": {"webhook_token": "yaml-token"}})
+    assert config.segment.webhook_token.get_secret_value() == "yaml-token"
+    assert "webhook_token" not in str(config.mapping_document())  # a secret: never saved in the mapping block
+
+
+async def test_without_token_start_warns_and_deletes_are_logged_redacted_and_counted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    store = await Store.open(f"sqlite:///{tmp_path}/state.db")
+    ingress = await start_ingress(store, AppConfig(), settings=ReceiverSettings(segment_secret=SECRET),
+                                  dispatch=None, flows=list(FLOW_NAMES))
+    try:
+        assert "SEGMENT_WEBHOOK_TOKEN" in caplog.text and "first event" in caplog.text
+        first = {"type": "identify", "messageId": "m1", "userId": "u1"}
+        smuggled = {"type": "delete", "messageId": "d1", "userId": USER}
+        body = ("[" + ",".join(json.dumps(m, separators=(",", ":")) for m in (first, smuggled)) + "]").encode()
+        async with httpx.AsyncClient(base_url=ingress.url) as client:
+            r = await client.post("/segment", content=body, headers={"X-Signature": segment_signature(SECRET, first)})
+            assert r.status_code == 200, r.text
+            health = (await client.get("/healthz")).json()
+        assert health["deletes"] == 1 and health["unsigned_deletes"] == 1, health
+        assert "delete" in caplog.text and USER not in caplog.text
+    finally:
+        await ingress.stop()
+        await store.close()
+    caplog.clear()
+    store = await Store.open(f"sqlite:///{tmp_path}/state.db")
+    ingress = await start_ingress(store, AppConfig(), settings=ReceiverSettings(segment_secret=SECRET,
+                                                                                segment_token=TOKEN),
+                                  dispatch=None, flows=list(FLOW_NAMES))
+    try:
+        assert "SEGMENT_WEBHOOK_TOKEN" not in caplog.text
     finally:
         await ingress.stop()
         await store.close()
