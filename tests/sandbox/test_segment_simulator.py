@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from starlette.routing import Route
 
 from klaviyo_segment.sandbox.segment.simulator import deliver, is_retryable, js_json_stringify, sign
 from klaviyo_segment.sandbox.segment.serve import serve_in_thread
+from tests.fixtures.clock import VirtualClock
 
 SECRET = "s3cr3t-shared"
 
@@ -118,10 +118,12 @@ async def test_attempts_are_bounded(served: tuple[str, Receiver], receiver: Rece
 
 async def test_total_time_is_bounded(served: tuple[str, Receiver], receiver: Receiver) -> None:
     receiver.script["m0"] = [503] * 1000
-    started = time.monotonic()
+    clock = VirtualClock()  # backoff sleeps move virtual time: the deadline is checked exactly, no waiting
     report = await deliver(served[0], _messages(1), SECRET, max_attempts=1000, max_seconds=0.5,
-                           backoff_base=0.05, seed=1)
-    assert report.given_up == {"m0": 503} and time.monotonic() - started < 2.0 and report.attempts < 1000
+                           backoff_base=0.05, seed=1, clock=clock, sleep=clock.sleep)
+    assert report.given_up == {"m0": 503} and 1 < report.attempts < 1000
+    assert report.attempts == len(clock.sleeps) + 1 and sum(clock.sleeps) < 0.5  # no sleep past the deadline
+    assert report.elapsed == pytest.approx(sum(clock.sleeps))
 
 
 async def test_slow_endpoint_times_out_then_succeeds(served: tuple[str, Receiver], receiver: Receiver) -> None:
