@@ -22,6 +22,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# the inner loop: everything but the tests marked slow (chaos, durability, end-to-end, cross-worker limits)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/klaviyo-segment bench
 

@@ -10,19 +10,22 @@ pytest_plugins = [
     "tests.fixtures.prefect_server",
     "tests.fixtures.sandbox",
     "tests.fixtures.postgres",
+    "tests.fixtures.network",
 ]
 
+#: Documented credential variables, plus every ``KLAVIYO_SEGMENT_*`` setting (scrubbed by prefix).
 _USER_ENV = (
     "KLAVIYO_API_KEY", "KLAVIYO_BASE_URL", "KLAVIYO_WEBHOOK_SECRET", "SEGMENT_WRITE_KEY", "SEGMENT_BASE_URL",
-    "SEGMENT_REGION", "SEGMENT_SHARED_SECRET", "SEGMENT_WEBHOOK_TOKEN", "KLAVIYO_SEGMENT_STORE_URL", "KLAVIYO_SEGMENT_INSECURE_DEV",
+    "SEGMENT_REGION", "SEGMENT_SHARED_SECRET", "SEGMENT_WEBHOOK_TOKEN",
 )
+_USER_ENV_PREFIX = "KLAVIYO_SEGMENT_"
 
 
 @pytest.fixture(autouse=True)
 def _clean_user_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A developer's own credentials in the environment must never leak into a test."""
-    for name in _USER_ENV:
-        if name in os.environ:
+    """A developer's own credentials or settings in the environment must never leak into a test."""
+    for name in list(os.environ):
+        if name in _USER_ENV or name.startswith(_USER_ENV_PREFIX):
             monkeypatch.delenv(name)
 
 

@@ -91,7 +91,11 @@ def deployment_launcher() -> Launcher:
 class Dispatcher:
     def __init__(self, store: Any, launcher: Launcher, *, mode: str = "inline", flows: Sequence[str] | None = None,
                  max_batches: int = 200, max_messages: int = 5000, max_in_flight: int = 4,
-                 sweep_interval: float = 5.0, redispatch_after: float = 120.0, min_interval: float = 0.5) -> None:
+                 sweep_interval: float = 5.0, redispatch_after: float = 120.0, min_interval: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """``clock``/``sleep`` drive ``min_interval`` pacing only; tests inject a virtual clock so pacing is
+        checked exactly instead of against a busy machine's wall clock."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         self.store, self.launcher, self.mode = store, launcher, mode
@@ -103,6 +107,7 @@ class Dispatcher:
         self.max_batches, self.max_messages = max_batches, max_messages
         self.sweep_interval, self.redispatch_after = sweep_interval, redispatch_after
         self.min_interval = min_interval
+        self._clock, self._sleep = clock, sleep
         self._last_start: dict[str, float] = {}
         self.stats = DispatchStats()
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -179,9 +184,9 @@ class Dispatcher:
     async def _pace(self, flow: str) -> None:
         """Hold the next run of ``flow`` until ``min_interval`` after the previous start: what commits meanwhile
         joins it. Costs nothing when the flow was idle that long (the usual case for a trickle)."""
-        wait = self._last_start.get(flow, float("-inf")) + self.min_interval - time.monotonic()
+        wait = self._last_start.get(flow, float("-inf")) + self.min_interval - self._clock()
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
 
     async def dispatch_once(self, flow: str) -> bool:
         """Dispatch one coalesced run of ``flow``; False when nothing was waiting."""
@@ -202,7 +207,7 @@ class Dispatcher:
                 return False
         ids = [b.id for b in chosen]
         key = idempotency_key(flow, chosen)
-        self._last_start[flow] = time.monotonic()
+        self._last_start[flow] = self._clock()
         self.stats.runs[flow] = self.stats.runs.get(flow, 0) + 1
         self.stats.batches += len(ids)
         self.stats.messages += sum(b.size for b in chosen)

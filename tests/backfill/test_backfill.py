@@ -80,6 +80,7 @@ def test_parquet_and_jsonl_with_traits_column(env: Env, tmp_path: Path) -> None:
     assert len(env.jobs()) == 2
 
 
+@pytest.mark.slow
 def test_rerun_sends_nothing_and_force_resends(env: Env, tmp_path: Path) -> None:
     path = tmp_path / "users.csv"
     pl.DataFrame(ROWS).write_csv(path)
@@ -117,6 +118,7 @@ def _checkpoint(env: Env, path: Path) -> dict[str, Any] | None:
     return asyncio.run(read())
 
 
+@pytest.mark.slow
 def test_resume_after_kill_never_sends_a_chunk_twice(sandbox_factory: Any, tmp_path: Path) -> None:
     import httpx
 

@@ -41,6 +41,7 @@ def test_unknown_name_is_usage_error() -> None:
     assert isinstance(out.exception, ConfigError)  # app.main turns it into exit 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["delivery", "profiles"])
 def test_throughput_benches(name: str, prefect_server: str) -> None:
     from klaviyo_segment.devkit.cli.bench import bench_function
@@ -54,6 +55,7 @@ def test_throughput_benches(name: str, prefect_server: str) -> None:
     assert name in render([result], as_json=False, options=options)
 
 
+@pytest.mark.slow
 def test_ingress_bench() -> None:
     from klaviyo_segment.bench import ingress
 
@@ -64,6 +66,7 @@ def test_ingress_bench() -> None:
     assert by_name["single ack latency p99"].value is not None
 
 
+@pytest.mark.slow
 def test_latency_bench(prefect_server: str) -> None:
     """Sandbox and load generator in their own processes, serve's ingress with inline sync-audiences runs here."""
     from klaviyo_segment.bench import latency

@@ -119,6 +119,7 @@ async def test_transient_faults_fail_then_redelivery_applies(env: httpx.Client, 
     assert members(env, vip) == {"u1@example.com"}
 
 
+@pytest.mark.slow
 async def test_shuffled_duplicated_stream_for_1000_users(env: httpx.Client) -> None:
     vip = make_list(env, "VIP")
     config = {"audiences": {"vip": vip}}

@@ -67,7 +67,7 @@ def segment_server() -> Iterator[FakeSegment]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     started = threading.Event()
-    for _ in range(500):
+    for _ in range(3000):  # up to 30 s: generous for a busy machine
         if server.started:
             started.set()
             break

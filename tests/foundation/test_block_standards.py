@@ -25,6 +25,7 @@ class TestBlockStandards(BlockStandardTestSuite):
         assert str(block._logo_url).startswith("https://")
 
 
+@pytest.mark.slow
 def test_prefect_block_register_module(prefect_server: str) -> None:
     """The README's `prefect block register -m klaviyo_segment.blocks` registers all four block types."""
     env = {**os.environ, "PREFECT_API_URL": prefect_server}

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from klaviyo_segment.flows import names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +23,7 @@ def _prefect(args: list[str], api_url: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=240)
 
 
+@pytest.mark.slow
 async def test_prefect_deploy_all_creates_every_deployment_with_triggers(prefect_server: str) -> None:
     from prefect.client.orchestration import get_client
 

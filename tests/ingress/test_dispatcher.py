@@ -43,7 +43,7 @@ class Worker:
         return run
 
 
-async def _until(predicate: Any, timeout: float = 10) -> None:
+async def _until(predicate: Any, timeout: float = 60) -> None:  # generous: only turns a hang into a failure
     async def poll() -> None:
         while not await predicate():
             await asyncio.sleep(0.01)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from klaviyo_segment.devkit.demo import sandbox_env
 from klaviyo_segment.ingress.serve import free_port
@@ -24,6 +25,8 @@ from klaviyo_segment.store import Store
 
 SERVE = "from klaviyo_segment.cli.app import main; main()"
 METRIC = "Durability Ping"
+
+pytestmark = pytest.mark.slow  # each test SIGKILLs and restarts real processes: minutes on a busy box
 
 
 def _messages(start: int, n: int) -> list[dict[str, Any]]:

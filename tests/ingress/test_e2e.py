@@ -16,6 +16,7 @@ from klaviyo_segment.devkit.sandbox.segment.generators import generate_stream
 from klaviyo_segment.store import Store
 
 
+@pytest.mark.slow
 async def test_pipeline_covers_every_template(sandbox_factory, prefect_server: str, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     box = sandbox_factory(rate_limits="off")

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+
 from klaviyo_segment.devkit.demo import sandbox_env
 from klaviyo_segment.devkit.sandbox.segment.simulator import deliver
 from tests.ingress.test_durability import _start
@@ -30,6 +32,7 @@ def test_port_in_use_exits_2() -> None:
     assert "already in use" in result.stderr
 
 
+@pytest.mark.slow
 async def test_deployments_mode_runs_flows_via_served_deployments(sandbox_factory: Any, prefect_server: str,
                                                                   tmp_path: Path) -> None:
     box = sandbox_factory(rate_limits="off")

@@ -21,6 +21,7 @@ from klaviyo_segment.errors import KlaviyoAPIError
 async def main(base_url: str, seconds: float, concurrency: int, tag: str) -> dict[str, object]:
     creds = KlaviyoCredentials(api_key=os.environ["KLAVIYO_API_KEY"], base_url=base_url)
     sent = failed = 0
+    began = time.time()  # epoch, comparable across processes: the test rates requests over the real window
     deadline = time.monotonic() + seconds
 
     async with KlaviyoClient(creds, max_attempts=1) as client:
@@ -40,7 +41,7 @@ async def main(base_url: str, seconds: float, concurrency: int, tag: str) -> dic
                     failed += 1
 
         await asyncio.gather(*(loop(n) for n in range(concurrency)))
-    return {"tag": tag, "ok": sent, "failed": failed, "pacer": pacer_kind}
+    return {"tag": tag, "ok": sent, "failed": failed, "pacer": pacer_kind, "began": began, "ended": time.time()}
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ def test_compare_reports_each_kind_of_drift() -> None:
     assert set(failures(broken)) >= {"events", "profiles", "deleted_remaining", "list_memberships"}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 async def test_chaos_run(prefect_server: str) -> None:
     figures = await run_chaos(MESSAGES, max_seconds=600, rate_scale=10.0)

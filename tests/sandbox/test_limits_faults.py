@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -19,6 +19,7 @@ from klaviyo_segment.devkit.sandbox.klaviyo.faults import GRAMMAR_HELP, FaultMid
 from klaviyo_segment.devkit.sandbox.klaviyo.operations import load_operations, match
 from klaviyo_segment.devkit.sandbox.klaviyo.ratelimit import RateLimitMiddleware, parse_mode
 from klaviyo_segment.devkit.sandbox.klaviyo.stats import SandboxStats
+from tests.fixtures.clock import VirtualClock
 
 AUTH = {"Authorization": "Klaviyo-API-Key pk_test_a", "revision": "2026-07-15"}
 DAY = 86_400
@@ -53,12 +54,13 @@ def tiny_app(applied: list[str]) -> Starlette:
     ])
 
 
-def make(mode: str = "on", faults: str | None = None, seed: int = 0, t: float = 1000.0):
+def make(mode: str = "on", faults: str | None = None, seed: int = 0, t: float = 1000.0,
+         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
     applied: list[str] = []
     stats = SandboxStats()
     clock = Clock(t)
     app = wrap_app(tiny_app(applied), stats=stats, rate_limits=mode,
-                   faults=parse_faults(faults) if faults else None, seed=seed, clock=clock)
+                   faults=parse_faults(faults) if faults else None, seed=seed, clock=clock, sleep=sleep)
     return app, stats, clock, applied
 
 
@@ -71,7 +73,7 @@ async def serve(app: RateLimitMiddleware) -> AsyncIterator[str]:
     """Serve over real TCP on 127.0.0.1 with uvicorn, so connection-level faults are what a client sees."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="off"))
     task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # generous: only turns a hang into a failure on a busy machine
     while not server.started:
         assert time.monotonic() < deadline and not task.done(), "uvicorn did not start"
         await asyncio.sleep(0.005)
@@ -310,17 +312,17 @@ async def test_timeout_hangs_past_client_timeout() -> None:
             with pytest.raises(httpx.ReadTimeout):
                 await client.post("/api/events", headers=AUTH, content=b"{}")
             assert time.monotonic() - started >= 0.3
-            assert (await client.get("/api/profiles/p1", headers=AUTH)).status_code == 202
+            # the next request is not delayed: a generous timeout, so a busy machine cannot fail it
+            assert (await client.get("/api/profiles/p1", headers=AUTH, timeout=30)).status_code == 202
     assert stats.snapshot()["faults"] == {"timeout": 1} and applied == ["GET /api/profiles/p1 "]
 
 
 async def test_latency_added_and_sandbox_paths_untouched() -> None:
-    app, stats, _, _ = make(faults="*:latency=150ms,503=1")
+    clock = VirtualClock()  # records the latency the middleware serves instead of timing a busy machine
+    app, stats, _, _ = make(faults="*:latency=150ms,503=1", sleep=clock.sleep)
     async with serve(app) as base, httpx.AsyncClient(base_url=base) as client:
-        started = time.monotonic()
         response = await client.get("/api/profiles/p1", headers=AUTH)
-        assert time.monotonic() - started >= 0.15 and response.status_code == 503
-        started = time.monotonic()
+        assert clock.sleeps == [pytest.approx(0.15)] and response.status_code == 503
         assert (await client.get("/__sandbox/stats")).status_code == 200
-        assert time.monotonic() - started < 0.15
+        assert clock.sleeps == [pytest.approx(0.15)]  # the control path was not delayed
     assert stats.snapshot()["faults"] == {"latency": 1, "503": 1}

@@ -235,11 +235,12 @@ class FaultMiddleware:
 
 
 def wrap_app(app: ASGIApp, *, stats: SandboxStats, rate_limits: str = "on", faults: FaultSpec | None = None,
-             seed: int = 0, clock: Callable[[], float] | None = None) -> RateLimitMiddleware:
+             seed: int = 0, clock: Callable[[], float] | None = None,
+             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> RateLimitMiddleware:
     """The sandbox's wrapping in the one correct order: rate limits outside, faults inside, then the core.
 
     Runtime handles: ``outer.limiter`` (``.configure(mode)``, ``.reset()``) and ``outer.app`` (the
-    :class:`FaultMiddleware`, ``.configure(spec, seed)``).
+    :class:`FaultMiddleware`, ``.configure(spec, seed)``). ``sleep`` serves injected latency (tests record it).
     """
     limiter = RateLimiter(rate_limits) if clock is None else RateLimiter(rate_limits, clock=clock)
-    return RateLimitMiddleware(FaultMiddleware(app, faults, seed, stats), limiter, stats)
+    return RateLimitMiddleware(FaultMiddleware(app, faults, seed, stats, sleep=sleep), limiter, stats)

@@ -18,7 +18,7 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -144,8 +144,10 @@ class _Delivery:
 
     def __init__(self, url: str, secret: str, batched: bool, max_attempts: int, timeout: float,
                  backoff_base: float, deadline: float, rng: random.Random, report: DeliveryReport,
-                 progress: Callable[[int, int], None] | None) -> None:
+                 progress: Callable[[int, int], None] | None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.url, self.secret, self.batched = url, secret, batched
+        self.clock, self.sleep = clock, sleep
         self.max_attempts, self.timeout = max_attempts, timeout
         self.backoff_base, self.deadline = backoff_base, deadline
         self.rng, self.report, self.progress = rng, report, progress
@@ -162,12 +164,12 @@ class _Delivery:
         body, headers = self._request(unit)
         outcome: int | str = "not_attempted"
         attempt = 0
-        while attempt < self.max_attempts and time.monotonic() < self.deadline:
+        while attempt < self.max_attempts and self.clock() < self.deadline:
             attempt += 1
             self.report.attempts += 1
             if attempt > 1:
                 self.report.retries += 1
-            started = time.monotonic()
+            started = self.clock()
             try:
                 response = await client.post(self.url, content=body, headers=headers,
                                              timeout=max(0.001, min(self.timeout, self.deadline - started)))
@@ -176,7 +178,7 @@ class _Delivery:
                 outcome = "timeout"
             except httpx.TransportError:
                 outcome = "connection_error"
-            self.report.latencies.append(time.monotonic() - started)
+            self.report.latencies.append(self.clock() - started)
             self.report.statuses[str(outcome)] = self.report.statuses.get(str(outcome), 0) + 1
             if isinstance(outcome, int) and 200 <= outcome < 300:
                 self.report.acknowledged.extend(ids)
@@ -184,9 +186,9 @@ class _Delivery:
             if isinstance(outcome, int) and not is_retryable(outcome):
                 break
             delay = self.rng.uniform(0, min(MAX_BACKOFF_S, self.backoff_base * 2 ** (attempt - 1)))
-            if attempt >= self.max_attempts or time.monotonic() + delay >= self.deadline:
+            if attempt >= self.max_attempts or self.clock() + delay >= self.deadline:
                 break
-            await asyncio.sleep(delay)
+            await self.sleep(delay)
         if not (isinstance(outcome, int) and 200 <= outcome < 300):
             self.report.given_up.update(dict.fromkeys(ids, outcome))
         self.done += len(ids)
@@ -197,19 +199,21 @@ class _Delivery:
 async def deliver(url: str, messages: Sequence[dict[str, Any]], secret: str, *, batch_size: int = 0,
                   concurrency: int = 4, max_attempts: int = DEFAULT_MAX_ATTEMPTS, timeout: float = 10.0,
                   backoff_base: float = 0.2, max_seconds: float = DEFAULT_MAX_SECONDS, seed: int | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> DeliveryReport:
+                  progress: Callable[[int, int], None] | None = None, clock: Callable[[], float] = time.monotonic,
+                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> DeliveryReport:
     """Deliver ``messages`` to ``url``; ``batch_size`` 0/1 sends single events, N > 1 JSON arrays of up to N.
 
     ``max_seconds`` bounds the whole run (no new attempt starts after it), ``max_attempts`` each request.
     ``seed`` makes the backoff jitter reproducible; ``progress(done, total)`` is called after each request unit.
+    ``clock``/``sleep`` time the deadline and backoff (tests inject a virtual clock instead of waiting).
     """
     if max_attempts < 1 or concurrency < 1 or timeout <= 0 or max_seconds <= 0 or batch_size < 0:
         raise ValueError("max_attempts, concurrency, timeout and max_seconds must be positive, batch_size >= 0")
-    started = time.monotonic()
+    started = clock()
     report = DeliveryReport(sent=len(messages))
     units = _units(messages, batch_size)
     delivery = _Delivery(url, secret, batch_size > 1, max_attempts, timeout, backoff_base, started + max_seconds,
-                         random.Random(seed), report, progress)
+                         random.Random(seed), report, progress, clock, sleep)
     queue: asyncio.Queue[tuple[Unit, list[str]]] = asyncio.Queue()
     offset = 0
     for unit in units:
@@ -224,5 +228,5 @@ async def deliver(url: str, messages: Sequence[dict[str, Any]], secret: str, *, 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout), limits=limits, trust_env=False) as client:
         await asyncio.gather(*(worker(client) for _ in range(min(concurrency, max(len(units), 1)))))
-    report.elapsed = time.monotonic() - started
+    report.elapsed = clock() - started
     return report
