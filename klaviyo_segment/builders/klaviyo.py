@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from klaviyo_segment import constants
+from klaviyo_segment.builders.limits import email_problem, event_time_problem, metric_name_problem
 
 T = TypeVar("T")
 Body = dict[str, Any]
@@ -48,6 +49,9 @@ def format_datetime(value: datetime | str) -> str:
 def profile_attributes(attributes: Mapping[str, Any], *, allowed: frozenset[str] = PROFILE_FIELDS) -> Body:
     """Validated profile attributes. ``None`` values are kept on purpose: Klaviyo clears a field sent as null."""
     _unknown("profile", attributes, allowed)
+    problem = email_problem(attributes.get("email"))
+    if problem:
+        raise ValueError(f"profile: {problem}")
     out = dict(attributes)
     location = out.get("location")
     if location is not None:
@@ -108,10 +112,9 @@ def _event_profile(event: Mapping[str, Any]) -> Body:
 def _event_attributes(event: Mapping[str, Any]) -> Body:
     _unknown("event", event, EVENT_FIELDS)
     name = event.get("metric")
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError("event: metric name is required")
-    if len(name) >= 128:
-        raise ValueError("event: metric name must be shorter than 128 characters")
+    problem = metric_name_problem(name) or event_time_problem(event.get("time"))
+    if problem:
+        raise ValueError(f"event: {problem}")
     properties = event.get("properties") or {}
     if not isinstance(properties, Mapping):
         raise ValueError("event: properties must be an object")
