@@ -35,7 +35,8 @@ IDENTIFY_DEFAULT: dict[str, Any] = {
         "location.timezone": {"path": "$.context.timezone", "transform": _STR},
         "location.ip": {"path": "$.context.ip", "transform": _STR},
     },
-    "properties": {"from": "$.traits", "exclude_mapped": True},
+    # list_id names a list to add the profile to (sync-identify), it is not a profile property
+    "properties": {"from": "$.traits", "exclude_mapped": True, "exclude": ["list_id"]},
 }
 
 #: Event fields shared by track-default and ecommerce (one definition, two templates). No ``value`` here: a
