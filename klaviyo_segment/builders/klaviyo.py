@@ -49,9 +49,6 @@ def format_datetime(value: datetime | str) -> str:
 def profile_attributes(attributes: Mapping[str, Any], *, allowed: frozenset[str] = PROFILE_FIELDS) -> Body:
     """Validated profile attributes. ``None`` values are kept on purpose: Klaviyo clears a field sent as null."""
     _unknown("profile", attributes, allowed)
-    problem = email_problem(attributes.get("email"))
-    if problem:
-        raise ValueError(f"profile: {problem}")
     out = dict(attributes)
     location = out.get("location")
     if location is not None:
@@ -84,7 +81,15 @@ def profile_import_body(attributes: Mapping[str, Any], *, profile_id: str | None
     """``POST /api/profile-import`` (create_or_update_profile)."""
     if not has_identifier(attributes, profile_id):
         raise ValueError("profile: needs an id, email, phone_number, external_id or _kx")
+    _check_email(attributes)
     return {"data": _profile_resource(attributes, profile_id=profile_id, meta=meta)}
+
+
+def _check_email(attributes: Mapping[str, Any]) -> None:
+    """Single requests only: a bulk import reports per-row errors itself, and one bad row must not fail the job."""
+    problem = email_problem(attributes.get("email"))
+    if problem:
+        raise ValueError(f"profile: {problem}")
 
 
 def bulk_profile_import_body(profiles: Sequence[Mapping[str, Any]], *, list_ids: Sequence[str] = ()) -> Body:
@@ -105,6 +110,7 @@ def _event_profile(event: Mapping[str, Any]) -> Body:
     attrs = dict(event.get("profile") or {})
     if not has_identifier(attrs, event.get("profile_id")):
         raise ValueError("event: the profile needs an email, phone_number, external_id, anonymous_id, _kx or id")
+    _check_email(attrs)
     return _profile_resource(attrs, profile_id=event.get("profile_id"), meta=event.get("profile_meta"),
                              allowed=EVENT_PROFILE_FIELDS)
 
