@@ -2,7 +2,7 @@
 
 Steps: common rules -> alias/group bookkeeping -> map identifies (remembered anonymous traits merged in) ->
 collapse several identifies of one person into one request (timestamp order, later wins) -> upsert (bulk job for
-large batches) -> deletes (lookup, deletion job per profile, purge of local traces).
+large batches) -> add to the list an identify names (``integrations.Klaviyo.listId`` / ``list_id``) -> deletes (lookup, deletion job per profile, purge of local traces).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from prefect import flow
 
 from klaviyo_segment import flowkit
 from klaviyo_segment.flowspec import FlowSpec
+from klaviyo_segment.identify_lists import add_to_lists, list_id_of
 from klaviyo_segment.mapping import ProfileMapping
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
@@ -158,15 +159,32 @@ async def _identifies(env: FlowEnv, items: list[Item], outcomes: dict[str, Outco
                                          **learnt.get(a, {})} for a in {*remembered, *learnt}})
     requests = people.requests()
     results = await flowkit.upsert_profiles(env, [attrs for _, attrs in requests])
-    for (contributors, _), result in zip(requests, results, strict=True):
+    list_failures = await _list_adds(env, requests, results)
+    for pos, ((contributors, _), result) in enumerate(zip(requests, results, strict=True)):
         for item, mapping in contributors:  # each message keeps its own mapping warnings
             warnings = mapping.warnings
-            if result.ok:
+            if result.ok and pos in list_failures:
+                outcomes[item.key] = outcome(item, Status.FAILED, list_failures[pos], warnings=warnings)
+            elif result.ok:
                 outcomes[item.key] = outcome(item, Status.SENT, warnings=warnings)
             elif flowkit.is_conflict(result.error):
                 outcomes[item.key] = flowkit.conflict_failure(item, result.error, warnings)
             else:
                 outcomes[item.key] = flowkit.api_failure(item, result.error, "profile upsert", warnings)
+
+
+async def _list_adds(env: FlowEnv, requests: list[tuple[list[tuple[Item, ProfileMapping]], dict[str, Any]]],
+                     results: list[Any]) -> dict[int, str]:
+    """Add upserted profiles to the list their identify names (latest message of the person wins)."""
+    wanted, positions = [], []
+    for pos, ((contributors, attrs), result) in enumerate(zip(requests, results, strict=True)):
+        named = [list_id_of(item.raw) for item, _ in contributors if isinstance(item.raw, dict)]
+        list_id = next((x for x in reversed(named) if x), None)
+        if result.ok and list_id:
+            wanted.append((list_id, attrs, result))
+            positions.append(pos)
+    failures = await add_to_lists(env, wanted) if wanted else {}
+    return {positions[p]: reason for p, reason in failures.items()}
 
 
 async def _deletes(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]) -> None:

@@ -31,6 +31,9 @@ class TrackConfig(_Strict):
     allow: list[str] = Field(default_factory=lambda: ["*"])
     deny: list[str] = Field(default_factory=list)
     where: list[dict[str, Any]] = Field(default_factory=list)
+    #: Metric names of the ecommerce template: Klaviyo's ("Placed Order") or Segment's as sent ("Order
+    #: Completed"), for users migrating from Segment's Klaviyo destination whose flows use Segment's names.
+    event_names: Literal["klaviyo", "segment"] = "klaviyo"
 
 
 class OnboardingConfig(_Strict):
@@ -152,7 +155,8 @@ class AppConfig(_Strict):
                 template = compile_template(self.custom_templates[name], name=name,
                                             phone_default_country=self.phone_default_country)
             elif name in BUILTIN_TEMPLATES:
-                template = compile_template(name, phone_default_country=self.phone_default_country)
+                template = compile_template(name, phone_default_country=self.phone_default_country,
+                                            event_names=self.track.event_names)
             else:
                 known = [*BUILTIN_TEMPLATES, *self.custom_templates]
                 raise ConfigError(f"{where}: unknown template {name!r} (known: {', '.join(known)})")

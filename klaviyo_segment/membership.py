@@ -18,6 +18,7 @@ from typing import Any
 from klaviyo_segment import flowkit
 from klaviyo_segment.errors import ApiError
 from klaviyo_segment.flowkit import alias_identity, resolve_aliases
+from klaviyo_segment.mapping import ProfileMapping
 from klaviyo_segment.outcomes import ItemResult, Outcome, Status
 from klaviyo_segment.runtime import FlowEnv, Item, outcome
 from klaviyo_segment.segment_spec import SegmentMessage
@@ -120,7 +121,7 @@ async def resolve_profiles(env: FlowEnv, changes: Sequence[Change],
     missing = await _lookup(env, todo, create)
     if not missing:
         return
-    created = await flowkit.upsert_profiles(env, [dict(k) for k in missing])
+    created = await flowkit.upsert_profiles(env, [_new_profile(env, group[0], dict(k)) for k, group in missing.items()])
     again: list[Change] = []
     for group, result in zip(missing.values(), created):
         for change in group:
@@ -135,6 +136,23 @@ async def resolve_profiles(env: FlowEnv, changes: Sequence[Change],
         if change.skip == "no Klaviyo profile":
             change.skip, change.holds = None, False
             change.failed("profile create failed: the imported profile was not found afterwards")
+
+
+def _new_profile(env: FlowEnv, change: Change, identifiers: dict[str, Any]) -> dict[str, Any]:
+    """Attributes of a profile created for a membership change: the message's ``context.traits`` (names,
+    location, other traits as properties) through the identify templates, under the looked-up identifiers, so a
+    person first seen through an audience is not created as a bare email."""
+    raw = change.item.raw if isinstance(change.item.raw, dict) else {}
+    context = raw.get("context") if isinstance(raw.get("context"), dict) else {}
+    traits = context.get("traits")
+    if not isinstance(traits, dict) or not traits:
+        return identifiers
+    message = {"type": "identify", "userId": raw.get("userId"), "anonymousId": raw.get("anonymousId"),
+               "traits": traits, "context": {k: context[k] for k in ("timezone", "ip") if k in context}}
+    mapped = flowkit.map_message(env.config.compiled().identify, message, ProfileMapping)
+    if not isinstance(mapped, list) or not mapped:  # unusable traits: the identifiers still make the profile
+        return identifiers
+    return {**mapped[0].attributes, **identifiers}
 
 
 async def _lookup(env: FlowEnv, todo: Sequence[Change], create: Callable[[Change], bool]

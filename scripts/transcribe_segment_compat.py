@@ -297,9 +297,9 @@ def order_product_cases() -> list[dict[str, Any]]:
                                                          {"product_id": "p-1", "price": 5, "size": "M"}]}
     out.append(case("orderCompleted/same-product-twice", "Order Completed > should successfully track event with "
                     "products array (derived: two items sharing a product_id)", dup, {"products": "$.properties.products"},
-                    "defect", "issue 14 item 2: Ordered Product unique_id is <order_id>:<product_id>, so two line "
-                    "items with the same product_id get one unique_id and Klaviyo keeps only one", issue_item=2,
-                    requests=[], flow="forward-track", config={}, message=dup))
+                    "differ_on_purpose", "issue 14 item 2 (fixed): one Ordered Product per line item with "
+                    "unique_id <order_id>:<position>, deterministic across retries; Segment sends a random uuid per "
+                    "product", requests=[], flow="forward-track", config={}, message=dup))
     return out
 
 
@@ -372,12 +372,19 @@ def upsert_cases() -> list[dict[str, Any]]:
             ("override-list-id", "should proritize using override_list_id if it is provided in event",
              {"list_id": "abc123", "override_list_id": "321bca"}, jd)):
         ev = test_event(type="track", userId="123", traits=traits)
-        out.append(case(f"upsertProfile/{slug}", f"Upsert Profile > {title}", ev, mapping, "unsupported",
-                        "sync-identify never adds to a list; list membership comes from Engage audiences "
-                        "(sync-audiences with `audiences` table) or onboarding.list_id",
+        # ours: list_id as a trait (Segment's list_id field), override_list_id as integrations.Klaviyo.listId
+        ours_traits = {**jd, "list_id": "abc123"}
+        ours_msg = {**ev, "type": "identify", "traits": ours_traits}
+        if "override_list_id" in mapping:
+            ours_msg["integrations"] = {"Klaviyo": {"listId": mapping["override_list_id"]}}
+        list_id = mapping.get("override_list_id", "abc123")
+        out.append(case(f"upsertProfile/{slug}", f"Upsert Profile > {title}", ev, mapping, "differ_on_purpose",
+                        "one POST /api/profile-import (upsert) then POST /api/lists/{id}/relationships/profiles; the "
+                        "list comes from traits.list_id or integrations.Klaviyo.listId (which wins, as Segment's "
+                        "override_list_id)",
                         requests=[post("/profiles/", profile_body(jd_attrs)),
-                                  post(f"/lists/{mapping.get('override_list_id', 'abc123')}/relationships/profiles/",
-                                       None)]))
+                                  post(f"/lists/{list_id}/relationships/profiles/", None)],
+                        flow="sync-identify", message=ours_msg, differences={"__list_add__": list_id}))
     batch = [test_event(traits={"email": "user1@example.com"}), test_event(traits={"phone": "7702126011",
                                                                                    "country_code": "US"})]
     out.append(case("upsertProfile/batch-phone-country", "Upsert Profile Batch > should convert a phone number to "
@@ -469,9 +476,11 @@ def subscription_cases(action: str) -> list[dict[str, Any]]:
 
 def loop_guard_cases() -> list[dict[str, Any]]:
     """destination metadata (klaviyo/index.ts): the destination is named 'Klaviyo (Actions)'."""
-    return [case("destination/loop-guard-name", "index.ts > destination name 'Klaviyo (Actions)'", {}, None, "defect",
-                 "issue 14 item 4: events we send to Segment disable integrations.Klaviyo only, so Segment's "
-                 "'Klaviyo (Actions)' destination would send them back to Klaviyo (a loop)", issue_item=4)]
+    loop = case("destination/loop-guard-name", "index.ts > destination name 'Klaviyo (Actions)'", {}, None, "agree",
+                "issue 14 item 4 (fixed): events we send to Segment set integrations.Klaviyo and "
+                "integrations['Klaviyo (Actions)'] to false, so neither Klaviyo destination sends them back")
+    loop["ours"] = {"builder": "klaviyo_segment.builders.segment.build_track"}
+    return [loop]
 
 
 def main() -> None:

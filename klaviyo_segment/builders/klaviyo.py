@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from klaviyo_segment import constants
+from klaviyo_segment.builders.limits import email_problem, event_time_problem, metric_name_problem
 
 T = TypeVar("T")
 Body = dict[str, Any]
@@ -80,7 +81,15 @@ def profile_import_body(attributes: Mapping[str, Any], *, profile_id: str | None
     """``POST /api/profile-import`` (create_or_update_profile)."""
     if not has_identifier(attributes, profile_id):
         raise ValueError("profile: needs an id, email, phone_number, external_id or _kx")
+    _check_email(attributes)
     return {"data": _profile_resource(attributes, profile_id=profile_id, meta=meta)}
+
+
+def _check_email(attributes: Mapping[str, Any]) -> None:
+    """Single requests only: a bulk import reports per-row errors itself, and one bad row must not fail the job."""
+    problem = email_problem(attributes.get("email"))
+    if problem:
+        raise ValueError(f"profile: {problem}")
 
 
 def bulk_profile_import_body(profiles: Sequence[Mapping[str, Any]], *, list_ids: Sequence[str] = ()) -> Body:
@@ -101,6 +110,7 @@ def _event_profile(event: Mapping[str, Any]) -> Body:
     attrs = dict(event.get("profile") or {})
     if not has_identifier(attrs, event.get("profile_id")):
         raise ValueError("event: the profile needs an email, phone_number, external_id, anonymous_id, _kx or id")
+    _check_email(attrs)
     return _profile_resource(attrs, profile_id=event.get("profile_id"), meta=event.get("profile_meta"),
                              allowed=EVENT_PROFILE_FIELDS)
 
@@ -108,10 +118,9 @@ def _event_profile(event: Mapping[str, Any]) -> Body:
 def _event_attributes(event: Mapping[str, Any]) -> Body:
     _unknown("event", event, EVENT_FIELDS)
     name = event.get("metric")
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError("event: metric name is required")
-    if len(name) >= 128:
-        raise ValueError("event: metric name must be shorter than 128 characters")
+    problem = metric_name_problem(name) or event_time_problem(event.get("time"))
+    if problem:
+        raise ValueError(f"event: {problem}")
     properties = event.get("properties") or {}
     if not isinstance(properties, Mapping):
         raise ValueError("event: properties must be an object")

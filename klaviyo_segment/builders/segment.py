@@ -1,7 +1,8 @@
 """Pure builders for what we send to Segment's HTTP Tracking API, and the batch splitter.
 
 Why pure: flows, `preview` and tests build the same messages without I/O. Every message is marked so nothing we
-send to Segment comes back into Klaviyo (``integrations.Klaviyo = false`` stops Segment's own Klaviyo destination;
+send to Segment comes back into Klaviyo (``integrations`` ``Klaviyo`` and ``Klaviyo (Actions)`` false stop Segment's
+classic and Actions Klaviyo destinations, matched by exact name;
 ``context.library.name`` lets our forward-track flow recognise and skip our own messages).
 
 Segment answers 200 and silently drops a batch over its limits, so :func:`split_batches` guarantees that no
@@ -64,7 +65,8 @@ def _base(kind: str, user_id: str | None, anonymous_id: str | None, timestamp: d
         "messageId": message_id or str(uuid.uuid4()),
         "timestamp": _iso(timestamp),
         "context": ctx,
-        "integrations": {"Klaviyo": False},
+        # Segment matches destination names exactly: the classic and the Actions destination are both off
+        "integrations": {"Klaviyo": False, "Klaviyo (Actions)": False},
     }
     if user_id:
         message["userId"] = str(user_id)

@@ -35,15 +35,15 @@ IDENTIFY_DEFAULT: dict[str, Any] = {
         "location.timezone": {"path": "$.context.timezone", "transform": _STR},
         "location.ip": {"path": "$.context.ip", "transform": _STR},
     },
-    "properties": {"from": "$.traits", "exclude_mapped": True},
+    # list_id names a list to add the profile to (sync-identify), it is not a profile property
+    "properties": {"from": "$.traits", "exclude_mapped": True, "exclude": ["list_id"]},
 }
 
-#: Event fields shared by track-default and ecommerce (one definition, two templates).
+#: Event fields shared by track-default and ecommerce (one definition, two templates). No ``value`` here: a
+#: generic track's ``properties.value`` is Segment's abstract value (points, scores), not money.
 _EVENT_FIELDS: dict[str, Any] = {
     "time": {"coalesce": ["$.timestamp", "$.originalTimestamp"], "transform": ["iso8601"]},
     "unique_id": {"path": "$.messageId", "transform": ["string", *_STR]},
-    "value": {"coalesce": ["$.properties.revenue", "$.properties.total", "$.properties.value"],
-              "transform": ["number"]},
     "value_currency": {"path": "$.properties.currency", "transform": ["trim", "uppercase", "drop_if_empty"]},
     "profile.external_id": {"path": "$.userId", "transform": ["string", *_STR]},
     "profile.anonymous_id": {"path": "$.anonymousId", "transform": ["string", *_STR]},
@@ -56,7 +56,9 @@ TRACK_DEFAULT: dict[str, Any] = {
     "kind": "track",
     "description": "Any track event -> a Klaviyo event of the same name with all its properties.",
     "nulls": "ignore",
-    "fields": {"metric": {"path": "$.event", "transform": _STR}, **_EVENT_FIELDS},
+    "fields": {"metric": {"path": "$.event", "transform": _STR},
+               "value": {"coalesce": ["$.properties.revenue", "$.properties.total"], "transform": ["number"]},
+               **_EVENT_FIELDS},
     "properties": {"from": "$.properties", "exclude_mapped": False},
 }
 
@@ -69,28 +71,47 @@ ECOMMERCE_METRICS = {
     "Order Refunded": "Refunded Order",
     "Order Cancelled": "Cancelled Order",
 }
+#: Segment V1 e-commerce names (older sources still send them) -> Klaviyo's names.
+ECOMMERCE_V1_METRICS = {
+    "Viewed Product": "Viewed Product",
+    "Added Product": "Added to Cart",
+    "Completed Order": "Placed Order",
+}
+#: Events that complete an order (V2 and V1 names): one Placed Order per order id, one Ordered Product per line.
+ORDER_COMPLETED_EVENTS = ["Order Completed", "Completed Order"]
+#: ``track.event_names`` values: Klaviyo's conventional names, or Segment's names kept as sent.
+EVENT_NAMING = ("klaviyo", "segment")
 
 ECOMMERCE: dict[str, Any] = {
     "name": "ecommerce",
     "kind": "track",
-    "description": "Segment V2 e-commerce events -> Klaviyo e-commerce metrics; Order Completed also yields one "
-                   "Ordered Product per item with a deterministic unique_id.",
+    "description": "Segment e-commerce events (V2 and V1 names) -> Klaviyo e-commerce metrics; Order Completed is "
+                   "de-duplicated by order id and yields one Ordered Product per line item.",
     "nulls": "ignore",
-    "match": {"events": list(ECOMMERCE_METRICS)},
-    "fields": {"metric": {"path": "$.event", "transform": [{"map": ECOMMERCE_METRICS}]}, **_EVENT_FIELDS},
+    "match": {"events": [*ECOMMERCE_METRICS, *ECOMMERCE_V1_METRICS]},
+    "fields": {"metric": {"path": "$.event", "transform": [{"map": {**ECOMMERCE_METRICS, **ECOMMERCE_V1_METRICS}}]},
+               # order total incl. shipping first; product events carry value or price
+               "value": {"coalesce": ["$.properties.total", "$.properties.revenue", "$.properties.value",
+                                      "$.properties.price"], "transform": ["number"]},
+               **_EVENT_FIELDS},
     "properties": {"from": "$.properties", "exclude_mapped": False},
+    # One order sent twice (two messageIds) must count its revenue once: Klaviyo keeps the first event per
+    # (profile, metric, unique_id). Not for refunds/cancellations: several partial refunds share an order id.
+    "overrides": [{"when": {"events": ORDER_COMPLETED_EVENTS},
+                   "fields": {"unique_id": {"path": "$.properties.order_id", "transform": ["string", *_STR]}}}],
     "expand": [{
-        "when": {"events": ["Order Completed"]},
+        "when": {"events": ORDER_COMPLETED_EVENTS},
         "each": "$.properties.products[*]",
         "fields": {
             "metric": {"literal": "Ordered Product"},
-            # order id (else the message id) + product id (else sku, else position): a retry never duplicates
-            "unique_id": {"template": "{$.properties.order_id|$.messageId}:{@.product_id|@.sku|@index}"},
-            "value": {"coalesce": ["@.price", "@.value"], "transform": ["number"]},
+            # order id (else the message id) + line position: two sizes of one product stay two events, and a
+            # retry of the same order yields the same ids, so Klaviyo never duplicates them
+            "unique_id": {"template": "{$.properties.order_id|$.messageId}:{@index}"},
+            "value": {"multiply": ["@.price", "@.quantity"]},  # a missing quantity counts as 1
             "value_currency": {"path": "$.properties.currency", "transform": ["trim", "uppercase", "drop_if_empty"]},
-            "properties.order_id": {"path": "$.properties.order_id"},
         },
-        "properties": {"from": "@", "exclude_mapped": False},
+        # order-level properties (currency, coupon, affiliation, order_id, ...) under the line item's own
+        "properties": {"from": ["$.properties", "@"], "exclude": ["products"]},
     }],
 }
 
@@ -98,7 +119,17 @@ _BUILTINS = {t["name"]: t for t in (IDENTIFY_DEFAULT, TRACK_DEFAULT, ECOMMERCE)}
 BUILTIN_TEMPLATES: tuple[str, ...] = tuple(_BUILTINS)
 
 
-def builtin_spec(name: str) -> dict[str, Any] | None:
-    """A copy of a built-in spec (callers may tweak it into a custom template without touching ours)."""
+def builtin_spec(name: str, *, event_names: str = "klaviyo") -> dict[str, Any] | None:
+    """A copy of a built-in spec (callers may tweak it into a custom template without touching ours).
+
+    ``event_names="segment"`` keeps Segment's event names as metric names (for users coming from Segment's
+    Klaviyo destination, whose flows and segments are built on "Order Completed", "Product Viewed", ...)."""
+    if event_names not in EVENT_NAMING:
+        raise ValueError(f"event_names must be one of {', '.join(EVENT_NAMING)}, got {event_names!r}")
     spec = _BUILTINS.get(name)
-    return copy.deepcopy(spec) if spec is not None else None
+    if spec is None:
+        return None
+    spec = copy.deepcopy(spec)
+    if event_names == "segment" and name == "ecommerce":
+        spec["fields"]["metric"] = {"path": "$.event", "transform": _STR}
+    return spec

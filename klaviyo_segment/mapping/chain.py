@@ -11,10 +11,11 @@ from klaviyo_segment.mapping.template import CompiledTemplate
 
 
 def compile_template(spec: dict[str, Any] | str, *, phone_default_country: str = "US",
-                     name: str | None = None) -> CompiledTemplate:
-    """Compile a spec (or a built-in by name) once; raises ConfigError naming template, field and problem."""
+                     name: str | None = None, event_names: str = "klaviyo") -> CompiledTemplate:
+    """Compile a spec (or a built-in by name) once; raises ConfigError naming template, field and problem.
+    ``event_names`` applies to built-ins only (``track.event_names``)."""
     if isinstance(spec, str):
-        found = builtin_spec(spec)
+        found = builtin_spec(spec, event_names=event_names)
         if found is None:
             raise ConfigError(f"unknown template {spec!r} (built-ins: {', '.join(BUILTIN_TEMPLATES)})")
         spec = found

@@ -43,6 +43,8 @@ class Passthrough:
     excluded: frozenset[str]
     rename: dict[str, str]
     keep_nulls: bool
+    #: Objects merged in before ``source`` (``from: [$.properties, "@"]``): the later source wins per key.
+    bases: tuple[tuple[str, Getter], ...] = ()
 
 
 class _Writer:
@@ -98,7 +100,7 @@ def _source(w: _Writer, plan: Plan, depth: int) -> None:
         w.emit(depth, f"v = {w.getter(plan.arg, plan.source)}")
     elif plan.kind == "literal":
         w.emit(depth, f"v = {w.const(plan.arg)}")
-    elif plan.kind == "template":
+    elif plan.kind in ("template", "multiply"):
         w.emit(depth, f"v = {w.const(plan.source)}(msg, item)")
     else:  # coalesce: first present non-null (scalar targets also skip objects/arrays)
         skip = " and not isinstance(_c, (dict, list))" if plan.scalar else ""
@@ -209,12 +211,21 @@ def _field(w: _Writer, field: Field, depth: int) -> None:
 
 
 def _passthrough(w: _Writer, pt: Passthrough, props_key: str) -> None:
-    w.emit(1, f"src = {w.getter(pt.source_path, pt.source)}")
-    w.emit(1, "if isinstance(src, dict) and src:")
     key = f"{w.const(pt.rename)}.get(_k, _k)" if pt.rename else "_k"
     conds = ([f"_k not in {w.const(pt.excluded)}"] if pt.excluded else []) + (
         [] if pt.keep_nulls else ["_v is not None"])
     cond = f" if {' and '.join(conds)}" if conds else ""
+    if pt.bases:  # several sources: merge in order, later keys win
+        w.emit(1, "props = {}")
+        for path, getter in (*pt.bases, (pt.source_path, pt.source)):
+            w.emit(1, f"src = {w.getter(path, getter)}")
+            w.emit(1, "if isinstance(src, dict) and src:")
+            w.emit(2, f"props.update({{{key}: _v for _k, _v in src.items(){cond}}})")
+        w.emit(1, "if props:")
+        w.emit(2, f"out[{props_key!r}] = props")
+        return
+    w.emit(1, f"src = {w.getter(pt.source_path, pt.source)}")
+    w.emit(1, "if isinstance(src, dict) and src:")
     w.emit(2, f"props = {{{key}: _v for _k, _v in src.items(){cond}}}")
     w.emit(2, "if props:")
     w.emit(3, f"out[{props_key!r}] = props")

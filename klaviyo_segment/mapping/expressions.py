@@ -1,7 +1,8 @@
 """Source expressions of a template field, compiled into one closure each.
 
 Forms (see docs/mapping.md): ``"$.traits.email"`` (path), ``{path: ...}``, ``{coalesce: [paths]}``,
-``{literal: value}`` (or a bare number/boolean), ``{template: "{$.a|$.b}-{@index}"}``; any of them with
+``{literal: value}`` (or a bare number/boolean), ``{template: "{$.a|$.b}-{@index}"}``,
+``{multiply: [@.price, @.quantity]}``; any of them with
 ``transform: [...]`` and ``default: value``.
 """
 
@@ -13,9 +14,9 @@ from typing import Any, Callable
 
 from klaviyo_segment.mapping.paths import MISSING, Getter, PathError, compile_path
 from klaviyo_segment.mapping.transforms import (Compiled, Drop, TransformError, _drop_if_empty, compile_transform,
-                                                literal_type, to_string)
+                                                literal_type, to_number, to_string)
 
-_SOURCES = ("path", "coalesce", "literal", "template")
+_SOURCES = ("path", "coalesce", "literal", "template", "multiply")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
 
@@ -46,6 +47,24 @@ def _coalesce(paths: list[str], scalar: bool) -> Getter:
             elif not scalar or not isinstance(v, (dict, list)):
                 return v
         return None if seen_null else MISSING
+    return get
+
+
+def _multiply(paths: list[str]) -> Getter:
+    """Product of numeric values (``price x quantity``). The first factor must be present (else MISSING); a later
+    absent or null factor counts as 1, as Segment's spec reads a missing ``quantity``. A non-number drops."""
+    first, *rest = [_paths(p) for p in paths]
+
+    def get(msg: dict[str, Any], item: Any) -> Any:
+        v = first(msg, item)
+        if v is MISSING or v is None:
+            return v
+        product = to_number(v)
+        for g in rest:
+            factor = g(msg, item)
+            if factor is not MISSING and factor is not None:
+                product = product * to_number(factor)
+        return product
     return get
 
 
@@ -132,6 +151,10 @@ def plan_expression(spec: Any, *, scalar: bool, phone_default_country: str) -> t
         if not isinstance(arg, list) or not arg or not all(isinstance(p, str) for p in arg):
             raise ExpressionError(f"'coalesce' needs a non-empty list of paths, got {arg!r}")
         source, static, paths = _coalesce(arg, scalar), "any", list(arg)
+    elif kind == "multiply":
+        if not isinstance(arg, list) or not arg or not all(isinstance(p, str) for p in arg):
+            raise ExpressionError(f"'multiply' needs a non-empty list of paths, got {arg!r}")
+        source, static, paths = _multiply(arg), "number", list(arg)
     elif kind == "literal":
         value = arg
         source, static = (lambda msg, item: value), literal_type(arg)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from klaviyo_segment.builders.limits import email_problem, event_time_problem, metric_name_problem
 from klaviyo_segment.errors import ConfigError
 from klaviyo_segment.mapping import fields as catalogue
 from klaviyo_segment.mapping.codegen import Field, Passthrough, generate
@@ -19,12 +20,12 @@ from klaviyo_segment.mapping.transforms import Drop, to_bool, to_e164, to_iso860
 KINDS = ("identify", "track")
 NULLS = ("ignore", "clear")
 DEFAULT_NULLS = "ignore"
-_TEMPLATE_KEYS = {"name", "kind", "description", "match", "nulls", "fields", "properties", "expand"}
+_TEMPLATE_KEYS = {"name", "kind", "description", "match", "nulls", "fields", "properties", "expand", "overrides"}
+_OVERRIDE_KEYS = {"when", "fields"}
 _PROPERTIES_KEYS = {"from", "exclude", "rename", "exclude_mapped"}
 _EXPAND_KEYS = {"when", "each", "fields", "properties"}
 #: A null never clears these: wiping an identifier would detach the profile, not blank a field.
 _NEVER_CLEARED = {"email", "phone_number", "external_id", "anonymous_id"}
-METRIC_MAX = 128
 
 #: Static types each Klaviyo field type accepts from an expression (``any`` is checked at runtime).
 _ACCEPTS = {
@@ -105,6 +106,7 @@ class CompiledTemplate:
         if kind == "track" and not any(f.target == "metric" for f in self._main.fields):
             raise _fail(self.name, "fields", "a track template must set 'metric' (e.g. metric: $.event)")
         self._expand = self._compile_expand(spec.get("expand"))
+        self._overrides = self._compile_overrides(spec.get("overrides"))
 
     # -- compilation -------------------------------------------------------------------------------------
     def _compile_match(self, match: Any, where: str) -> tuple[Any, list[Any]]:
@@ -165,11 +167,16 @@ class CompiledTemplate:
         if not isinstance(spec, dict) or "from" not in spec or set(spec) - _PROPERTIES_KEYS:
             raise _fail(self.name, label, f"expected a path or a mapping with 'from' (allowed keys: "
                         f"{', '.join(sorted(_PROPERTIES_KEYS))})")
-        source = spec["from"]
-        try:
-            getter = compile_path(str(source))
-        except PathError as exc:
-            raise _fail(self.name, f"{label}.from", str(exc)) from None
+        sources = spec["from"] if isinstance(spec["from"], list) else [spec["from"]]
+        if not sources:
+            raise _fail(self.name, f"{label}.from", "expected a path or a non-empty list of paths")
+        getters = []
+        for path in sources:
+            try:
+                getters.append((str(path), compile_path(str(path))))
+            except PathError as exc:
+                raise _fail(self.name, f"{label}.from", str(exc)) from None
+        source, getter = getters[-1]
         exclude = spec.get("exclude", [])
         rename = spec.get("rename", {})
         if not isinstance(exclude, list) or not all(isinstance(k, str) for k in exclude):
@@ -178,8 +185,9 @@ class CompiledTemplate:
             raise _fail(self.name, f"{label}.rename", "expected a mapping of old key -> new key")
         excluded = set(exclude)
         if spec.get("exclude_mapped", self.kind == "identify"):
-            excluded.update(k for p in read_paths if (k := first_key(p, str(source))) is not None)
-        return Passthrough(getter, str(source), frozenset(excluded), dict(rename), self.nulls == "clear")
+            excluded.update(k for p in read_paths for s, _ in getters if (k := first_key(p, s)) is not None)
+        return Passthrough(getter, source, frozenset(excluded), dict(rename), self.nulls == "clear",
+                           tuple(getters[:-1]))
 
     def _compile_expand(self, spec: Any) -> list[tuple[Any, list[Any], Callable[..., Any], _Block]]:
         if spec is None:
@@ -206,6 +214,23 @@ class CompiledTemplate:
             out.append((events, preds, each, block))
         return out
 
+    def _compile_overrides(self, spec: Any) -> list[tuple[Any, list[Any], _Block]]:
+        """``overrides: [{when: {events: [...]}, fields: {...}}]``: fields that replace the main ones for the
+        messages ``when`` matches (an override that maps to nothing keeps the main value)."""
+        if spec is None:
+            return []
+        if not isinstance(spec, list):
+            raise _fail(self.name, "key 'overrides'", "expected a list of {when, fields}")
+        out = []
+        for i, entry in enumerate(spec):
+            where = f"overrides[{i}]"
+            if not isinstance(entry, dict) or set(entry) - _OVERRIDE_KEYS or "when" not in entry:
+                raise _fail(self.name, where, "expected a mapping with 'when' and 'fields'")
+            events, preds = self._compile_match(entry["when"], f"{where}.when")
+            out.append((events, preds, self._compile_block(entry.get("fields"), None, f"{where}.fields",
+                                                           item_scope=False)))
+        return out
+
     # -- runtime -----------------------------------------------------------------------------------------
     def _matches(self, msg: dict[str, Any], events: Any, preds: list[Any]) -> bool:
         if events is not None:
@@ -223,7 +248,13 @@ class CompiledTemplate:
             return None
         warnings: list[str] = []
         out = self._main.build(message, None, warnings)
+        for events, preds, block in self._overrides:
+            if self._matches(message, events, preds):
+                _merge(out, block.build(message, None, warnings))
         if self.kind == "identify":
+            problem = email_problem(out.get("email"))
+            if problem:
+                raise MappingError(problem)
             return [ProfileMapping(out, warnings)]
         parent = self._event(out, warnings, None)
         results: list[ProfileMapping | EventMapping] = [parent]
@@ -243,15 +274,26 @@ class CompiledTemplate:
         metric = out.get("metric")
         if not metric:
             raise MappingError(f"template {self.name!r}: no metric name (is 'event' missing?)")
-        if len(metric) >= METRIC_MAX:
-            raise MappingError(f"template {self.name!r}: metric name longer than {METRIC_MAX - 1} characters")
         time = out.get("time")
+        profile = dict(parent.profile) if parent is not None else out.get("profile", {})
+        problem = metric_name_problem(metric) or event_time_problem(time) or email_problem(profile.get("email"))
+        if problem:
+            raise MappingError(problem)
         return EventMapping(
             metric=metric, properties=out.get("properties", {}),
             time=time if time is not None or parent is None else parent.time,
             value=out.get("value"), value_currency=out.get("value_currency"), unique_id=out.get("unique_id"),
-            profile=dict(parent.profile) if parent is not None else out.get("profile", {}), warnings=warnings,
+            profile=profile, warnings=warnings,
         )
 
     def __repr__(self) -> str:
         return f"CompiledTemplate(name={self.name!r}, kind={self.kind!r})"
+
+
+def _merge(out: dict[str, Any], override: dict[str, Any]) -> None:
+    """Override fields win; nested objects (profile, location, properties) merge key by key."""
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            _merge(out[key], value)
+        else:
+            out[key] = value

@@ -55,7 +55,7 @@ async def test_mixed_batch_rules_mapping_and_rerun(flow_env: Any, by_id: Any) ->
     by_metric = flow_env.summary()["events_by_metric"]
     assert by_metric == {"Placed Order": 1, "Ordered Product": 2, "Viewed Product": 1, "Newsletter Opened": 1}
     products = flow_env.events("Ordered Product")
-    assert sorted(e["properties"]["$event_id"] for e in products) == ["A-1:p1", "A-1:p2"]
+    assert sorted(e["properties"]["$event_id"] for e in products) == ["A-1:0", "A-1:1"]  # order id + line
     opened = flow_env.events("Newsletter Opened")[0]
     assert flow_env.profile(external_id="u-known")["id"] == opened["profile_id"]  # alias resolved
 

@@ -23,7 +23,7 @@ def test_messages_carry_loop_guards() -> None:
     track = build_track("Order Completed", user_id="u1", properties={"total": 3.5}, context={"ip": "1.2.3.4"})
     identify = build_identify(anonymous_id="a1", traits={"email": "ü@example.com"})
     for message in (track, identify):
-        assert message["integrations"] == {"Klaviyo": False}
+        assert message["integrations"] == {"Klaviyo": False, "Klaviyo (Actions)": False}
         assert message["context"]["library"]["name"] == SEGMENT_LIBRARY_NAME
         assert is_own_message(message)
         assert message["timestamp"].endswith("Z") and message["messageId"]

@@ -160,11 +160,12 @@ def test_ecommerce_order_completed_expands_products_deterministically() -> None:
     events = _events(_order(), ECOM)
     assert [e.metric for e in events] == ["Placed Order", "Ordered Product", "Ordered Product", "Ordered Product"]
     placed, *products = events
-    assert placed.value == 25.0 and placed.unique_id == "m-order"
-    assert [p.unique_id for p in products] == ["50314b8e:507f1f77", "50314b8e:46493-32", "50314b8e:2"]
-    assert products[0].properties == {"product_id": "507f1f77", "sku": "45790-32", "name": "Monopoly", "price": 19,
-                                      "quantity": 1, "order_id": "50314b8e"}
-    assert [p.value for p in products] == [19, 3, 0.5]
+    assert placed.value == 27.5 and placed.unique_id == "50314b8e"  # total incl. shipping; one per order id
+    assert [p.unique_id for p in products] == ["50314b8e:0", "50314b8e:1", "50314b8e:2"]  # per line position
+    assert products[0].properties == {"order_id": "50314b8e", "total": 27.5, "revenue": 25.0, "currency": "USD",
+                                      "product_id": "507f1f77", "sku": "45790-32", "name": "Monopoly", "price": 19,
+                                      "quantity": 1}  # order-level properties, then the line item's
+    assert [p.value for p in products] == [19, 6, 0.5]  # price x quantity (no quantity: 1)
     assert all(p.profile == placed.profile == {"external_id": "u1", "email": "buyer@example.com"} for p in products)
     assert all(p.time == "2024-05-01T10:00:00+02:00" for p in products)
     # a retry of the same order (new messageId) yields the same product ids: Klaviyo dedupes them

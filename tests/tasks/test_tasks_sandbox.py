@@ -55,13 +55,13 @@ async def test_bulk_events_fail_only_the_profile_the_server_points_at(klaviyo: h
                                                                       client: KlaviyoClient) -> None:
     events = [{"metric": "Paid", "profile": {"email": f"u{i}@x.io"}, "properties": {"i": i}, "unique_id": f"m{i}"}
               for i in range(4)]
-    events[2]["profile"] = {"email": "broken-address"}  # only the server knows this is invalid
+    events[2]["profile"] = {"email": "u2@x.io", "phone_number": "12"}  # only the server knows this is invalid
     events.append(dict(events[0]))  # in-request duplicate of item 0
     events.append({"metric": "", "profile": {"email": "z@x.io"}})  # invalid before sending
     with disable_run_logger():
         out = await ev.bulk_create_events.fn(events, client)
     assert [r.ok for r in out] == [True, True, False, True, True, False]
-    assert out[2].error.pointer.endswith("/profile/data/attributes/email")
+    assert out[2].error.pointer.endswith("/profile/data/attributes/phone_number")
     assert out[4].value == {"duplicate": True, "duplicate_of": 0} and out[5].error.code == "invalid_input"
     assert requests_to(klaviyo, "bulk_create_events") == 2  # rejected once, the rest resent
     stored = klaviyo.get("/__sandbox/events", params={"metric": "Paid"}).json()
@@ -95,7 +95,9 @@ async def test_create_events_single(klaviyo: httpx.Client, client: KlaviyoClient
         out = await ev.create_events.fn([
             {"metric": "A", "profile": {"email": "a@x.io"}, "properties": {"ok": 1}},
             {"metric": "A", "profile": {"email": "a@x.io"}, "time": "1980-01-01T00:00:00Z"}], client)
-    assert out[0].ok and not out[1].ok and out[1].error.code == "invalid" and out[1].error.status == 400
+    # a time Klaviyo rejects (before 1990) fails locally, with the reason, and is never sent
+    assert out[0].ok and not out[1].ok and out[1].error.code == "invalid_input"
+    assert "before 1990" in (out[1].error.detail or "")
     assert [e["properties"] for e in klaviyo.get("/__sandbox/events").json()] == [{"ok": 1}]
 
 
