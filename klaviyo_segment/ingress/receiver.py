@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from klaviyo_segment import redact
-from klaviyo_segment.constants import ENV_INSECURE_DEV
 from klaviyo_segment.ingress.groupcommit import CommitFailed, Entry, GroupCommitter, Overloaded
 from klaviyo_segment.ingress.signatures import SignatureError, verify_klaviyo, verify_segment
 from klaviyo_segment.segment_spec import message_key
@@ -43,9 +41,17 @@ class ReceiverSettings:
 
     @classmethod
     def from_env(cls, segment_secret: str | None = None, klaviyo_secret: str | None = None) -> ReceiverSettings:
-        return cls(segment_secret=segment_secret or os.environ.get("SEGMENT_SHARED_SECRET") or None,
-                   klaviyo_secret=klaviyo_secret or os.environ.get("KLAVIYO_WEBHOOK_SECRET") or None,
-                   insecure_dev=os.environ.get(ENV_INSECURE_DEV) == "1")
+        """Explicit secrets (flags) win over $SEGMENT_SHARED_SECRET / $KLAVIYO_WEBHOOK_SECRET."""
+        from klaviyo_segment.settings import env_settings
+
+        env = env_settings()
+        return cls(segment_secret=segment_secret or _plain(env.segment_shared_secret),
+                   klaviyo_secret=klaviyo_secret or _plain(env.klaviyo_webhook_secret),
+                   insecure_dev=env.insecure_dev)
+
+
+def _plain(secret: Any) -> str | None:
+    return secret.get_secret_value() or None if secret is not None else None
 
 
 class Rejected(Exception):

@@ -13,14 +13,14 @@ import typer
 def load_cli_config(path: Optional[Path]) -> tuple[Any, dict[str, Any] | None]:
     """(AppConfig, secret-free document for flow parameters). Also hands the full document (credentials
     included) to the runtime of this process, where the precedence flag > env > config > block applies."""
-    from klaviyo_segment import runtime
     from klaviyo_segment.config import AppConfig, load_config
+    from klaviyo_segment.settings import set_process_config
 
     if path is None:
-        runtime.set_process_config(None)
+        set_process_config(None)
         return AppConfig(), None
     config = load_config(path)
-    runtime.set_process_config(config.model_dump(mode="python", exclude_unset=True, context={"secrets": True})
+    set_process_config(config.model_dump(mode="python", exclude_unset=True, context={"secrets": True})
                                | _secrets(config))
     return config, config.mapping_document()
 
