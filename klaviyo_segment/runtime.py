@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from klaviyo_segment import redact
+from klaviyo_segment import redact, run_logs
 from klaviyo_segment.config import AppConfig
 from klaviyo_segment.errors import ApiError, ConfigError
 from klaviyo_segment.outcomes import Outcome, Status, summarize
@@ -27,6 +27,7 @@ from klaviyo_segment.segment_spec import SegmentMessage, klaviyo_opted_out, mess
 logger = logging.getLogger("klaviyo_segment.runtime")
 for _name in ("klaviyo_segment", "prefect.flow_runs", "prefect.task_runs"):
     redact.install(logging.getLogger(_name))
+run_logs.route_to_prefect()  # retry/pacing warnings of the clients show up in the flow run's logs
 
 MALFORMED = "__malformed_json__"
 

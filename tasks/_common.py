@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
+from klaviyo_segment import run_logs
 from klaviyo_segment.blocks.klaviyo import KlaviyoCredentials
 from klaviyo_segment.clients.klaviyo import KlaviyoClient
 from klaviyo_segment.errors import ApiError, KlaviyoAPIError
@@ -27,6 +28,8 @@ TASK_OPTIONS: dict[str, Any] = {"retries": 0, "tags": TAGS, "cache_policy": NO_C
 
 #: Build a body for the given labels and return it with a resolver from an error pointer to affected labels.
 Builder = Callable[[list[int]], tuple[Any, Callable[[str | None], list[int]]]]
+
+run_logs.route_to_prefect()  # tasks used in a user's own flow: the client's warnings reach that run's logs
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
