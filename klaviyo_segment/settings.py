@@ -105,7 +105,7 @@ def env_settings() -> EnvSettings:
         raise ConfigError(f"{name}={err.get('input')!r}: {err['msg']}") from None
 
 
-#: block field -> (EnvSettings attribute, environment variable), per block type (names promised in contracts.md).
+#: block field -> (EnvSettings attribute, environment variable), per block type (README "Configuration").
 KLAVIYO_ENV = {"api_key": ("klaviyo_api_key", c.ENV_KLAVIYO_API_KEY),
                "base_url": ("klaviyo_base_url", c.ENV_KLAVIYO_BASE_URL),
                "webhook_secret": ("klaviyo_webhook_secret", c.ENV_KLAVIYO_WEBHOOK_SECRET)}
@@ -258,7 +258,8 @@ def resolve_klaviyo(flags: Mapping[str, Any] | None = None, config: Mapping[str,
     """KlaviyoCredentials from flags (block field names as keys), env, config section ``klaviyo`` and block."""
     from klaviyo_segment.blocks.klaviyo import KlaviyoCredentials
 
-    return _resolve(KlaviyoCredentials, env_layer(KLAVIYO_ENV), KLAVIYO_REQUIRED, "klaviyo", flags, config, block_name, loader)
+    return _resolve(KlaviyoCredentials, env_layer(KLAVIYO_ENV), KLAVIYO_REQUIRED, "klaviyo", flags, config,
+                    block_name, loader)
 
 
 def resolve_segment(flags: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None,
@@ -267,7 +268,8 @@ def resolve_segment(flags: Mapping[str, Any] | None = None, config: Mapping[str,
     """SegmentCredentials likewise (section ``segment``); an explicit base_url wins over region."""
     from klaviyo_segment.blocks.segment import SegmentCredentials
 
-    return _resolve(SegmentCredentials, env_layer(SEGMENT_ENV), SEGMENT_REQUIRED, "segment", flags, config, block_name, loader)
+    return _resolve(SegmentCredentials, env_layer(SEGMENT_ENV), SEGMENT_REQUIRED, "segment", flags, config,
+                    block_name, loader)
 
 
 def resolve_store_url(flags: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None) -> str:

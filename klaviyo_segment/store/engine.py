@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from klaviyo_segment.constants import ENV_HOME, ENV_STORE_URL
+from klaviyo_segment.constants import ENV_STORE_URL
 from klaviyo_segment.errors import ConfigError
 
 #: How long a SQLite writer waits for another process' write lock before failing.
