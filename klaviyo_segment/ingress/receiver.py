@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from klaviyo_segment import redact
+from klaviyo_segment.constants import ENV_INSECURE_DEV
 from klaviyo_segment.ingress.groupcommit import CommitFailed, Entry, GroupCommitter, Overloaded
 from klaviyo_segment.ingress.signatures import SignatureError, verify_klaviyo, verify_segment
 from klaviyo_segment.segment_spec import message_key
