@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from klaviyo_segment.constants import KLAVIYO_REVISION
 from klaviyo_segment.ingress.receiver import ReceiverSettings
 from klaviyo_segment.ingress.runner import start_ingress
 
@@ -103,7 +104,7 @@ async def run_pipeline(box: Any, store: Any, *, count: int = 150, seed: int = 7,
     from klaviyo_segment.devkit.sandbox.segment.simulator import deliver
 
     result = DemoResult()
-    headers = {"Authorization": f"Klaviyo-API-Key {box.klaviyo_api_key}", "revision": "2026-07-15",
+    headers = {"Authorization": f"Klaviyo-API-Key {box.klaviyo_api_key}", "revision": KLAVIYO_REVISION,
                "Content-Type": "application/vnd.api+json", "Accept": "application/vnd.api+json"}
     async with httpx.AsyncClient(base_url=box.klaviyo_url, headers=headers, timeout=30, trust_env=False) as kl:
         progress("creating Klaviyo lists in the sandbox")

@@ -38,17 +38,11 @@ def mark_replay(message: dict[str, Any], message_id: str | None) -> dict[str, An
     return out
 
 
-def is_replay(message: Any) -> bool:
-    """For flows: True for a message copy made by :func:`mark_replay` (a SegmentMessage or a raw dict)."""
-    context = message.get("context") if isinstance(message, dict) else getattr(message, "context", None)
-    return isinstance(context, dict) and context.get("replay") is True
-
-
 async def _load(config: dict[str, Any] | None, flow_name: str | None, ids: list[str] | None) -> list[Any]:
-    from klaviyo_segment.settings import resolve_store_url
+    from klaviyo_segment.settings import credentials_document, resolve_store_url
     from klaviyo_segment.store import Store
 
-    store = await Store.open(resolve_store_url(config=runtime._PROCESS_CONFIG or config or {}))
+    store = await Store.open(resolve_store_url(config=credentials_document(config)))
     try:
         letters = await store.list_dead_letters(flow=flow_name)
     finally:

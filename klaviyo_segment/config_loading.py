@@ -16,14 +16,14 @@ from klaviyo_segment.config import AppConfig, load_config
 def load_process_config(path: Path | None) -> tuple[AppConfig, dict[str, Any] | None]:
     """(AppConfig, secret-free document for flow parameters). Also hands the full document (credentials
     included) to the runtime of this process, where the precedence flag > env > config > block applies."""
-    from klaviyo_segment import runtime
+    from klaviyo_segment.settings import set_process_config
 
     if path is None:
-        runtime.set_process_config(None)
+        set_process_config(None)
         return AppConfig(), None
     config = load_config(path)
-    runtime.set_process_config(config.model_dump(mode="python", exclude_unset=True, context={"secrets": True})
-                               | secrets_of(config))
+    set_process_config(config.model_dump(mode="python", exclude_unset=True, context={"secrets": True})
+                       | secrets_of(config))
     return config, config.mapping_document()
 
 

@@ -22,7 +22,7 @@ def schema_path(revision: str = KLAVIYO_REVISION) -> Path:
     return SCHEMA_DIR / f"klaviyo-{revision}.json"
 
 
-# Klaviyo documented limits (../shared/docs/klaviyo-api.md)
+# Klaviyo's documented limits (developers.klaviyo.com API reference of the pinned revision)
 BULK_EVENTS_MAX = 1000
 BULK_PROFILE_IMPORT_MAX = 10_000
 BULK_PAYLOAD_MAX_BYTES = 5 * 1024 * 1024
@@ -44,7 +44,7 @@ SEGMENT_BATCH_MAX_MESSAGES = 2500
 #: Room left under 500 KB for the envelope, as analytics-python does (475,000 bytes).
 SEGMENT_BATCH_TARGET_BYTES = 475_000
 
-# Environment variables promised in ../shared/docs/contracts.md
+# Environment variables: a public contract (README "Configuration"); read only by klaviyo_segment.settings
 ENV_KLAVIYO_API_KEY = "KLAVIYO_API_KEY"
 ENV_KLAVIYO_BASE_URL = "KLAVIYO_BASE_URL"
 ENV_KLAVIYO_WEBHOOK_SECRET = "KLAVIYO_WEBHOOK_SECRET"
@@ -58,6 +58,8 @@ ENV_INSECURE_DEV = "KLAVIYO_SEGMENT_INSECURE_DEV"
 ENV_LEASE_SECONDS = "KLAVIYO_SEGMENT_LEASE_SECONDS"
 ENV_GLOBAL_LIMITS = "KLAVIYO_SEGMENT_GLOBAL_LIMITS"
 ENV_RATE_SCALE = "KLAVIYO_SEGMENT_RATE_SCALE"
+ENV_HOME = "KLAVIYO_SEGMENT_HOME"
+ENV_LOG_PII = "KLAVIYO_SEGMENT_LOG_PII"
 
 
 def __getattr__(name: str) -> object:

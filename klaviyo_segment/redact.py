@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
@@ -16,10 +15,22 @@ def mask_email(value: str) -> str:
 
 def redact(text: str) -> str:
     """Mask emails and phone-like digit runs; set KLAVIYO_SEGMENT_LOG_PII=1 to see them (debugging only)."""
-    if os.environ.get("KLAVIYO_SEGMENT_LOG_PII") == "1":
+    if _log_pii():
         return text
     text = mask_email(text)
     return _PHONE.sub(_mask_phone, text)
+
+
+def _log_pii() -> bool:
+    """Read per call (tests and debugging sessions flip it); a malformed unrelated variable must not make a log
+    call raise, so any configuration error means "redact"."""
+    from klaviyo_segment.errors import ConfigError
+    from klaviyo_segment.settings import env_settings
+
+    try:
+        return env_settings().log_pii
+    except ConfigError:
+        return False
 
 
 _NOT_PHONE = re.compile(r"\d{1,3}(\.\d{1,3}){3}|\d{4}-\d{2}-\d{2}")  # IPv4 addresses, ISO dates

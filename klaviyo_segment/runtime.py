@@ -6,7 +6,6 @@ batch completion). A flow file then only holds its template's own steps.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import uuid
 from collections import Counter
@@ -19,9 +18,8 @@ from typing import Any
 
 import httpx
 
-from klaviyo_segment import redact
+from klaviyo_segment import redact, run_logs
 from klaviyo_segment.config import AppConfig
-from klaviyo_segment.constants import ENV_LEASE_SECONDS
 from klaviyo_segment.errors import ApiError, ConfigError
 from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.outcomes import Outcome, Status, summarize
@@ -30,20 +28,17 @@ from klaviyo_segment.segment_spec import SegmentMessage, klaviyo_opted_out, mess
 logger = logging.getLogger("klaviyo_segment.runtime")
 for _name in ("klaviyo_segment", "prefect.flow_runs", "prefect.task_runs"):
     redact.install(logging.getLogger(_name))
+run_logs.route_to_prefect()  # retry/pacing warnings of the clients show up in the flow run's logs
 
-#: Lease long enough for a large batch; an expired lease lets another worker take the batch over.
-LEASE_SECONDS = float(os.environ.get(ENV_LEASE_SECONDS, "600"))
 MALFORMED = "__malformed_json__"
 
 
-#: Set by the CLI for in-process runs: the full config document including credentials, which must never
-#: travel as flow parameters (Prefect stores and shows those).
-_PROCESS_CONFIG: dict[str, Any] | None = None
+def lease_seconds() -> float:
+    """$KLAVIYO_SEGMENT_LEASE_SECONDS (default 600), read at lease time: long enough for a large batch; an
+    expired lease lets another worker take the batch over."""
+    from klaviyo_segment.settings import env_settings
 
-
-def set_process_config(document: dict[str, Any] | None) -> None:
-    global _PROCESS_CONFIG
-    _PROCESS_CONFIG = document
+    return env_settings().lease_seconds
 
 
 @dataclass
@@ -112,7 +107,7 @@ async def open_env(flow: str, config: dict[str, Any] | None = None, *, config_bl
                    ) -> AsyncIterator[FlowEnv]:
     """Everything a flow run needs, closed again at the end. Preview uses a throwaway store."""
     from klaviyo_segment.clients.klaviyo import KlaviyoClient
-    from klaviyo_segment.settings import resolve_klaviyo, resolve_segment, resolve_store_url
+    from klaviyo_segment.settings import credentials_document, resolve_klaviyo, resolve_segment, resolve_store_url
     from klaviyo_segment.store import Store
 
     if preview:  # preview sends nothing and needs no Prefect: no saved-block lookup either
@@ -120,7 +115,7 @@ async def open_env(flow: str, config: dict[str, Any] | None = None, *, config_bl
     else:
         app_config = load_flow_config(config, config_block)
     app_config.require(flow)
-    raw = _PROCESS_CONFIG or config or {}
+    raw = credentials_document(config)
     if preview:
         from klaviyo_segment.blocks.klaviyo import KlaviyoCredentials
 
@@ -193,7 +188,7 @@ async def load_inputs(env: FlowEnv, messages: Sequence[Any] | None, batch_ids: S
     raws: list[Any]
     leased: list[str] = []
     if batch_ids is not None:
-        batches = await env.store.lease(list(batch_ids), env.run_id, LEASE_SECONDS)
+        batches = await env.store.lease(list(batch_ids), env.run_id, lease_seconds())
         raws = [m for b in batches for m in b.messages]
         leased = [b.id for b in batches]
     else:
@@ -349,6 +344,3 @@ async def process_spec(env: FlowEnv, spec: FlowSpec, messages: Sequence[Any]) ->
     assert spec.process is not None, f"{spec.name} is not an event flow"
     return await process_inputs(env, messages, None, spec.process, spec.load_items)
 
-
-def insecure_dev() -> bool:
-    return os.environ.get("KLAVIYO_SEGMENT_INSECURE_DEV") == "1"

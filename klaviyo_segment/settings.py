@@ -12,14 +12,20 @@ is needed and Prefect cannot be reached, that is a :class:`ConfigError` (exit 2)
 Config file shape (the parsed YAML mapping): ``klaviyo:`` and ``segment:`` sections hold the block field names
 (plus optional ``block: DOCUMENT_NAME``); the store URL is ``store: {url: ...}``. ``None`` values mean "not set"
 at every level.
+
+Environment variables are read in one place, :class:`EnvSettings` (pydantic-settings), when a value is asked
+for (:func:`env_settings`), never frozen at import: tests, the chaos workers and long-lived processes may change
+them. Secrets are ``SecretStr`` so a settings object printed in a log or traceback shows ``**********``.
 """
 
 from __future__ import annotations
 
-import os
+import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
-from pydantic import ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from klaviyo_segment import constants as c
 from klaviyo_segment.errors import ConfigError
@@ -36,11 +42,114 @@ BlockLoader = Callable[[type[Any], str], Any]
 
 DEFAULT_BLOCK_NAME = "default"
 
-#: field -> environment variable, per block type (names are promised in contracts.md).
-KLAVIYO_ENV = {"api_key": c.ENV_KLAVIYO_API_KEY, "base_url": c.ENV_KLAVIYO_BASE_URL,
-               "webhook_secret": c.ENV_KLAVIYO_WEBHOOK_SECRET}
-SEGMENT_ENV = {"write_key": c.ENV_SEGMENT_WRITE_KEY, "base_url": c.ENV_SEGMENT_BASE_URL,
-               "region": c.ENV_SEGMENT_REGION, "shared_secret": c.ENV_SEGMENT_SHARED_SECRET}
+
+def _env(name: str) -> Any:
+    """The field is read from exactly this variable (no prefix, no alternative spellings)."""
+    return Field(default=None, validation_alias=AliasChoices(name))
+
+
+class EnvSettings(BaseSettings):
+    """Every environment variable this project reads (the names are a public contract: README, CLI help).
+
+    Empty values count as unset, like every other layer of the precedence. Flags ("=1") keep their documented
+    spelling: only ``1`` turns them on.
+    """
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", populate_by_name=False)
+
+    klaviyo_api_key: SecretStr | None = _env(c.ENV_KLAVIYO_API_KEY)
+    klaviyo_base_url: str | None = _env(c.ENV_KLAVIYO_BASE_URL)
+    klaviyo_webhook_secret: SecretStr | None = _env(c.ENV_KLAVIYO_WEBHOOK_SECRET)
+    segment_write_key: SecretStr | None = _env(c.ENV_SEGMENT_WRITE_KEY)
+    segment_base_url: str | None = _env(c.ENV_SEGMENT_BASE_URL)
+    segment_region: str | None = _env(c.ENV_SEGMENT_REGION)
+    segment_shared_secret: SecretStr | None = _env(c.ENV_SEGMENT_SHARED_SECRET)
+    segment_webhook_token: SecretStr | None = _env(c.ENV_SEGMENT_WEBHOOK_TOKEN)
+    #: State-store SQLAlchemy URL; unset means SQLite in ``home``.
+    store_url: str | None = _env(c.ENV_STORE_URL)
+    #: Where the default store and the local Prefect server live (default ~/.klaviyo-segment).
+    home: Path | None = _env(c.ENV_HOME)
+    #: Receiver accepts unsigned requests (local development only).
+    insecure_dev: bool = Field(default=False, validation_alias=AliasChoices(c.ENV_INSECURE_DEV))
+    #: Batch lease; an expired lease lets another worker take the batch over.
+    lease_seconds: float = Field(default=600.0, gt=0, validation_alias=AliasChoices(c.ENV_LEASE_SECONDS))
+    #: ``prefect`` = cross-worker pacing through Prefect global concurrency limits; else in-process.
+    global_limits: str = Field(default="", validation_alias=AliasChoices(c.ENV_GLOBAL_LIMITS))
+    #: Multiplier of the documented rate limits (for sandboxes run with scaled limits).
+    rate_scale: float = Field(default=1.0, gt=0, allow_inf_nan=False, validation_alias=AliasChoices(c.ENV_RATE_SCALE))
+    #: Logs show emails and phone numbers unmasked (debugging only).
+    log_pii: bool = Field(default=False, validation_alias=AliasChoices(c.ENV_LOG_PII))
+
+    @field_validator("insecure_dev", "log_pii", mode="before")
+    @classmethod
+    def _only_one_means_on(cls, value: Any) -> bool:
+        return value is True or str(value).strip() == "1"
+
+    @field_validator("global_limits", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> str:
+        return str(value).strip().lower()
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home or Path.home() / ".klaviyo-segment"
+
+
+def env_settings() -> EnvSettings:
+    """The environment as it is now; a malformed value is a :class:`ConfigError` naming the variable (exit 2)."""
+    try:
+        return EnvSettings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{name}={err.get('input')!r}: {err['msg']}") from None
+
+
+#: block field -> (EnvSettings attribute, environment variable), per block type (README "Configuration").
+KLAVIYO_ENV = {"api_key": ("klaviyo_api_key", c.ENV_KLAVIYO_API_KEY),
+               "base_url": ("klaviyo_base_url", c.ENV_KLAVIYO_BASE_URL),
+               "webhook_secret": ("klaviyo_webhook_secret", c.ENV_KLAVIYO_WEBHOOK_SECRET)}
+SEGMENT_ENV = {"write_key": ("segment_write_key", c.ENV_SEGMENT_WRITE_KEY),
+               "base_url": ("segment_base_url", c.ENV_SEGMENT_BASE_URL),
+               "region": ("segment_region", c.ENV_SEGMENT_REGION),
+               "shared_secret": ("segment_shared_secret", c.ENV_SEGMENT_SHARED_SECRET)}
+
+
+class ProcessConfig:
+    """The full config document (credentials included) of this process, set by the CLI for in-process runs.
+
+    Credentials must never travel as flow parameters (Prefect stores and shows those), so the CLI hands the
+    document over here and the runtime reads it with :func:`get_process_config`. One value per process, shared
+    by the threads Prefect runs flows on (a contextvar would not reach them).
+    """
+
+    _lock = threading.Lock()
+    _document: dict[str, Any] | None = None
+
+    @classmethod
+    def set(cls, document: dict[str, Any] | None) -> None:
+        with cls._lock:
+            cls._document = document
+
+    @classmethod
+    def get(cls) -> dict[str, Any] | None:
+        with cls._lock:
+            return cls._document
+
+
+def set_process_config(document: dict[str, Any] | None) -> None:
+    """Hand this process' config document (with credentials) to every later resolve; None clears it."""
+    ProcessConfig.set(document)
+
+
+def get_process_config() -> dict[str, Any] | None:
+    return ProcessConfig.get()
+
+
+def credentials_document(config: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    """The document credentials are resolved from: the process' (CLI ``--config``) else ``config``."""
+    return ProcessConfig.get() or config or {}
+
 #: How a user sets each required value: named in the ConfigError.
 KLAVIYO_REQUIRED = {"api_key": f"--api-key, ${c.ENV_KLAVIYO_API_KEY}, config key klaviyo.api_key "
                                "or a saved 'Klaviyo Credentials' block"}
@@ -79,15 +188,16 @@ def _block_values(block: Any) -> dict[str, Any]:
     return {name: getattr(block, name) for name in type(block).model_fields if _set(getattr(block, name, None))}
 
 
-def resolve_fields(fields: list[str], *, flags: Mapping[str, Any], env: Mapping[str, str],
+def resolve_fields(fields: list[str], *, flags: Mapping[str, Any], env: Mapping[str, Any],
                    config: Mapping[str, Any], block: Callable[[], Any | None], required: Mapping[str, str],
                    force_block: bool) -> tuple[dict[str, Any], dict[str, str]]:
-    """Merge the layers per field; returns (values, source of each value) so `doctor` can show provenance."""
+    """Merge the layers per field; returns (values, source of each value) so `doctor` can show provenance.
+    ``env`` holds the environment's value per field (see :func:`env_layer`)."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     layers: list[tuple[str, Mapping[str, Any]]] = [
         ("flag", flags),
-        ("env", {f: os.environ.get(var) for f, var in env.items()}),
+        ("env", env),
         ("config", config),
     ]
     for field in fields:
@@ -115,7 +225,13 @@ def resolve_fields(fields: list[str], *, flags: Mapping[str, Any], env: Mapping[
     return values, sources
 
 
-def _resolve(cls: type[B], env: Mapping[str, str], required: Mapping[str, str], section: str,
+def env_layer(mapping: Mapping[str, tuple[str, str]], settings: EnvSettings | None = None) -> dict[str, Any]:
+    """Block field -> value from the environment (secrets stay ``SecretStr``; blocks accept them as such)."""
+    current = settings or env_settings()
+    return {field: getattr(current, attr) for field, (attr, _var) in mapping.items()}
+
+
+def _resolve(cls: type[B], env: Mapping[str, Any], required: Mapping[str, str], section: str,
              flags: Mapping[str, Any] | None, config: Mapping[str, Any] | None, block_name: str,
              loader: BlockLoader | None) -> B:
     conf = _section(config, section)
@@ -142,7 +258,8 @@ def resolve_klaviyo(flags: Mapping[str, Any] | None = None, config: Mapping[str,
     """KlaviyoCredentials from flags (block field names as keys), env, config section ``klaviyo`` and block."""
     from klaviyo_segment.blocks.klaviyo import KlaviyoCredentials
 
-    return _resolve(KlaviyoCredentials, KLAVIYO_ENV, KLAVIYO_REQUIRED, "klaviyo", flags, config, block_name, loader)
+    return _resolve(KlaviyoCredentials, env_layer(KLAVIYO_ENV), KLAVIYO_REQUIRED, "klaviyo", flags, config,
+                    block_name, loader)
 
 
 def resolve_segment(flags: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None,
@@ -151,7 +268,8 @@ def resolve_segment(flags: Mapping[str, Any] | None = None, config: Mapping[str,
     """SegmentCredentials likewise (section ``segment``); an explicit base_url wins over region."""
     from klaviyo_segment.blocks.segment import SegmentCredentials
 
-    return _resolve(SegmentCredentials, SEGMENT_ENV, SEGMENT_REQUIRED, "segment", flags, config, block_name, loader)
+    return _resolve(SegmentCredentials, env_layer(SEGMENT_ENV), SEGMENT_REQUIRED, "segment", flags, config,
+                    block_name, loader)
 
 
 def resolve_store_url(flags: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None) -> str:
@@ -159,11 +277,18 @@ def resolve_store_url(flags: Mapping[str, Any] | None = None, config: Mapping[st
     (SQLite in $KLAVIYO_SEGMENT_HOME or ~/.klaviyo-segment). There is no block for it: it is per machine."""
     if _set((flags or {}).get("store_url")):
         return str((flags or {})["store_url"])
-    if _set(os.environ.get(c.ENV_STORE_URL)):
-        return os.environ[c.ENV_STORE_URL]
+    env = env_settings()
+    if _set(env.store_url):
+        return str(env.store_url)
     store = _section(config, "store")
     if _set(store.get("url")):
         return str(store["url"])
-    from klaviyo_segment.store.engine import default_url
+    return default_store_url(env)
 
-    return default_url()
+
+def default_store_url(settings: EnvSettings | None = None) -> str:
+    """Where the store lives when nothing is configured: the env var, else the embedded SQLite file in home."""
+    current = settings or env_settings()
+    if _set(current.store_url):
+        return str(current.store_url)
+    return f"sqlite:///{current.home_dir / 'state.db'}"

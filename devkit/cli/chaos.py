@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from klaviyo_segment.constants import ENV_LEASE_SECONDS, KLAVIYO_REVISION
 
 #: 10% 5xx, 5% injected 429, 2% connection resets, lost 202s and latency, on every Klaviyo operation.
 DEFAULT_FAULTS = "*:500=0.04,502=0.03,503=0.03,429=0.05,reset=0.02,lost=0.02,latency=1-10ms"
@@ -102,7 +105,7 @@ async def _setup_sandbox(box: Any, faults: str, seed: int) -> dict[str, Any]:
 
     from klaviyo_segment.devkit.demo import AUDIENCES, CHURN_AUDIENCE, create_lists, demo_config
 
-    headers = {"Authorization": f"Klaviyo-API-Key {box.klaviyo_api_key}", "revision": "2026-07-15",
+    headers = {"Authorization": f"Klaviyo-API-Key {box.klaviyo_api_key}", "revision": KLAVIYO_REVISION,
                "Content-Type": "application/vnd.api+json", "Accept": "application/vnd.api+json"}
     async with httpx.AsyncClient(base_url=box.klaviyo_url, headers=headers, timeout=30, trust_env=False) as kl:
         lists = await create_lists(kl, AUDIENCES + [CHURN_AUDIENCE, "Onboarding", "Churn Win-back"])
@@ -168,13 +171,13 @@ def _spawn_worker(store_url: str, document: dict[str, Any], env: dict[str, str])
 
 async def _worker(store_url: str, document: dict[str, Any]) -> None:
     """A dispatch-only worker process (the one the chaos run SIGKILLs): runs flows inline until killed."""
-    from klaviyo_segment import runtime
     from klaviyo_segment.config import AppConfig
     from klaviyo_segment.ingress.receiver import ReceiverSettings
     from klaviyo_segment.ingress.runner import start_ingress
     from klaviyo_segment.store import Store
 
-    runtime.LEASE_SECONDS = WORKER_LEASE_SECONDS  # a killed worker's batches come back within a CI budget
+    # A killed worker's batches come back within a CI budget: the runtime reads the lease at lease time.
+    os.environ[ENV_LEASE_SECONDS] = str(WORKER_LEASE_SECONDS)
     store = await Store.open(store_url)
     await start_ingress(store, AppConfig.from_document(document), settings=ReceiverSettings(), dispatch="inline",
                         mapping_document=document, dispatcher_options={"sweep_interval": 1.0, "max_messages": 1000,
@@ -193,7 +196,6 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
     its first Klaviyo request, then start a new one (None: no kill). ``rate_scale`` scales the sandbox's limits
     and the workers' pacing together: identifies are paced by Klaviyo's 700/min, which a CI budget cannot wait
     for at 20,000 messages, while the faults under test do not depend on it."""
-    import os
     import signal
     import sys
     from datetime import UTC, datetime

@@ -96,13 +96,6 @@ def build_identify(*, user_id: str | None = None, anonymous_id: str | None = Non
     return message
 
 
-def is_own_message(message: Mapping[str, Any]) -> bool:
-    """True for messages this project sent (the loop guard forward-track applies)."""
-    context = message.get("context")
-    library = context.get("library") if isinstance(context, Mapping) else None
-    return isinstance(library, Mapping) and library.get("name") == SEGMENT_LIBRARY_NAME
-
-
 class BatchSplit(NamedTuple):
     """``batches`` hold indices into the input (so results align with it); ``rejected`` are per-item errors."""
 

@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import logging
 import math
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -64,18 +63,9 @@ class BucketSpec:
 
 def rate_scale() -> float:
     """The configured limit multiplier (default 1); a malformed value is a configuration error, not a guess."""
-    from klaviyo_segment.errors import ConfigError
+    from klaviyo_segment.settings import env_settings
 
-    raw = os.environ.get(ENV_RATE_SCALE, "").strip()
-    if not raw:
-        return 1.0
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{ENV_RATE_SCALE}={raw!r} must be a number > 0") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigError(f"{ENV_RATE_SCALE}={raw!r} must be a number > 0")
-    return value
+    return env_settings().rate_scale
 
 
 def account_slug(account_key: str) -> str:
@@ -179,8 +169,9 @@ def prefect_api_configured() -> bool:
 def global_pacer_from_env(account_key: str) -> PrefectGlobalPacer | None:
     """The cross-worker pacer when opted in and a Prefect API is configured, else None (in-process pacing)."""
     from klaviyo_segment.errors import ConfigError
+    from klaviyo_segment.settings import env_settings
 
-    mode = os.environ.get(ENV_GLOBAL_LIMITS, "").strip().lower()
+    mode = env_settings().global_limits
     if mode in ("", "off", "local", "in-process"):
         return None
     if mode != "prefect":

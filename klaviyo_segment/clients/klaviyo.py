@@ -1,14 +1,14 @@
 """Async Klaviyo client: operation lookup from the schema, pacing, retries and JSON:API error parsing.
 
-Only transient failures are retried here (429, 5xx, timeouts, resets); tasks therefore run with Prefect
-``retries=0`` and turn the typed ``KlaviyoAPIError`` into per-item results.
+Only transient failures are retried here (429, 5xx, timeouts, resets), with the shared policy of
+:mod:`klaviyo_segment.clients.retry`; tasks therefore run with Prefect ``retries=0`` and turn the typed
+``KlaviyoAPIError`` into per-item results.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,8 @@ import httpx
 from klaviyo_segment import redact
 from klaviyo_segment.clients.operations import format_path, operation
 from klaviyo_segment.clients.pacers import shared_pacer
-from klaviyo_segment.clients.pacing import Pacer, retry_after_seconds
+from klaviyo_segment.clients.pacing import Pacer
+from klaviyo_segment.clients.retry import RetryPolicy, retryable_status, send_with_retry
 from klaviyo_segment.errors import ApiError, KlaviyoAPIError
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("klaviyo_segment.klaviyo")
 redact.install(logger)
-
-_TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
 def parse_errors(response: httpx.Response) -> list[ApiError]:
@@ -64,14 +63,13 @@ class KlaviyoClient:
     def __init__(self, credentials: KlaviyoCredentials, *, pacer: Pacer | None = None, max_attempts: int = 6,
                  backoff_base: float = 0.5, backoff_max: float = 30.0,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 http: httpx.AsyncClient | None = None, retry: RetryPolicy | None = None) -> None:
+        """``retry`` wins over ``max_attempts``/``backoff_*``/``sleep`` (kept as the short spelling)."""
         self.credentials = credentials
         self.revision = credentials.revision
         self.pacer: Pacer = pacer if pacer is not None else shared_pacer(credentials.account_key)
-        self.max_attempts = max(1, max_attempts)
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
-        self._sleep = sleep
+        self.retry = retry or RetryPolicy(attempts=max(1, max_attempts), base=backoff_base, cap=backoff_max,
+                                          sleep=sleep)
         self._http = http
         self._owns_http = http is None
 
@@ -86,10 +84,6 @@ class KlaviyoClient:
             await self._http.aclose()
             self._http = None
 
-    def _backoff(self, attempt: int) -> float:
-        """Jittered exponential backoff, so many workers hitting the same outage do not retry in lockstep."""
-        return min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
-
     async def request(self, operation_id: str, *, path_params: dict[str, str] | None = None,
                       params: dict[str, Any] | None = None, json: Any = None) -> httpx.Response:
         """Send one operation; returns the 2xx response or raises ``KlaviyoAPIError``."""
@@ -102,33 +96,21 @@ class KlaviyoClient:
         if self._http is None:
             raise RuntimeError("KlaviyoClient must be used as an async context manager")
         content = None if json is None else _dumps(json)
-        for attempt in range(1, self.max_attempts + 1):
-            last = attempt == self.max_attempts
-            await self.pacer.acquire(operation_id)
-            try:
-                response = await self._http.request(method, url, params=params, content=content)
-            except _TRANSIENT as exc:
-                logger.warning("klaviyo %s %s: %s (attempt %d/%d)", method, url, type(exc).__name__, attempt,
-                               self.max_attempts)
-                if last:
-                    raise KlaviyoAPIError(None, message=f"{type(exc).__name__} after {attempt} attempts",
-                                          retryable=True) from exc
-                await self._sleep(self._backoff(attempt))
-                continue
+        http = self._http
+
+        async def send() -> httpx.Response:
+            await self.pacer.acquire(operation_id)  # every attempt counts against the quota
+            response = await http.request(method, url, params=params, content=content)
             self.pacer.observe(operation_id, response)
-            status = response.status_code
-            if status < 400:
-                logger.debug("klaviyo %s %s -> %d", method, url, status)
-                return response
-            errors = parse_errors(response)
-            transient = status == 429 or status >= 500
-            logger.warning("klaviyo %s %s -> %d %s (attempt %d/%d)", method, url, status,
-                           redact.redact(errors[0].detail or ""), attempt, self.max_attempts)
-            if not transient or last:
-                raise KlaviyoAPIError(status, errors, retryable=transient)
-            delay = retry_after_seconds(response) if status == 429 else None
-            await self._sleep(delay + random.uniform(0, 0.25) if delay is not None else self._backoff(attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+            return response
+
+        response = await send_with_retry(
+            send, self.retry, label=f"klaviyo {method} {url}", log=logger, error_for=_api_error,
+            network_error=lambda exc, n: KlaviyoAPIError(None, message=f"{type(exc).__name__} after {n} attempts",
+                                                         retryable=True),
+            detail=lambda exc: redact.redact(exc.first.detail or "") if isinstance(exc, KlaviyoAPIError) else "")
+        logger.debug("klaviyo %s %s -> %d", method, url, response.status_code)
+        return response
 
     async def paginate(self, operation_id: str, params: dict[str, Any] | None = None, *,
                        path_params: dict[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
@@ -148,6 +130,11 @@ class KlaviyoClient:
                 break
             parts = urlsplit(nxt)
             url, page_params = parts.path + (f"?{parts.query}" if parts.query else ""), None
+
+
+def _api_error(response: httpx.Response) -> KlaviyoAPIError:
+    status = response.status_code
+    return KlaviyoAPIError(status, parse_errors(response), retryable=retryable_status(status))
 
 
 def _dumps(body: Any) -> bytes:

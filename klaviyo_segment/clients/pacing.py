@@ -14,13 +14,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 import httpx
 
 from klaviyo_segment import constants
 from klaviyo_segment.clients.operations import operation
+from klaviyo_segment.clients.retry import retry_after
 from klaviyo_segment.errors import KlaviyoAPIError
 
 _TIERS = {(1, 15): "XS", (3, 60): "S", (10, 150): "M", (75, 750): "L", (75, 700): "L", (350, 3500): "XL"}
@@ -57,21 +57,6 @@ def tier_of(operation_id: str) -> tuple[str, int, int, int | None]:
     if daily:
         name = f"{name}+{daily}/d:{operation_id}"  # a daily cap is per operation (create_list), never shared
     return name, burst, steady, int(daily) if daily else None
-
-
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """``Retry-After`` as seconds (integer or HTTP-date); None when absent or unreadable."""
-    raw = response.headers.get("Retry-After")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 class InProcessPacer:
@@ -145,7 +130,7 @@ class InProcessPacer:
         now = self._clock()
         with self._lock:
             if response.status_code == 429:
-                delay = retry_after_seconds(response)
+                delay = retry_after(response)
                 win.blocked_until = max(win.blocked_until, now + (1.0 if delay is None else delay))
                 return
             try:

@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -28,7 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from klaviyo_segment import redact
-from klaviyo_segment.constants import ENV_INSECURE_DEV, ENV_SEGMENT_WEBHOOK_TOKEN
+from klaviyo_segment.constants import ENV_INSECURE_DEV
 from klaviyo_segment.ingress import door
 from klaviyo_segment.ingress.groupcommit import (
     CommitFailed,
@@ -81,16 +80,22 @@ class ReceiverSettings:
     @classmethod
     def from_env(cls, segment_secret: str | None = None, klaviyo_secret: str | None = None, *,
                  config_token: str | None = None) -> ReceiverSettings:
-        """The receiver's only environment reads. ``config_token`` is ``segment.webhook_token`` from the config
-        file; the environment wins over it (contracts.md precedence)."""
-        env = os.environ
-        return cls(segment_secret=segment_secret or env.get("SEGMENT_SHARED_SECRET") or None,
-                   klaviyo_secret=klaviyo_secret or env.get("KLAVIYO_WEBHOOK_SECRET") or None,
-                   insecure_dev=env.get(ENV_INSECURE_DEV) == "1",
-                   segment_token=env.get(ENV_SEGMENT_WEBHOOK_TOKEN) or config_token or None)
+        """Explicit secrets (flags) win over $SEGMENT_SHARED_SECRET / $KLAVIYO_WEBHOOK_SECRET; ``config_token`` is
+        ``segment.webhook_token`` from the config file and $SEGMENT_WEBHOOK_TOKEN wins over it (contracts.md)."""
+        from klaviyo_segment.settings import env_settings
+
+        env = env_settings()
+        return cls(segment_secret=segment_secret or _plain(env.segment_shared_secret),
+                   klaviyo_secret=klaviyo_secret or _plain(env.klaviyo_webhook_secret),
+                   insecure_dev=env.insecure_dev,
+                   segment_token=_plain(env.segment_webhook_token) or config_token or None)
 
     def startup_warnings(self) -> list[str]:
         return [] if self.segment_token else [PARTIAL_AUTH_WARNING]
+
+
+def _plain(secret: Any) -> str | None:
+    return secret.get_secret_value() or None if secret is not None else None
 
 
 @dataclass

@@ -28,12 +28,14 @@ from klaviyo_segment.ingress.receiver import ReceiverSettings
 from klaviyo_segment.ingress.runner import bind, start_ingress
 
 log = logging.getLogger("klaviyo_segment.ingress.serve")
-ENV_HOME = "KLAVIYO_SEGMENT_HOME"
 PREFECT_START_TIMEOUT = 120.0
 
 
 def home() -> Path:
-    return Path(os.environ.get(ENV_HOME) or Path.home() / ".klaviyo-segment")
+    """$KLAVIYO_SEGMENT_HOME or ~/.klaviyo-segment: the default store and the local Prefect home."""
+    from klaviyo_segment.settings import env_settings
+
+    return env_settings().home_dir
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -168,9 +170,9 @@ async def serve(*, config_path: Path | None, host: str, port: int, dispatch: str
             loop.add_signal_handler(sig, stop.set)
     async with prefect_api() as api_url:
         config, document = load_serve_config(config_path)
-        from klaviyo_segment import runtime
+        from klaviyo_segment.settings import credentials_document
 
-        store = await Store.open(resolve_store_url(config=runtime._PROCESS_CONFIG or {}))
+        store = await Store.open(resolve_store_url(config=credentials_document()))
         runner_task = await _serve_deployments() if dispatch == "deployments" else None
         try:
             ingress = await start_ingress(store, config, sock=sock, dispatch=dispatch, mapping_document=document,

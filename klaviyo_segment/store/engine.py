@@ -7,7 +7,6 @@ identically on SQLite (no native tz-aware type) and PostgreSQL. JSON payloads ar
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
@@ -24,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from klaviyo_segment.constants import ENV_STORE_URL
 from klaviyo_segment.errors import ConfigError
 
-ENV_HOME = "KLAVIYO_SEGMENT_HOME"
 #: How long a SQLite writer waits for another process' write lock before failing.
 SQLITE_BUSY_TIMEOUT_S = 30.0
 #: Rows per multi-row statement: stays far below SQLite's and PostgreSQL's bound-parameter limits.
@@ -33,11 +31,9 @@ CHUNK = 500
 
 def default_url() -> str:
     """Where the store lives when nothing is configured: env var first, then the embedded SQLite file."""
-    configured = os.environ.get(ENV_STORE_URL)
-    if configured:
-        return configured
-    home = Path(os.environ.get(ENV_HOME) or Path.home() / ".klaviyo-segment")
-    return f"sqlite:///{home / 'state.db'}"
+    from klaviyo_segment.settings import default_store_url
+
+    return default_store_url()
 
 
 def normalize_url(url: str) -> sa.URL:

@@ -66,9 +66,9 @@ class FlowSandbox:
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Transient-fault tests exercise the real retry loop; only the waits between attempts are shortened."""
-    from klaviyo_segment.clients.klaviyo import KlaviyoClient
+    from klaviyo_segment.clients.retry import RetryPolicy
 
-    monkeypatch.setattr(KlaviyoClient, "_backoff", lambda self, attempt: 0.01)
+    monkeypatch.setattr(RetryPolicy, "backoff", lambda self, attempt: 0.01)
 
 
 @pytest.fixture

@@ -115,7 +115,7 @@ async def test_webhook_delivery_with_bad_records(box: FlowSandbox, capture: Capt
     [open_msg] = segment_messages(box, event="Email Opened")
     assert open_msg["userId"] == "user-ada" and "anonymousId" not in open_msg
     assert open_msg["messageId"] == f"klaviyo-event-{opened}"
-    assert open_msg["integrations"] == {"Klaviyo": False}
+    assert open_msg["integrations"] == {"Klaviyo": False, "Klaviyo (Actions)": False}
     assert open_msg["context"]["library"]["name"] == "klaviyo-segment"
     assert open_msg["properties"]["campaign_id"] == "CAMP1"
     assert open_msg["properties"]["campaign_name"] == "Spring Sale"

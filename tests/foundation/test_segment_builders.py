@@ -7,12 +7,20 @@ import math
 import pytest
 
 from klaviyo_segment.builders.segment import (
-    ENVELOPE_BYTES, build_identify, build_track, encode, is_own_message, message_size, split_batches,
+    ENVELOPE_BYTES, build_identify, build_track, encode, message_size, split_batches,
 )
 from klaviyo_segment.constants import (
     SEGMENT_BATCH_MAX_MESSAGES, SEGMENT_BATCH_TARGET_BYTES, SEGMENT_LIBRARY_NAME, SEGMENT_MESSAGE_MAX_BYTES,
     SEGMENT_REQUEST_MAX_BYTES,
 )
+from klaviyo_segment.segment_spec import SegmentMessage, parse_message, sent_by_us
+
+
+def _own(raw: dict) -> bool:
+    """The loop guard forward-track applies, on the parsed message as it does."""
+    parsed = parse_message(raw)
+    assert isinstance(parsed, SegmentMessage), parsed
+    return sent_by_us(parsed)
 
 
 def _track(i: int, pad: int = 0) -> dict:
@@ -25,11 +33,12 @@ def test_messages_carry_loop_guards() -> None:
     for message in (track, identify):
         assert message["integrations"] == {"Klaviyo": False, "Klaviyo (Actions)": False}
         assert message["context"]["library"]["name"] == SEGMENT_LIBRARY_NAME
-        assert is_own_message(message)
+        assert _own(message)
         assert message["timestamp"].endswith("Z") and message["messageId"]
     assert track["context"]["ip"] == "1.2.3.4" and track["event"] == "Order Completed"
     assert identify["anonymousId"] == "a1" and "userId" not in identify
-    assert not is_own_message({"context": {"library": {"name": "analytics.js"}}})
+    assert not _own({"type": "track", "event": "e", "userId": "u1", "messageId": "m1",
+                     "context": {"library": {"name": "analytics.js"}}})
 
 
 def test_builders_reject_unusable_messages() -> None:

@@ -104,7 +104,7 @@ async def test_kill_serve_mid_stream_and_restart_delivers_every_message_exactly_
 
 def _env(box: Any, prefect_api: str, store_url: str, home: Path) -> dict[str, str]:
     # A short batch lease so a restarted process retakes a killed run's batches within the test (production
-    # leases are 10 minutes, runtime.LEASE_SECONDS).
+    # leases are 10 minutes, the default of KLAVIYO_SEGMENT_LEASE_SECONDS).
     return dict(os.environ, **sandbox_env(box), PREFECT_API_URL=prefect_api, KLAVIYO_SEGMENT_STORE_URL=store_url,
                 KLAVIYO_SEGMENT_HOME=str(home), KLAVIYO_SEGMENT_LEASE_SECONDS="8")
 

@@ -67,7 +67,7 @@ async def prefect_traces() -> tuple[str, str]:
 @pytest.fixture
 def wired(sandbox_factory: Callable[..., Any], prefect_server: str, monkeypatch: pytest.MonkeyPatch,
           tmp_path: Path) -> tuple[Any, str]:
-    from klaviyo_segment.clients.klaviyo import KlaviyoClient
+    from klaviyo_segment.clients.retry import RetryPolicy
 
     box = sandbox_factory(rate_limits="off")
     store_url = f"sqlite:///{tmp_path}/state.db"
@@ -77,7 +77,7 @@ def wired(sandbox_factory: Callable[..., Any], prefect_server: str, monkeypatch:
                         "KLAVIYO_WEBHOOK_SECRET": box.klaviyo_webhook_secret,
                         "KLAVIYO_SEGMENT_STORE_URL": store_url}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(KlaviyoClient, "_backoff", lambda self, attempt: 0.01)
+    monkeypatch.setattr(RetryPolicy, "backoff", lambda self, attempt: 0.01)
     return box, store_url
 
 

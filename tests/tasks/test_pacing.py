@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from klaviyo_segment.clients.pacing import InProcessPacer, retry_after_seconds, tier_of
+from klaviyo_segment.clients.pacing import InProcessPacer, tier_of
+from klaviyo_segment.clients.retry import retry_after
 from klaviyo_segment.errors import KlaviyoAPIError
 
 
@@ -72,6 +73,6 @@ async def test_daily_cap_raises_instead_of_waiting_a_day() -> None:
 
 
 def test_retry_after_formats() -> None:
-    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "2"})) == 2.0
-    assert retry_after_seconds(httpx.Response(429)) is None
-    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.0
+    assert retry_after(httpx.Response(429, headers={"Retry-After": "2"})) == 2.0
+    assert retry_after(httpx.Response(429)) is None
+    assert retry_after(httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.0

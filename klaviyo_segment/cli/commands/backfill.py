@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         import asyncio
         import json
 
-        from klaviyo_segment import runtime
+        from klaviyo_segment.settings import get_process_config
         from klaviyo_segment.backfill import BackfillOptions, backfill_file, detect_format
         from klaviyo_segment.config_loading import load_process_config
 
@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
                                   jobs_in_flight=jobs_in_flight)
         progress, update = _progress_bar()
         with progress:
-            report = asyncio.run(backfill_file(input, config=app_config, raw_config=runtime._PROCESS_CONFIG,
+            report = asyncio.run(backfill_file(input, config=app_config, raw_config=get_process_config(),
                                                fmt=fmt, options=options, progress=update))
         if report.already_complete:
             typer.echo(f"backfill: {input} was already backfilled ({report.resumed_rows} profiles sent); nothing "
