@@ -14,18 +14,18 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from klaviyo_segment.tasks.klaviyo_profiles import get_profile_consent
+from klaviyo_segment.tasks.klaviyo_subscriptions import subscribe_profiles
 from prefect import flow
 
 from klaviyo_segment import flowkit
 from klaviyo_segment.config import AppConfig, OnboardingConfig
 from klaviyo_segment.consent import opt_out_reason
 from klaviyo_segment.flowspec import FlowSpec
-from klaviyo_segment.membership import Change, identity_of, person_of, settle
 from klaviyo_segment.mapping.models import ProfileMapping
+from klaviyo_segment.membership import Change, identity_of, person_of, settle
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
-from klaviyo_segment.tasks.klaviyo_profiles import get_profile_consent
-from klaviyo_segment.tasks.klaviyo_subscriptions import subscribe_profiles
 
 NAME = "onboard-new-users"
 NO_EMAIL_CONSENT = "no email consent"

@@ -17,9 +17,14 @@ What Segment's "Subscribe Profile"/"Unsubscribe Profile" actions do, made safe f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
+from klaviyo_segment.tasks.klaviyo_profiles import get_profile_consent
+from klaviyo_segment.tasks.klaviyo_subscriptions import (
+    subscribe_profiles,
+    unsubscribe_profiles,
+)
 from prefect import flow
 
 from klaviyo_segment import flowkit
@@ -27,13 +32,17 @@ from klaviyo_segment.config import AppConfig, ConsentConfig
 from klaviyo_segment.consent import opted_out_after
 from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.membership import (
-    SUPERSEDED, Change, identity_of, order_changes, person_of, record_versions, settle,
+    SUPERSEDED,
+    Change,
+    identity_of,
+    order_changes,
+    person_of,
+    record_versions,
+    settle,
 )
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
 from klaviyo_segment.services.identity import normalize_phone
-from klaviyo_segment.tasks.klaviyo_profiles import get_profile_consent
-from klaviyo_segment.tasks.klaviyo_subscriptions import subscribe_profiles, unsubscribe_profiles
 
 NAME = "sync-consent"
 DISABLED = "consent sync is disabled (consent.enabled: false)"
@@ -70,8 +79,8 @@ def routes(msg: dict[str, Any], config: AppConfig) -> bool:
     if kind == "track":
         return msg.get("event") in (*consent.subscribe_events, *consent.unsubscribe_events)
     if kind == "identify":
-        traits = msg.get("traits") if isinstance(msg.get("traits"), dict) else {}
-        return any(t and t in traits for t in (consent.email_trait, consent.sms_trait))
+        traits = msg.get("traits")
+        return isinstance(traits, dict) and any(t and t in traits for t in (consent.email_trait, consent.sms_trait))
     return False
 
 
@@ -116,7 +125,7 @@ async def check_later_opt_outs(env: FlowEnv, changes: Sequence[Change]) -> None:
 
 
 def _consented_at(change: Change) -> str:
-    return change.at.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return change.at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def apply(env: FlowEnv, changes: Sequence[Change], subscribe: bool) -> None:

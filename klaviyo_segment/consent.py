@@ -10,7 +10,7 @@ as UTC, so a naive value can never raise while comparing (it once failed a whole
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -20,12 +20,12 @@ def parse_instant(value: Any) -> datetime | None:
         stamp = value
     elif isinstance(value, str) and value:
         try:
-            stamp = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            stamp = datetime.fromisoformat(value.strip())
         except ValueError:
             return None
     else:
         return None
-    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=timezone.utc)
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
 def _marketing(channel_state: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -56,7 +56,7 @@ def opt_out_reason(channel: str, channel_state: Mapping[str, Any] | None, list_i
 
 def opted_out_after(channel_state: Mapping[str, Any] | None, moment: datetime, list_id: str | None) -> bool:
     """Unsubscribed or suppressed (globally or from ``list_id``) strictly after ``moment`` (naive = UTC)."""
-    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
     def later(value: Any) -> bool:
         stamp = parse_instant(value)

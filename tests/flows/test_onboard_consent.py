@@ -5,12 +5,11 @@ Sandbox state is seeded through the API (unsubscribe jobs, spam reports) or, for
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-
 from klaviyo_segment.flows.onboard_new_users import onboard_new_users
 
 
@@ -27,7 +26,7 @@ def make_list(env: httpx.Client) -> str:
 
 def signup(mid: str, user: str, at: datetime | None = None, with_email: bool = True,
            **traits: Any) -> dict[str, Any]:
-    at = at or datetime.now(timezone.utc)
+    at = at or datetime.now(UTC)
     context_traits = {"email": f"{user}@example.com"} if with_email else {}
     return {"type": "track", "messageId": mid, "userId": user, "event": "Signed Up", "timestamp": at.isoformat(),
             "properties": {}, "context": {"traits": {**context_traits, **traits}}}
@@ -75,7 +74,7 @@ async def test_opt_outs_before_signup_are_never_resubscribed(env: httpx.Client, 
     subscribed = await onboard_new_users(messages=[signup("liz0", "liz")], config={"onboarding": {"list_id": list_id}})
     assert subscribed["sent"] == 1
     unsubscribe(env, email="liz@example.com", list_id=list_id)  # now in the list: a list suppression (USER_SUPPRESSED)
-    later = datetime.now(timezone.utc) + timedelta(milliseconds=5)  # strictly after every opt-out above
+    later = datetime.now(UTC) + timedelta(milliseconds=5)  # strictly after every opt-out above
     messages = [signup("uma1", "uma", at=later), signup("sam1", "sam", at=later),
                 signup("liz1", "liz-second-account", at=later, with_email=False, email="liz@example.com"),
                 signup("new1", "neo", at=later)]

@@ -4,16 +4,16 @@ subscribe never undoes a newer opt-out (in Segment or in Klaviyo); historical_im
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-
-from klaviyo_segment.config import AppConfig
 from klaviyo_segment.flows.sync_consent import routes, sync_consent
 
-NOW = datetime.now(timezone.utc)
+from klaviyo_segment.config import AppConfig
+
+NOW = datetime.now(UTC)
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ async def test_historical_import_list_and_unsubscribe_batches(env: httpx.Client,
     result = await sync_consent(messages=[track("h1", "User Subscribed", "hal", at=at)], config=config)
     assert by_id(result)["h1"]["status"] == "sent"
     hal = marketing(env, "email", email="hal@example.com")
-    assert datetime.fromisoformat(hal["consent_timestamp"].replace("Z", "+00:00")) == at.replace(
+    assert datetime.fromisoformat(hal["consent_timestamp"]) == at.replace(
         microsecond=at.microsecond // 1000 * 1000)
     lists = {k["id"]: k for k in env.get("/__sandbox/lists").json()}
     assert len(lists[list_id]["members"]) == 1
