@@ -28,6 +28,7 @@ EVENT_FLOWS: tuple[str, ...] = (
     "sync_audiences",
     "onboard_new_users",
     "churn_winback",
+    "sync_consent",
 )
 #: Auxiliary flows: deployments only (started from the UI or the CLI's own commands), never fed messages.
 AUXILIARY_FLOWS: tuple[str, ...] = (

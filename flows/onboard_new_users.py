@@ -1,31 +1,34 @@
 """onboard-new-users: a qualifying sign-up creates/updates the profile and subscribes it to the onboarding list.
 
 Subscribing clears suppressions in Klaviyo, so consent safety comes first: the profile's consent is read and
-anyone who unsubscribed (or was suppressed) after the sign-up is left alone; stale sign-ups are never
-subscribed; and each person is onboarded once (a claim in the state store), so redeliveries and replays never
-re-subscribe anyone or re-trigger the welcome flow.
+anyone who unsubscribed, reported spam or was suppressed, whenever that happened, is never subscribed on that
+channel (``klaviyo_segment.consent``); stale sign-ups are never subscribed; with
+``onboarding.email_consent_trait`` set, email needs an explicit consent trait too; and each person is onboarded
+once (a claim in the state store), so redeliveries and replays never re-subscribe anyone or re-trigger the
+welcome flow.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
+from klaviyo_segment.tasks.klaviyo_profiles import get_profile_consent
+from klaviyo_segment.tasks.klaviyo_subscriptions import subscribe_profiles
 from prefect import flow
 
 from klaviyo_segment import flowkit
 from klaviyo_segment.config import AppConfig, OnboardingConfig
+from klaviyo_segment.consent import opt_out_reason
 from klaviyo_segment.flowspec import FlowSpec
-from klaviyo_segment.membership import Change, identity_of, person_of, settle
 from klaviyo_segment.mapping.models import ProfileMapping
+from klaviyo_segment.membership import Change, identity_of, person_of, settle
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
-from klaviyo_segment.tasks.klaviyo_profiles import get_profile_consent
-from klaviyo_segment.tasks.klaviyo_subscriptions import subscribe_profiles
 
 NAME = "onboard-new-users"
-UNSUBSCRIBED_LATER = "unsubscribed after sign-up"
+NO_EMAIL_CONSENT = "no email consent"
 ALREADY = "already onboarded"
 
 
@@ -55,25 +58,10 @@ def profile_attributes(env: FlowEnv, item: Item) -> dict[str, Any]:
     return dict(attrs)
 
 
-def _later(stamp: Any, than: datetime) -> bool:
-    if not isinstance(stamp, str) or not stamp:
-        return False
-    try:
-        value = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return value > than
-
-
-def opted_out_after(channel: dict[str, Any] | None, signed_up: datetime, list_id: str | None) -> bool:
-    """Unsubscribed, or suppressed (globally or from this list), after the sign-up event."""
-    marketing = (channel or {}).get("marketing") or {}
-    if marketing.get("consent") == "UNSUBSCRIBED" and (_later(marketing.get("consent_timestamp"), signed_up)
-                                                       or _later(marketing.get("last_updated"), signed_up)):
-        return True
-    suppressions = [*(marketing.get("suppression") or []),
-                    *(s for s in marketing.get("list_suppressions") or [] if s.get("list_id") == list_id)]
-    return any(_later(s.get("timestamp"), signed_up) for s in suppressions)
+def stated(item: Item, trait: str) -> bool:
+    """Consent is stated only by the value ``true`` of ``trait`` (traits first, then event properties)."""
+    assert item.msg is not None
+    return item.msg.all_traits().get(trait, item.msg.properties.get(trait)) is True
 
 
 async def upsert(env: FlowEnv, changes: Sequence[Change]) -> None:
@@ -88,27 +76,39 @@ async def upsert(env: FlowEnv, changes: Sequence[Change]) -> None:
             change.profile_id = result.value["id"]
 
 
-async def check_consent(env: FlowEnv, changes: Sequence[Change]) -> None:
-    """One consent read per batch; a later unsubscribe/suppression skips email (and SMS when it was SMS)."""
+def _lookups(changes: Sequence[Change]) -> list[tuple[str, list[Change], list[str]]]:
+    """(field, changes, values): by profile id when known; else (bulk import jobs return no ids) by email, or by
+    phone for an SMS-only sign-up, so every change that would subscribe has its consent read."""
     todo = [c for c in changes if c.open]
     by_id = [c for c in todo if c.profile_id]
-    results = list(await env.call(get_profile_consent, [c.profile_id for c in by_id], env.klaviyo)) if by_id else []
     by_email = [c for c in todo if not c.profile_id and c.data["attributes"].get("email")]
-    if by_email:
-        results += await env.call(get_profile_consent, [c.data["attributes"]["email"] for c in by_email],
-                                  env.klaviyo, field="email")
+    by_phone = [c for c in todo if not c.profile_id and not c.data["attributes"].get("email") and c.data["sms"]]
+    return [("id", by_id, [c.profile_id or "" for c in by_id]),
+            ("email", by_email, [c.data["attributes"]["email"] for c in by_email]),
+            ("phone_number", by_phone, [c.data["phone"] for c in by_phone])]
+
+
+async def check_consent(env: FlowEnv, changes: Sequence[Change]) -> None:
+    """A consent read per lookup field; a channel that ever opted out (any date) is never subscribed; a change
+    left with no channel is skipped with the opt-out's reason."""
     list_id = env.config.onboarding.list_id
-    for change, result in zip([*by_id, *by_email], results):
-        if not result.ok:
-            change.failed(f"consent lookup failed: {flowkit.describe(result.error)}", result.error)
+    for field, group, values in _lookups(changes):
+        if not group:
             continue
-        subs = result.value or {}
-        email_out = opted_out_after(subs.get("email"), change.at, list_id)
-        sms_out = opted_out_after(subs.get("sms"), change.at, list_id)
-        if email_out or (sms_out and not change.data["email"]):
-            change.skip = UNSUBSCRIBED_LATER
-        elif sms_out:
-            change.data["sms"] = False
+        results = await env.call(get_profile_consent, values, env.klaviyo, field=field)
+        for change, result in zip(group, results):
+            if not result.ok:
+                change.failed(f"consent lookup failed: {flowkit.describe(result.error)}", result.error)
+                continue
+            subs = result.value or {}
+            email_out = opt_out_reason("email", subs.get("email"), list_id) if change.data["email"] else None
+            sms_out = opt_out_reason("sms", subs.get("sms"), list_id) if change.data["sms"] else None
+            if email_out:
+                change.data["email"] = None
+            if sms_out:
+                change.data["sms"] = False
+            if not change.data["email"] and not change.data["sms"]:
+                change.skip = email_out or sms_out or NO_EMAIL_CONSENT
 
 
 async def subscribe(env: FlowEnv, changes: Sequence[Change]) -> None:
@@ -145,10 +145,13 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
             outcomes[item.key] = outcome(item, Status.SKIPPED, f"sign-up older than {onboarding.max_age_days:g} days")
             continue
         attributes = profile_attributes(env, item)
-        consent = item.msg.all_traits().get(onboarding.sms_consent_trait,
-                                            item.msg.properties.get(onboarding.sms_consent_trait))
         email, phone = attributes.get("email"), attributes.get("phone_number")
-        sms = consent is True and bool(phone)
+        sms = stated(item, onboarding.sms_consent_trait) and bool(phone)
+        if email and onboarding.email_consent_trait and not stated(item, onboarding.email_consent_trait):
+            email = None  # explicit consent required: the profile is still upserted, email is not subscribed
+            if not sms:
+                outcomes[item.key] = outcome(item, Status.SKIPPED, NO_EMAIL_CONSENT)
+                continue
         if not email and not sms:
             outcomes[item.key] = outcome(item, Status.SKIPPED, "no email or SMS-consented phone to subscribe")
             continue

@@ -41,6 +41,29 @@ class OnboardingConfig(_Strict):
     list_id: str | None = None
     max_age_days: float = Field(default=7, gt=0)
     sms_consent_trait: str = "sms_consent"
+    #: Unset (default, as the template): a qualifying sign-up subscribes email unless the person ever opted out.
+    #: Set: email is subscribed only when this trait (or event property) is ``true``, like ``sms_consent_trait``.
+    email_consent_trait: str | None = None
+
+
+class ConsentConfig(_Strict):
+    """sync-consent: Segment consent events/traits -> Klaviyo subscribe/unsubscribe jobs (docs/consent.md)."""
+
+    #: Off by default: the flow is routed no messages, so existing deployments see no change.
+    enabled: bool = False
+    subscribe_events: list[str] = Field(default_factory=lambda: ["User Subscribed"])
+    unsubscribe_events: list[str] = Field(default_factory=lambda: ["User Unsubscribed"])
+    #: Channels an event changes (each only when the message carries that identifier), as Segment's actions do.
+    event_channels: list[Literal["email", "sms"]] = Field(default_factory=lambda: ["email", "sms"])
+    #: Identify traits whose ``true``/``false`` subscribes/unsubscribes one channel; null disables the trait.
+    email_trait: str | None = "email_subscribed"
+    sms_trait: str | None = "sms_subscribed"
+    #: Subscribe into this list and unsubscribe from it; null: subscribe without a list (account default opt-in)
+    #: and unsubscribe GLOBALLY. Klaviyo globally unsubscribes profiles that are not in the given list.
+    list_id: str | None = None
+    custom_source: str = "Segment"
+    #: Sends consented_at (the event time) and skips double opt-in and "Added to list" flows. Never automatic.
+    historical_import: bool = False
 
 
 class ChurnConfig(_Strict):
@@ -102,6 +125,7 @@ class AppConfig(_Strict):
     audiences_create_lists: bool = False
     onboarding: OnboardingConfig = Field(default_factory=OnboardingConfig)
     churn: ChurnConfig = Field(default_factory=ChurnConfig)
+    consent: ConsentConfig = Field(default_factory=ConsentConfig)
     phone_default_country: str = "US"
     page_screen: PageScreenConfig = Field(default_factory=PageScreenConfig)
     max_event_age_hours: float = Field(default=24, gt=0)

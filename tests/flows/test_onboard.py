@@ -81,7 +81,7 @@ async def test_unsubscribed_after_signup_is_never_resubscribed(env: httpx.Client
     async with flow_env.store() as store:  # even with the once-only record lost, consent safety holds
         await store.unmark(["onboard:eve"])
     replayed = await onboard_new_users(messages=[signup("s1-replayed", "eve", at=signed_up)], config=config)
-    assert by_id(replayed)["s1-replayed"]["reason"] == "unsubscribed after sign-up"
+    assert by_id(replayed)["s1-replayed"]["reason"] == "email unsubscribed in Klaviyo"
     eve = profile(env, "eve@example.com")
     assert eve["attributes"]["subscriptions"]["email"]["marketing"]["consent"] == "UNSUBSCRIBED"
     assert not eve["attributes"]["subscriptions"]["email"]["marketing"]["suppression"] == []  # still suppressed
