@@ -13,7 +13,7 @@ IDENTIFY = compile_template("identify-default")
 def test_vectorised_equals_per_message() -> None:
     frame = pl.DataFrame({
         "user_id": ["u1", " ", None, "u4"],
-        "email": ["  MiXed@Example.COM ", "", None, "x@y.z"],
+        "email": ["  MiXed@Example.COM ", "", None, "x@y.io"],
         "phoneNumber": ["(415) 555-2671", "+14155552671", "garbage", None],
         "company.name": ["Acme", None, "  ", None],
         "address.postalCode": ["02139", None, None, None],
