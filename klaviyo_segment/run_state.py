@@ -62,3 +62,9 @@ async def call_flow(flow: Any, **parameters: Any) -> tuple[dict[str, Any], Any]:
     """Run ``flow`` as a Prefect flow run and return (summary, final state), whether it Completed or Failed."""
     state = await flow(**parameters, return_state=True)
     return await summary_of(state), state
+
+
+async def run_summary(flow: Any, **parameters: Any) -> dict[str, Any]:
+    """:func:`call_flow` when only the summary matters (tests, benchmarks)."""
+    summary, _state = await call_flow(flow, **parameters)
+    return summary

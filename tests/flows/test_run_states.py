@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from klaviyo_segment.flows.forward_track import forward_track
 from typer.testing import CliRunner
 
-from klaviyo_segment.flows.forward_track import forward_track
 from klaviyo_segment.run_state import call_flow
 
 T = "2026-07-20T10:01:00Z"
@@ -28,7 +28,12 @@ def track(mid: str, user: str, event: str = "Order Completed") -> dict[str, Any]
 async def _api_view(flow_run_id: UUID) -> tuple[Any, list[str], list[Any]]:
     """(flow run, log messages, artifacts) as the Prefect API holds them, after the log shipper flushed."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
     from prefect.logging.handlers import APILogHandler
 
     await asyncio.wait_for(APILogHandler.aflush(), 30)
@@ -138,3 +143,17 @@ async def test_inline_dispatch_of_a_failed_run_is_not_a_crashed_dispatch(flow_en
         assert not await dispatcher.dispatch_once("forward-track")  # nothing is dispatched (or sent) again
         assert await store.count_dead_letters("forward-track") == 2
     assert len(flow_env.events()) == 0
+
+
+async def test_each_attempt_of_a_retried_run_has_its_own_artifact(flow_env: Any) -> None:
+    flow_env.configure(scopes=NO_EVENTS)
+    retried = forward_track.with_options(retries=1, retry_delay_seconds=0)  # Prefect retries a Failed run in place
+    summary, state = await call_flow(retried, messages=[track("r1", "u1")], config={})
+    assert summary["failed"] == 1 and state.is_failed()
+    run, _, artifacts = await _api_view(state.state_details.flow_run_id)
+    assert run.run_count == 2
+    assert sorted(a.key for a in artifacts) == ["forward-track-outcomes", "forward-track-outcomes-attempt-2"]
+    assert sorted(a.description for a in artifacts)[1].endswith("(attempt 2)")
+    async with flow_env.store() as store:
+        [letter] = await store.list_dead_letters("forward-track")
+    assert letter.attempts == 2  # one dead letter, failed twice: not two copies

@@ -14,7 +14,12 @@ import pytest
 from klaviyo_segment.clients.pacing import InProcessPacer, tier_of
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.run_report import dead_letter_line, run_name, summary_line
-from klaviyo_segment.run_state import FAILED, PARTLY_FAILED, failure_message, final_state
+from klaviyo_segment.run_state import (
+    FAILED,
+    PARTLY_FAILED,
+    failure_message,
+    final_state,
+)
 
 
 def _summary(sent: int, skipped: int, failed: int) -> dict[str, object]:
