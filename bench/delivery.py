@@ -62,7 +62,9 @@ async def run_flows(env: BenchEnv, flow: str, messages: list[dict[str, Any]], *,
 
     async def one(batch_id: str) -> None:
         async with gate:
-            summary = await spec.flow(batch_ids=[batch_id], config={})
+            from klaviyo_segment.run_state import call_flow
+
+            summary, _state = await call_flow(spec.flow, batch_ids=[batch_id], config={})
         totals.runs += 1
         for key in ("received", "sent", "failed"):
             setattr(totals, key, getattr(totals, key) + int(summary[key]))

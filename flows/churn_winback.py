@@ -17,6 +17,7 @@ from klaviyo_segment import flowkit
 from klaviyo_segment.builders.klaviyo import format_datetime
 from klaviyo_segment.config import AppConfig, ChurnConfig
 from klaviyo_segment.flowspec import FlowSpec
+from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.membership import (
     SUPERSEDED, Change, apply_membership, identity_of, order_changes, person_of, record_versions, resolve_profiles,
     settle, with_aliases,
@@ -165,7 +166,7 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
     settle(todo, changes, outcomes)
 
 
-@flow(name=NAME, description="Churn cohort entry/exit -> churn_risk profile properties and the win-back list.",
+@flow(name=NAME, flow_run_name=flow_run_name, description="Churn cohort entry/exit -> churn_risk profile properties and the win-back list.",
       log_prints=False)
 async def churn_winback(messages: list[dict[str, Any]] | None = None, batch_ids: list[str] | None = None,
                         config: dict[str, Any] | None = None, config_block: str | None = None) -> dict[str, Any]:

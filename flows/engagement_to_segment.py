@@ -23,6 +23,8 @@ from prefect import flow
 from klaviyo_segment import engagement as eng
 from klaviyo_segment.errors import ApiError, ConfigError
 from klaviyo_segment.flowspec import FlowSpec
+from klaviyo_segment.run_report import flow_run_name
+from klaviyo_segment.run_state import final_state
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.runtime import MALFORMED, FlowEnv, Inputs, Item, delivered_key, finish, open_env, run_flow
 from klaviyo_segment.tasks.klaviyo_events import get_events
@@ -208,7 +210,7 @@ async def run_poll(config: dict[str, Any] | None, config_block: str | None, sinc
         return summary
 
 
-@flow(name=NAME, description="Klaviyo email engagement -> Segment track calls (webhook records or polling).",
+@flow(name=NAME, flow_run_name=flow_run_name, description="Klaviyo email engagement -> Segment track calls (webhook records or polling).",
       log_prints=False)
 async def engagement_to_segment(messages: list[dict] | None = None, batch_ids: list[str] | None = None,
                                 config: dict | None = None, config_block: str | None = None,
@@ -219,7 +221,7 @@ async def engagement_to_segment(messages: list[dict] | None = None, batch_ids: l
     if poll:
         if messages is not None or batch_ids is not None:
             raise ConfigError("poll=True reads Klaviyo itself: do not pass 'messages' or 'batch_ids'")
-        return await run_poll(config, config_block, since)
+        return final_state(await run_poll(config, config_block, since))  # Failed when records failed
     return await run_flow(NAME, messages, batch_ids, config, config_block, process, segment=True,
                           load_items=load_items)
 

@@ -13,6 +13,7 @@ from prefect import flow
 
 from klaviyo_segment import flowkit
 from klaviyo_segment.flowspec import FlowSpec
+from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.mapping import EventMapping
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.routing import AUDIENCE_EVENTS
@@ -127,7 +128,7 @@ async def _send(env: FlowEnv, events: list[dict[str, Any]], owners: list[tuple[I
             outcomes[item.key] = outcome(item, Status.SENT, warnings=warnings)
 
 
-@flow(name=NAME, description="Segment track/page/screen -> Klaviyo events (bulk create, backfill-aware).",
+@flow(name=NAME, flow_run_name=flow_run_name, description="Segment track/page/screen -> Klaviyo events (bulk create, backfill-aware).",
       log_prints=False)
 async def forward_track(messages: list[dict[str, Any]] | None = None, batch_ids: list[str] | None = None,
                         config: dict[str, Any] | None = None, config_block: str | None = None,

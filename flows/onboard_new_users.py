@@ -22,6 +22,7 @@ from klaviyo_segment import flowkit
 from klaviyo_segment.config import AppConfig, OnboardingConfig
 from klaviyo_segment.consent import opt_out_reason
 from klaviyo_segment.flowspec import FlowSpec
+from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.mapping.models import ProfileMapping
 from klaviyo_segment.membership import Change, identity_of, person_of, settle
 from klaviyo_segment.outcomes import Outcome, Status
@@ -171,7 +172,7 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
     settle(todo, changes, outcomes)
 
 
-@flow(name=NAME, description="Sign-ups -> profile with all traits -> consent-safe subscription to the onboarding list.",
+@flow(name=NAME, flow_run_name=flow_run_name, description="Sign-ups -> profile with all traits -> consent-safe subscription to the onboarding list.",
       log_prints=False)
 async def onboard_new_users(messages: list[dict[str, Any]] | None = None, batch_ids: list[str] | None = None,
                             config: dict[str, Any] | None = None, config_block: str | None = None

@@ -15,6 +15,7 @@ from prefect import flow
 
 from klaviyo_segment.config import AppConfig
 from klaviyo_segment.flowspec import FlowSpec
+from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.membership import (
     Change, apply_membership, identity_of, order_changes, person_of, record_versions, resolve_profiles, settle,
     with_aliases,
@@ -135,7 +136,7 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
     settle(todo, changes, outcomes)
 
 
-@flow(name=NAME, description="Segment Engage audience membership -> Klaviyo list membership, newest change wins.",
+@flow(name=NAME, flow_run_name=flow_run_name, description="Segment Engage audience membership -> Klaviyo list membership, newest change wins.",
       log_prints=False)
 async def sync_audiences(messages: list[dict[str, Any]] | None = None, batch_ids: list[str] | None = None,
                          config: dict[str, Any] | None = None, config_block: str | None = None) -> dict[str, Any]:

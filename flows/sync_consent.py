@@ -31,6 +31,7 @@ from klaviyo_segment import flowkit
 from klaviyo_segment.config import AppConfig, ConsentConfig
 from klaviyo_segment.consent import opted_out_after
 from klaviyo_segment.flowspec import FlowSpec
+from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.membership import (
     SUPERSEDED,
     Change,
@@ -190,7 +191,7 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
     settle(todo, changes, outcomes)
 
 
-@flow(name=NAME, description="Segment consent events/traits -> Klaviyo subscribe/unsubscribe per channel, newest "
+@flow(name=NAME, flow_run_name=flow_run_name, description="Segment consent events/traits -> Klaviyo subscribe/unsubscribe per channel, newest "
       "change wins.", log_prints=False)
 async def sync_consent(messages: list[dict[str, Any]] | None = None, batch_ids: list[str] | None = None,
                        config: dict[str, Any] | None = None, config_block: str | None = None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from prefect import flow
 
 from klaviyo_segment import flowkit
 from klaviyo_segment.flowspec import FlowSpec
+from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.identify_lists import add_to_lists, list_id_of
 from klaviyo_segment.mapping import ProfileMapping
 from klaviyo_segment.outcomes import Outcome, Status
@@ -237,7 +238,7 @@ async def _deletes(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]
             outcomes[item.key] = outcome(item, Status.SKIPPED, "no Klaviyo profile found; local traces purged")
 
 
-@flow(name=NAME, description="Segment identify/alias/delete -> Klaviyo profiles (upsert, identity, deletion).",
+@flow(name=NAME, flow_run_name=flow_run_name, description="Segment identify/alias/delete -> Klaviyo profiles (upsert, identity, deletion).",
       log_prints=False)
 async def sync_identify(messages: list[dict[str, Any]] | None = None, batch_ids: list[str] | None = None,
                         config: dict[str, Any] | None = None, config_block: str | None = None) -> dict[str, Any]:

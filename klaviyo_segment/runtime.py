@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from klaviyo_segment import redact, run_logs
+from klaviyo_segment import redact, run_logs, run_report
 from klaviyo_segment.config import AppConfig
 from klaviyo_segment.errors import ApiError, ConfigError
 from klaviyo_segment.flowspec import FlowSpec
@@ -251,27 +251,41 @@ async def finish(env: FlowEnv, inputs: Inputs, outcomes: dict[str, Outcome]) -> 
             continue
         seen.add(item.key)
         ordered.append(out)
+    summary = summarize(env.flow, ordered)
     if not env.preview:
         from klaviyo_segment.store import DeadLetterIn
 
         raws = {item.key: item.raw for item in inputs.items}
         failed = [o for o in ordered if o.status == Status.FAILED]
+        dead_letter_ids: list[str] = []
         if failed:
-            await env.store.add_dead_letters([
+            dead_letter_ids = await env.store.add_dead_letters([
                 DeadLetterIn(flow=env.flow, message=_as_dict(raws.get(o.message_id)), message_id=o.message_id,
                              reason=o.reason or "failed", error=o.error.model_dump() if o.error else None)
                 for o in failed])
             await maybe_emit_threshold_event(env.store, env.config.dead_letters.threshold)
-        sent = [delivered_key(env.flow, o.message_id) for o in ordered if o.status == Status.SENT]
-        if sent:
-            await env.store.claim_once(sent)
+        sent_ids = [o.message_id for o in ordered if o.status == Status.SENT]
+        if sent_ids:
+            await env.store.claim_once([delivered_key(env.flow, key) for key in sent_ids])
+            await _resolve_delivered(env, sent_ids)
         status = "partial" if failed else "done"
         for batch_id in inputs.batch_ids:
             await env.store.complete(batch_id, env.run_id, status=status)
         await _artifact(env, ordered)
-    summary = summarize(env.flow, ordered)
+        await run_report.rename_run(env.flow, inputs.batch_ids, len(inputs.items))
+        run_report.log_run(env.flow, summary, list(zip(dead_letter_ids, failed)))
     summary["outcomes"] = [o.model_dump(mode="json", exclude_defaults=True) for o in ordered]
     return summary
+
+
+async def _resolve_delivered(env: FlowEnv, message_ids: Sequence[str]) -> None:
+    """A message delivered now (a UI Retry of the run, a replay, the sender's resend) closes its open dead letter:
+    otherwise the dead-letter list and the threshold alert keep reporting a failure that no longer exists."""
+    from klaviyo_segment.store.dead_letters import dead_letter_id
+
+    resolved = await env.store.resolve_dead_letters([dead_letter_id(env.flow, key) for key in message_ids])
+    if resolved:
+        run_report.log_resolved(env.flow, resolved)
 
 
 THRESHOLD_EVENT = "klaviyo-segment.dead-letters.threshold"
@@ -309,9 +323,13 @@ async def _artifact(env: FlowEnv, outcomes: Sequence[Outcome]) -> None:
     for o in outcomes:
         rows[(o.type or "unknown", o.status.value, o.reason or "")] += 1
     table = [{"type": t, "status": s, "reason": r, "messages": n} for (t, s, r), n in sorted(rows.items())]
+    attempt = run_report.attempt()
+    # Keyed by attempt: a retried run shows "attempt 2" next to attempt 1 instead of two identical cards.
+    key = f"{env.flow}-outcomes" if attempt == 1 else f"{env.flow}-outcomes-attempt-{attempt}"
     try:
-        await acreate_table_artifact(table=table, key=f"{env.flow}-outcomes",
-                                     description=f"{env.flow}: per-message outcomes of this run")
+        await acreate_table_artifact(table=table, key=key,
+                                     description=f"{env.flow}: per-message outcomes of this run "
+                                                 f"(attempt {attempt})")
     except Exception as exc:  # an artifact must never fail a run that delivered its messages
         logger.warning("could not create the outcomes artifact: %s", exc)
 
@@ -325,10 +343,15 @@ Processor = Callable[[FlowEnv, list[Item], dict[str, Outcome]], Awaitable[None]]
 
 async def run_flow(flow: str, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None,
                    config: dict[str, Any] | None, config_block: str | None, process: Processor,
-                   *, segment: bool = False, load_items: ItemLoader | None = None) -> dict[str, Any]:
-    """The skeleton of every event flow: open, load, process (the template's steps), finish."""
+                   *, segment: bool = False, load_items: ItemLoader | None = None) -> Any:
+    """The skeleton of every event flow: open, load, process (the template's steps), finish.
+
+    Returns the summary (the run ends Completed) or, when any message failed, a Failed state carrying it
+    (:mod:`klaviyo_segment.run_state`): callers run the flow with ``return_state=True`` and ``summary_of``."""
+    from klaviyo_segment.run_state import final_state
+
     async with open_env(flow, config, config_block=config_block, segment=segment) as env:
-        return await process_inputs(env, messages, batch_ids, process, load_items)
+        return final_state(await process_inputs(env, messages, batch_ids, process, load_items))
 
 
 async def process_inputs(env: FlowEnv, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None,

@@ -6,11 +6,26 @@ heavy dependencies inside their functions: ``--help`` must stay fast.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 from importlib.metadata import entry_points
 
-import typer
+#: Prefect's default (20 s) is too short for the first ``run`` on a fresh home on a busy machine: the ephemeral
+#: server migrates a new SQLite database before it answers. Prefect reads its settings once, at import, so this
+#: is set before anything imports prefect; a value the user set wins.
+EPHEMERAL_STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+EPHEMERAL_STARTUP_SECONDS = "120"
+
+
+def prefect_process_defaults(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    """Defaults for Prefect settings this CLI needs; never overrides a value already set."""
+    environ.setdefault(EPHEMERAL_STARTUP_TIMEOUT, EPHEMERAL_STARTUP_SECONDS)
+
+
+prefect_process_defaults()
+
+import typer  # after the Prefect defaults: a command module may import prefect
 
 from klaviyo_segment.cli import commands
 from klaviyo_segment.errors import ConfigError

@@ -22,13 +22,14 @@ import hashlib
 import logging
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from klaviyo_segment import constants
-from klaviyo_segment.clients.pacing import InProcessPacer, tier_of
+from klaviyo_segment.clients.pacing import InProcessPacer, log_wait, tier_of
 
 logger = logging.getLogger("klaviyo_segment.global_limits")
 
@@ -148,7 +149,9 @@ class PrefectGlobalPacer:
 
         try:
             burst, steady = await self._specs(operation_id)
+            began = time.monotonic()
             await rate_limit([burst.name, steady.name], occupy=SLOTS_PER_REQUEST, strict=True)
+            log_wait(operation_id, time.monotonic() - began, "waited for the cross-worker Prefect rate limit")
         except (httpx.HTTPError, OSError) as exc:
             # The Prefect API being down must not stop deliveries; the local pacer and 429 retries still hold.
             if not self.degraded:

@@ -9,6 +9,7 @@ deliberately tiny so the cross-worker limiter in ``global_limits`` (Prefect glob
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import deque
@@ -25,6 +26,17 @@ from klaviyo_segment.errors import KlaviyoAPIError
 
 _TIERS = {(1, 15): "XS", (3, 60): "S", (10, 150): "M", (75, 750): "L", (75, 700): "L", (350, 3500): "XL"}
 _DAY = 86_400.0
+#: Throttle waits longer than this are logged (they reach the flow run's logs through ``run_logs``): a run that is
+#: slow because Klaviyo's quota is spent must say so in the UI, while the usual sub-second spacing stays quiet.
+LOG_WAIT_OVER = 1.0
+
+logger = logging.getLogger("klaviyo_segment.clients.pacing")
+
+
+def log_wait(operation_id: str, seconds: float, why: str) -> None:
+    """One warning per throttle wait over :data:`LOG_WAIT_OVER` seconds."""
+    if seconds > LOG_WAIT_OVER:
+        logger.warning("klaviyo throttle: %s held %.1fs (%s)", operation_id, seconds, why)
 
 
 class Pacer(Protocol):
@@ -122,7 +134,17 @@ class InProcessPacer:
             if wait == float("inf"):
                 raise KlaviyoAPIError(429, message=f"daily limit of {win.daily} requests for {operation_id} "
                                                    "reached in this process", retryable=False)
+            log_wait(operation_id, wait, self._why(win))
             await self._sleep(wait)
+
+    def _why(self, win: _Window) -> str:
+        """Which limit holds the request back, for the log line."""
+        now = self._clock()
+        if win.blocked_until > now:
+            return "Klaviyo answered 429 / Retry-After"
+        if win.budget is not None and win.budget <= 0:
+            return "RateLimit-Remaining is 0: the account's quota is shared with other apps"
+        return f"client-side limit {win.burst}/s, {win.steady}/min"
 
     def observe(self, operation_id: str, response: httpx.Response) -> None:
         """Adapt to what the server says: other apps may be using the same account's quota."""

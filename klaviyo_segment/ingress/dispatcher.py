@@ -71,8 +71,12 @@ def inline_launcher(config: dict[str, Any] | None = None) -> Launcher:
 
     async def launch(flow: str, batch_ids: list[str], _key: str) -> Any:
         from klaviyo_segment.flows import get_spec
+        from klaviyo_segment.run_state import call_flow
 
-        return await get_spec(flow).flow(batch_ids=batch_ids, config=config)
+        # A run that ends Failed because messages failed finished its batches (dead letters recorded): it is not a
+        # crashed dispatch, so it must not raise into the retry path. Only a crash raises (call_flow re-raises it).
+        summary, _state = await call_flow(get_spec(flow).flow, batch_ids=batch_ids, config=config)
+        return summary
 
     return launch
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from klaviyo_segment.flows.churn_winback import churn_winback
+from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
 
 T0 = datetime(2026, 7, 1, tzinfo=timezone.utc)
 
@@ -45,7 +46,7 @@ def state(env: httpx.Client, list_id: str) -> tuple[set[str], dict[str, dict[str
 
 async def test_score_transitions_audience_form_and_bad_items(env: httpx.Client, by_id: Any) -> None:
     list_id, config = setup_list(env)
-    first = await churn_winback(messages=[
+    first = await run_summary(churn_winback, messages=[
         score("s1", "low", 0.2, 0), score("s2", "high", 0.9, 0), audience("a1", "aud", True, 0),
         score("bad", "x", "very", 0), {"type": "identify", "messageId": "other", "userId": "o", "traits": {"a": 1}},
     ], config=config)
@@ -59,7 +60,7 @@ async def test_score_transitions_audience_form_and_bad_items(env: httpx.Client, 
     assert props["high@example.com"]["churn_risk_score"] == 0.9
     assert props["high@example.com"]["churn_risk_entered_at"].startswith("2026-07-01T00:00")
 
-    second = await churn_winback(messages=[
+    second = await run_summary(churn_winback, messages=[
         score("s3", "low", 0.8, 5), score("s4", "high", 0.95, 5), score("s5", "high", 0.3, 6),
         audience("a2", "aud", False, 5), score("late", "low", 0.1, 1),
     ], config=config)
@@ -71,10 +72,10 @@ async def test_score_transitions_audience_form_and_bad_items(env: httpx.Client, 
     assert members == {"low@example.com"}
     assert props["high@example.com"]["churn_risk"] is False and props["aud@example.com"]["churn_risk"] is False
 
-    replay = await churn_winback(messages=[score("late-2", "low", 0.1, 1)], config=config)
+    replay = await run_summary(churn_winback, messages=[score("late-2", "low", 0.1, 1)], config=config)
     assert by_id(replay)["late-2"]["reason"] == "older than the applied change"
     assert state(env, list_id)[0] == {"low@example.com"}
-    again = await churn_winback(messages=[score("s3", "low", 0.8, 5)], config=config)
+    again = await run_summary(churn_winback, messages=[score("s3", "low", 0.8, 5)], config=config)
     assert again["sent"] == 0
     assert len(env.get("/__sandbox/profiles").json()) == 3
 
@@ -82,10 +83,10 @@ async def test_score_transitions_audience_form_and_bad_items(env: httpx.Client, 
 async def test_transient_fault_is_retried_by_redelivery(env: httpx.Client, by_id: Any) -> None:
     list_id, config = setup_list(env)
     env.post("/__sandbox/config", json={"faults": "add_profiles_to_list:503=1.0"}).raise_for_status()
-    failed = await churn_winback(messages=[score("f", "u", 0.9, 0)], config=config)
+    failed = await run_summary(churn_winback, messages=[score("f", "u", 0.9, 0)], config=config)
     assert failed["failed"] == 1
     env.post("/__sandbox/config", json={"faults": None}).raise_for_status()
-    retried = await churn_winback(messages=[score("f", "u", 0.9, 0)], config=config)
+    retried = await run_summary(churn_winback, messages=[score("f", "u", 0.9, 0)], config=config)
     assert retried["sent"] == 1  # neither the score nor the version was stored by the failed run
     assert state(env, list_id)[0] == {"u@example.com"}
 

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from klaviyo_segment.flows.engagement_to_segment import CURSOR, engagement_to_segment
 from klaviyo_segment.runtime import MALFORMED
 from klaviyo_segment.devkit.sandbox.segment.serve import serve_in_thread
+from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
 
 FlowSandbox = Any  # tests/flows/conftest.py's FlowSandbox (fixture ``flow_env``)
 
@@ -105,7 +106,7 @@ async def test_webhook_delivery_with_bad_records(box: FlowSandbox, capture: Capt
     no_payload = {"external_id": "BROKEN1", "topic": "event:klaviyo.opened_email"}
     messages = [delivery, sms, no_payload, {MALFORMED: "line 4: Expecting value (column 1)"}]
 
-    result = await engagement_to_segment(messages=messages)
+    result = await run_summary(engagement_to_segment, messages=messages)
 
     assert (result["received"], result["sent"], result["skipped"], result["failed"]) == (5, 2, 1, 2)
     outcomes = by_id(result)
@@ -128,7 +129,7 @@ async def test_webhook_delivery_with_bad_records(box: FlowSandbox, capture: Capt
         letters = await store.list_dead_letters(flow="engagement-to-segment")
     assert "BROKEN1" in {d.message_id for d in letters} and len(letters) == 2  # + the malformed line
 
-    again = await engagement_to_segment(messages=messages)
+    again = await run_summary(engagement_to_segment, messages=messages)
 
     assert again["sent"] == 0
     assert by_id(again)[opened]["reason"] == "duplicate of an already delivered messageId"

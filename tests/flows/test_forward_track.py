@@ -10,6 +10,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from klaviyo_segment.flows.forward_track import forward_track
+from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -44,7 +45,7 @@ async def test_mixed_batch_rules_mapping_and_rerun(flow_env: Any, by_id: Any) ->
         {"type": "identify", "messageId": "idf", "userId": "u1"},
     ]
     config = {"track": {"deny": ["Debug *"]}}
-    result = await forward_track(messages=messages, config=config)
+    result = await run_summary(forward_track, messages=messages, config=config)
     out = by_id(result)
     assert (result["received"], result["sent"], result["skipped"], result["failed"]) == (9, 3, 5, 1)
     assert out["aud"]["reason"] == "not for this flow" and out["idf"]["reason"] == "not for this flow"
@@ -59,7 +60,7 @@ async def test_mixed_batch_rules_mapping_and_rerun(flow_env: Any, by_id: Any) ->
     opened = flow_env.events("Newsletter Opened")[0]
     assert flow_env.profile(external_id="u-known")["id"] == opened["profile_id"]  # alias resolved
 
-    again = await forward_track(messages=messages, config=config)
+    again = await run_summary(forward_track, messages=messages, config=config)
     assert again["sent"] == 0 and by_id(again)["o1"]["reason"] == "duplicate of an already delivered messageId"
     assert flow_env.summary()["events"] == 5
 
@@ -91,14 +92,14 @@ async def test_strict_bulk_resend_of_already_stored_events(sandbox_factory: Any,
 
 async def test_transient_faults_fail_then_redelivery_sends_once(flow_env: Any, by_id: Any) -> None:
     flow_env.configure(faults="bulk_create_events:503=1.0")
-    result = await forward_track(messages=[ORDER])
+    result = await run_summary(forward_track, messages=[ORDER])
     outcome = by_id(result)["o1"]
     assert outcome["status"] == "failed" and outcome["error"]["status"] == 503
     assert outcome["reason"].startswith("3 of 3 events failed")
     async with flow_env.store() as store:
         assert [d.message_id for d in await store.list_dead_letters(flow="forward-track")] == ["o1"]
     flow_env.configure(faults=None)
-    assert (await forward_track(messages=[ORDER]))["sent"] == 1
+    assert (await run_summary(forward_track, messages=[ORDER]))["sent"] == 1
     assert flow_env.summary()["events"] == 3
 
 

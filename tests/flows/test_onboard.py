@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from klaviyo_segment.flows.onboard_new_users import onboard_new_users
+from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -48,7 +49,7 @@ async def test_onboards_once_with_traits_and_sms_consent(env: httpx.Client, by_i
                 {"type": "track", "messageId": "nope", "userId": "x", "event": "Order Completed"},
                 {"type": "track", "messageId": "anon", "anonymousId": "a1", "event": "Signed Up"},
                 {"type": "track", "messageId": "broken", "event": "Signed Up"}]
-    result = await onboard_new_users(messages=messages, config=config)
+    result = await run_summary(onboard_new_users, messages=messages, config=config)
     out = by_id(result)
     assert [out[m]["status"] for m in ("m1", "m2", "m3")] == ["sent"] * 3
     assert out["old"]["reason"] == "sign-up older than 7 days" and out["nope"]["reason"] == "not for this flow"
@@ -61,7 +62,7 @@ async def test_onboards_once_with_traits_and_sms_consent(env: httpx.Client, by_i
     assert bob["attributes"]["subscriptions"]["sms"]["marketing"]["consent"] == "SUBSCRIBED"
     assert cid["attributes"]["subscriptions"]["sms"]["marketing"]["consent"] != "SUBSCRIBED"
 
-    again = await onboard_new_users(messages=[signup("m1-new-id", "ann")], config=config)
+    again = await run_summary(onboard_new_users, messages=[signup("m1-new-id", "ann")], config=config)
     assert by_id(again)["m1-new-id"]["reason"] == "already onboarded"
 
 
@@ -90,10 +91,10 @@ async def test_unsubscribed_after_signup_is_never_resubscribed(env: httpx.Client
 async def test_transient_fault_unclaims_so_redelivery_subscribes(env: httpx.Client, by_id: Any) -> None:
     list_id, config = setup_list(env)
     env.post("/__sandbox/config", json={"faults": "bulk_subscribe_profiles:503=1.0"}).raise_for_status()
-    failed = await onboard_new_users(messages=[signup("t1", "fay")], config=config)
+    failed = await run_summary(onboard_new_users, messages=[signup("t1", "fay")], config=config)
     assert failed["failed"] == 1 and by_id(failed)["t1"]["error"]["status"] == 503
     env.post("/__sandbox/config", json={"faults": None}).raise_for_status()
-    retried = await onboard_new_users(messages=[signup("t1", "fay")], config=config)
+    retried = await run_summary(onboard_new_users, messages=[signup("t1", "fay")], config=config)
     assert retried["sent"] == 1
 
 

@@ -11,6 +11,7 @@ from klaviyo_segment.flows.engagement_to_segment import engagement_to_segment
 from klaviyo_segment.flows.replay_dead_letters import mark_replay, replay_dead_letters
 from klaviyo_segment.runtime import maybe_emit_threshold_event
 from klaviyo_segment.store import DeadLetterIn
+from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
 
 ALL_BUT_PROFILES_READ = ["events:read", "events:write", "metrics:read", "profiles:write", "lists:read",
                          "lists:write", "subscriptions:write"]
@@ -39,7 +40,7 @@ async def test_replay_resolves_fixed_failures_and_keeps_the_rest(flow_env: Any) 
     broken = {"external_id": "BROKEN2", "topic": "event:klaviyo.opened_email"}
     flow_env.configure(scopes=ALL_BUT_PROFILES_READ)
     try:
-        first = await engagement_to_segment(messages=[*records, broken])
+        first = await run_summary(engagement_to_segment, messages=[*records, broken])
     finally:
         flow_env.configure(scopes=None)
     assert first["failed"] == 3 and first["sent"] == 0

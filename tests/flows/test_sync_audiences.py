@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from klaviyo_segment.flows.sync_audiences import sync_audiences
+from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
 
 T0 = datetime(2026, 7, 1, tzinfo=timezone.utc)
 
@@ -60,7 +61,7 @@ async def test_both_forms_bad_items_and_rerun(env: httpx.Client, by_id: Any) -> 
         {"type": "identify", "messageId": "m8", "userId": "u8", "traits": {"vip": True, "email": "u8@example.com"}},
         track("m9", "u9", True, T0) | {"integrations": {"Klaviyo": False}},
     ]
-    result = await sync_audiences(messages=messages, config=config)
+    result = await run_summary(sync_audiences, messages=messages, config=config)
     out = by_id(result)
     assert (result["received"], result["sent"]) == (9, 3)
     assert out["m1"]["status"] == out["m2"]["status"] == out["m8"]["status"] == "sent"  # m8: configured-key fallback
@@ -73,9 +74,9 @@ async def test_both_forms_bad_items_and_rerun(env: httpx.Client, by_id: Any) -> 
     assert members(env, vip) == {"u1@example.com", "u2@example.com", "u8@example.com"}
     profiles_before = len(env.get("/__sandbox/profiles").json())
 
-    again = await sync_audiences(messages=messages, config=config)
+    again = await run_summary(sync_audiences, messages=messages, config=config)
     assert again["sent"] == 0 and by_id(again)["m1"]["reason"] == "duplicate of an already delivered messageId"
-    redelivered = await sync_audiences(messages=[track("m1-bis", "u1", True, T0)], config=config)
+    redelivered = await run_summary(sync_audiences, messages=[track("m1-bis", "u1", True, T0)], config=config)
     assert by_id(redelivered)["m1-bis"]["reason"] == "older than the applied change"
     assert members(env, vip) == {"u1@example.com", "u2@example.com", "u8@example.com"}
     assert len(env.get("/__sandbox/profiles").json()) == profiles_before
@@ -111,10 +112,10 @@ async def test_transient_faults_fail_then_redelivery_applies(env: httpx.Client, 
     vip = make_list(env, "VIP")
     config = {"audiences": {"vip": vip}}
     env.post("/__sandbox/config", json={"faults": "add_profiles_to_list:503=1.0"}).raise_for_status()
-    result = await sync_audiences(messages=[track("f1", "u1", True, T0)], config=config)
+    result = await run_summary(sync_audiences, messages=[track("f1", "u1", True, T0)], config=config)
     assert result["failed"] == 1 and by_id(result)["f1"]["error"]["status"] == 503
     env.post("/__sandbox/config", json={"faults": None}).raise_for_status()
-    retry = await sync_audiences(messages=[track("f1", "u1", True, T0)], config=config)
+    retry = await run_summary(sync_audiences, messages=[track("f1", "u1", True, T0)], config=config)
     assert retry["sent"] == 1  # the version was not stored on failure, so the redelivery is applied
     assert members(env, vip) == {"u1@example.com"}
 

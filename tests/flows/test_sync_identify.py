@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from klaviyo_segment.flows.sync_identify import sync_identify
+from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
 
 T = "2026-07-20T10:{:02d}:00Z"
 
@@ -35,7 +36,7 @@ async def test_batch_collapses_people_and_handles_every_type(flow_env: Any, by_i
         {"type": "group", "messageId": "gr", "userId": "u1", "groupId": "g1"},
         {"type": "track", "messageId": "tr", "userId": "u1", "event": "Clicked"},
     ]
-    result = await sync_identify(messages=messages)
+    result = await run_summary(sync_identify, messages=messages)
     out = by_id(result)
     assert (result["received"], result["sent"], result["skipped"], result["failed"]) == (8, 3, 4, 1)
     assert out["bad"]["reason"].startswith("invalid message")
@@ -56,7 +57,7 @@ async def test_batch_collapses_people_and_handles_every_type(flow_env: Any, by_i
     assert aliases["a9"]["user_id"] == "u2" and aliases["a1"]["email"] == "ada@example.com"
     assert aliases["a1"]["user_id"] == "u1"
 
-    again = await sync_identify(messages=messages)
+    again = await run_summary(sync_identify, messages=messages)
     assert again["sent"] == 0 and by_id(again)["m1"]["reason"] == "duplicate of an already delivered messageId"
     assert len(flow_env.profiles()) == 2
 
@@ -78,7 +79,7 @@ async def test_identifier_conflict_is_reported_not_duplicated(flow_env: Any, by_
     for attrs in ({"email": "owner@example.com"}, {"external_id": "u-conf"}):
         flow_env.http.post("/api/profile-import", json={"data": {"type": "profile", "attributes": attrs}}
                            ).raise_for_status()
-    result = await sync_identify(messages=[identify("c1", 1, "u-conf", email="owner@example.com")])
+    result = await run_summary(sync_identify, messages=[identify("c1", 1, "u-conf", email="owner@example.com")])
     outcome = by_id(result)["c1"]
     assert outcome["status"] == "failed" and outcome["reason"].startswith("identifier conflict")
     assert len(flow_env.profiles()) == 2  # never a third profile
@@ -89,7 +90,7 @@ async def test_identifier_conflict_is_reported_not_duplicated(flow_env: Any, by_
 async def test_large_batch_uses_one_bulk_import_job(flow_env: Any, by_id: Any) -> None:
     messages = [identify(f"b{i}", 1, f"ub{i}", email=f"bulk{i}@example.com") for i in range(120)]
     messages.append(identify("b-bad", 1, "ub-bad", email="not-an-email"))
-    result = await sync_identify(messages=messages)
+    result = await run_summary(sync_identify, messages=messages)
     assert result["sent"] == 120 and result["failed"] == 1
     assert by_id(result)["b-bad"]["status"] == "failed"
     summary = flow_env.summary()
@@ -116,11 +117,11 @@ async def test_delete_erases_profile_and_local_traces(flow_env: Any, by_id: Any)
 async def test_transient_faults_fail_then_redelivery_sends(flow_env: Any, by_id: Any) -> None:
     flow_env.configure(faults="create_or_update_profile:503=1.0")
     messages = [identify("f1", 1, "u-f1", email="f1@example.com"), identify("f2", 1, "u-f2", email="f2@example.com")]
-    result = await sync_identify(messages=messages)
+    result = await run_summary(sync_identify, messages=messages)
     assert result["failed"] == 2 and by_id(result)["f1"]["error"]["status"] == 503
     assert "profile upsert failed" in by_id(result)["f1"]["reason"]
     flow_env.configure(faults=None)
-    retry = await sync_identify(messages=messages)
+    retry = await run_summary(sync_identify, messages=messages)
     assert retry["sent"] == 2 and len(flow_env.profiles()) == 2
 
 

@@ -20,6 +20,7 @@ from klaviyo_segment.ingress.receiver import ReceiverSettings
 from klaviyo_segment.ingress.runner import start_ingress
 from klaviyo_segment.ingress.signatures import klaviyo_signature, segment_signature
 from klaviyo_segment.store import Store
+from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 EMAIL, PHONE, USER = "privacy.person@example.com", "+14155550199", "u-privacy-7"
@@ -94,12 +95,12 @@ async def test_full_run_leaks_no_secret_and_delete_leaves_no_trace(wired: tuple[
          "properties": {"order_id": "o-1", "total": 5, "email": EMAIL}, **person},
         {"type": "track", "messageId": "t-bad", "timestamp": _ts(), "properties": {"phone": PHONE}, **person},
     ]
-    result = await forward_track(messages=tracks, config={})
+    result = await run_summary(forward_track, messages=tracks, config={})
     assert result["failed"] == 1  # the invalid one is a dead letter: it must not outlive the delete below
     httpx.post(f"{box.klaviyo_url}/__sandbox/config", json={"faults": "*:500=1"}).raise_for_status()
     errors: list[str] = []
     try:
-        failed = await sync_identify(messages=[{"type": "identify", "messageId": "i-1", "timestamp": _ts(0.2),
+        failed = await run_summary(sync_identify, messages=[{"type": "identify", "messageId": "i-1", "timestamp": _ts(0.2),
                                                 "traits": {"email": EMAIL, "phone": PHONE}, "userId": USER}],
                                      config={})
         errors.extend(str(o) for o in failed["outcomes"])
@@ -121,7 +122,7 @@ async def test_full_run_leaks_no_secret_and_delete_leaves_no_trace(wired: tuple[
     for where in ("caplog", "prefect"):
         assert EMAIL not in traces[where] and PHONE not in traces[where], f"PII unredacted in {where} logs"
 
-    deleted = await sync_identify(messages=[{"type": "delete", "messageId": "d-1", "userId": USER,
+    deleted = await run_summary(sync_identify, messages=[{"type": "delete", "messageId": "d-1", "userId": USER,
                                              "timestamp": _ts(0)}], config={})
     assert deleted["failed"] == 0, deleted["outcomes"]
     after = await dump_store(store_url)

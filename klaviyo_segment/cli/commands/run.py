@@ -67,7 +67,10 @@ def register(app: typer.Typer) -> None:
                 kwargs["since"] = since
         else:
             raise ConfigError(f"flow {flow!r} needs --input FILE")
-        summary = asyncio.run(spec.flow(**kwargs))
+        from klaviyo_segment.run_state import call_flow
+
+        # return_state: a run with dead letters ends Failed, which would raise before the summary is printed
+        summary, _state = asyncio.run(call_flow(spec.flow, **kwargs))
         print_outcomes(summary)
         if as_json:
             typer.echo(json.dumps({k: v for k, v in summary.items() if k != "outcomes"}))
