@@ -13,9 +13,10 @@ from typing import Any
 from prefect import flow
 
 from klaviyo_segment import flowkit
+from klaviyo_segment.errors import ApiError
 from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.mapping import ProfileMapping
-from klaviyo_segment.outcomes import Outcome, Status
+from klaviyo_segment.outcomes import ItemResult, Outcome, Status
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
 
 NAME = "sync-identify"
@@ -48,41 +49,84 @@ def _deep_merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+_OTHER_PERSON = "{field} left off: it already belongs to another person's profile"
+
+
+class _Group:
+    """One person of the batch: their messages (timestamp order) and the identifiers they claimed."""
+
+    def __init__(self, user_id: str | None) -> None:
+        self.user_id = user_id
+        self.members: list[tuple[Item, ProfileMapping]] = []
+
+
 class _People:
-    """Union of identifies sharing any identifier, so 'email only' and 'userId + email' become one request."""
+    """Collapse a batch into people. Different userIds are different people, never merged (Klaviyo allows one
+    profile per email and per phone, so merging them sent only the last one's update). A message without userId
+    joins the person who owns its email or phone ('email only' + 'userId + email' is one request). A phone
+    already claimed by another userId is left off with a warning; an email claimed by another userId fails the
+    later message as ``identity_conflict`` (the email decides which profile Klaviyo updates)."""
 
     def __init__(self) -> None:
-        self.owner: dict[str, int] = {}
-        self.groups: list[list[tuple[Item, ProfileMapping]]] = []
+        self.owner: dict[str, _Group] = {}
+        self.groups: list[_Group] = []
+        self.warnings: dict[str, list[str]] = {}
 
-    def add(self, item: Item, mapped: ProfileMapping) -> None:
-        keys = flowkit.identity_cache_keys(mapped.attributes)
-        hits = sorted({self.owner[k] for k in keys if k in self.owner})
-        if not hits:
-            self.groups.append([])
-            target = len(self.groups) - 1
-        else:
-            target = hits[0]
-            for other in hits[1:]:
-                self.groups[target] += self.groups[other]
-                self.groups[other] = []
-                self.owner.update({k: target for k, g in self.owner.items() if g == other})
-        self.groups[target].append((item, mapped))
-        self.owner.update({k: target for k in keys})
+    def add(self, item: Item, mapped: ProfileMapping) -> str | None:
+        """Add one mapped identify (timestamp order); returns a conflict reason instead when it cannot join."""
+        attrs = mapped.attributes
+        user = attrs.get("external_id") if isinstance(attrs.get("external_id"), str) else None
+        group = self.owner.get(f"external_id:{user}") if user else None
+        email_key = f"email:{attrs['email'].strip().lower()}" if isinstance(attrs.get("email"), str) else None
+        email_owner = self.owner.get(email_key) if email_key else None
+        if email_owner is not None and user and email_owner.user_id not in (None, user):
+            return (f"identity_conflict: email already belongs to another person (userId {email_owner.user_id!r}); "
+                    f"userId {user!r} cannot claim it")
+        if email_owner is not None and email_owner is not group:
+            group = self._fold(group, email_owner)
+        phone = attrs.get("phone_number")
+        phone_owner = self.owner.get(f"phone:{phone}") if isinstance(phone, str) and phone else None
+        if phone_owner is not None and phone_owner is not group:
+            if phone_owner.user_id is None or (group is None and not user and not email_key):
+                group = self._fold(group, phone_owner)
+            else:
+                attrs = {k: v for k, v in attrs.items() if k != "phone_number"}
+                mapped = ProfileMapping(attrs, mapped.warnings)
+                self.warnings.setdefault(item.key, []).append(_OTHER_PERSON.format(field="phone_number"))
+        if group is None:
+            group = _Group(user)
+            self.groups.append(group)
+        if user and group.user_id is None:
+            group.user_id = user
+        group.members.append((item, mapped))
+        self.owner.update({k: group for k in flowkit.identity_cache_keys(attrs)})
+        return None
 
-    def requests(self) -> list[tuple[list[tuple[Item, ProfileMapping]], dict[str, Any]]]:
-        """(contributing messages with their mappings, merged attributes) per person, merged in timestamp
-        order; people come in first-seen order so previews list requests stably."""
+    def _fold(self, group: _Group | None, other: _Group) -> _Group:
+        """``other`` (no userId, or the same one) is this message's person: join it, or merge it into ``group``."""
+        if group is None:
+            return other
+        group.members += other.members
+        other.members = []
+        self.owner.update({k: group for k, g in self.owner.items() if g is other})
+        return group
+
+    def members(self) -> list[list[tuple[Item, ProfileMapping]]]:
+        """Each person's messages in timestamp order; people in first-seen order so previews list requests
+        stably."""
         out = []
         for group in self.groups:
-            if not group:
-                continue
-            group.sort(key=lambda pair: _when(pair[0]))
-            attributes: dict[str, Any] = {}
-            for _, mapped in group:
-                attributes = _deep_merge(attributes, mapped.attributes)
-            out.append((group, attributes))
+            if group.members:
+                out.append(sorted(group.members, key=lambda pair: _when(pair[0])))
         return out
+
+
+def _merged(members: list[tuple[Item, ProfileMapping]]) -> dict[str, Any]:
+    """One request per person: their messages' attributes merged in timestamp order (later wins per field)."""
+    attributes: dict[str, Any] = {}
+    for _, mapped in members:
+        attributes = _deep_merge(attributes, mapped.attributes)
+    return attributes
 
 
 async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]) -> None:
@@ -124,7 +168,7 @@ async def _identifies(env: FlowEnv, items: list[Item], outcomes: dict[str, Outco
     aliases = await flowkit.resolve_aliases(env, [i.msg.anonymous_id for i in items if i.msg and i.msg.anonymous_id])
     remembered: dict[str, dict[str, Any]] = {}  # anonymous traits to store (no identifier yet)
     learnt: dict[str, dict[str, Any]] = {}  # anonymousId -> identifiers seen together with it
-    people = _People()
+    candidates: list[tuple[Item, ProfileMapping]] = []
     for item in items:  # timestamp order
         assert item.msg is not None and isinstance(item.raw, dict)
         anon = item.msg.anonymous_id
@@ -152,21 +196,119 @@ async def _identifies(env: FlowEnv, items: list[Item], outcomes: dict[str, Outco
             ids = {"user_id": attrs.get("external_id"), "email": attrs.get("email"),
                    "phone": attrs.get("phone_number")}
             learnt[anon] = {**learnt.get(anon, {}), **{k: v for k, v in ids.items() if v}}
-        people.add(item, mapped)
+        candidates.append((item, mapped))
     if remembered or learnt:
         await env.store.put_aliases({a: {**({"traits": remembered[a]} if a in remembered else {}),
                                          **learnt.get(a, {})} for a in {*remembered, *learnt}})
-    requests = people.requests()
+    candidates = await _after_deletes(env, candidates, outcomes)
+    people = _People()
+    for item, mapped in candidates:  # timestamp order: the later claimant of an email is the one that fails
+        conflict = people.add(item, mapped)
+        if conflict is not None:
+            error = ApiError(code="identity_conflict", detail=conflict)
+            outcomes[item.key] = outcome(item, Status.FAILED, conflict, error, mapped.warnings)
+    members = await flowkit.newer_only(env, people.members(), outcomes, people.warnings)
+    requests = await _claimed_by_others(env, [(group, _merged(group)) for group in members], outcomes,
+                                        people.warnings)
     results = await flowkit.upsert_profiles(env, [attrs for _, attrs in requests])
-    for (contributors, _), result in zip(requests, results, strict=True):
+    results = await _without_taken_phones(env, requests, results, people.warnings)
+    applied = []
+    for (contributors, attrs), result in zip(requests, results, strict=True):
         for item, mapping in contributors:  # each message keeps its own mapping warnings
-            warnings = mapping.warnings
+            warnings = [*mapping.warnings, *people.warnings.get(item.key, [])]
             if result.ok:
                 outcomes[item.key] = outcome(item, Status.SENT, warnings=warnings)
             elif flowkit.is_conflict(result.error):
                 outcomes[item.key] = flowkit.conflict_failure(item, result.error, warnings)
             else:
                 outcomes[item.key] = flowkit.api_failure(item, result.error, "profile upsert", warnings)
+        if result.ok:
+            applied.append(contributors)
+    await flowkit.record_versions(env, applied)
+
+
+Request = tuple[list[tuple[Item, ProfileMapping]], dict[str, Any]]
+
+
+async def _claimed_by_others(env: FlowEnv, requests: list[Request], outcomes: dict[str, Outcome],
+                             warnings: dict[str, list[str]]) -> list[Request]:
+    """Never update another person's profile: Klaviyo matches profile-import on any identifier, so a phone or
+    email whose profile carries a different userId would move that profile to this person. The phone is left off
+    (with a warning); an email taken by another userId fails the person as ``identity_conflict``. Identifiers the
+    identity cache already ties to this userId's profile are not looked up again."""
+    from klaviyo_segment.tasks import klaviyo_profiles as tp
+
+    fields = (("phone_number", "phone"), ("email", "email"))
+    todo = {f: [] for f, _ in fields}  # field -> values to look up
+    cache = await env.store.get_profile_ids(sorted({k for _, a in requests for k in flowkit.identity_cache_keys(a)}))
+    for _, attrs in requests:
+        own = cache.get(f"external_id:{attrs.get('external_id')}")
+        for field, kind in fields:
+            value = attrs.get(field)
+            if attrs.get("external_id") and isinstance(value, str) and value:
+                key = f"{kind}:{value.strip().lower() if field == 'email' else value}"
+                if own is None or cache.get(key) != own:
+                    todo[field].append(value)
+    owners: dict[str, dict[str, Any]] = {}
+    for field, values in todo.items():
+        if values:
+            found = await env.call(tp.get_profiles_by_identifiers, values, env.klaviyo, field=field)
+            owners.update({f"{field}:{v}": (r.value or {}).get("attributes") or {}
+                           for v, r in zip(values, found, strict=True) if r.ok and r.value})
+    out: list[Request] = []
+    for members, attrs in requests:
+        user = attrs.get("external_id")
+        email_owner = (owners.get(f"email:{attrs.get('email')}") or {}).get("external_id")
+        if email_owner not in (None, user):
+            reason = (f"identity_conflict: email already belongs to another person (userId {email_owner!r}); "
+                      f"userId {user!r} cannot claim it")
+            for item, mapped in members:
+                outcomes[item.key] = outcome(item, Status.FAILED, reason,
+                                             ApiError(code="identity_conflict", detail=reason), mapped.warnings)
+            continue
+        if (owners.get(f"phone_number:{attrs.get('phone_number')}") or {}).get("external_id") not in (None, user):
+            attrs = {k: v for k, v in attrs.items() if k != "phone_number"}
+            for item, _ in members:
+                warnings.setdefault(item.key, []).append(_OTHER_PERSON.format(field="phone_number"))
+        out.append((members, attrs))
+    return out
+
+
+async def _after_deletes(env: FlowEnv, candidates: list[tuple[Item, ProfileMapping]],
+                         outcomes: dict[str, Outcome]) -> list[tuple[Item, ProfileMapping]]:
+    """A delete is final against anything older: an identify from before the person's delete (a re-run batch,
+    a retry, a replay) is skipped instead of re-creating the deleted profile."""
+    if not candidates:
+        return []
+    deleted = await env.store.deleted_at([m.attributes for _, m in candidates])
+    keep = []
+    for (item, mapped), when in zip(candidates, deleted, strict=True):
+        assert item.msg is not None
+        if when is not None and (item.msg.timestamp is None or item.msg.timestamp <= when):
+            outcomes[item.key] = outcome(item, Status.SKIPPED, "older than a delete", warnings=mapped.warnings)
+        else:
+            keep.append((item, mapped))
+    return keep
+
+
+async def _without_taken_phones(env: FlowEnv, requests: list[tuple[list[tuple[Item, ProfileMapping]], dict[str, Any]]],
+                                results: list[ItemResult], warnings: dict[str, list[str]]) -> list[ItemResult]:
+    """Klaviyo answers 409 when an identifier already belongs to another profile (another run's person). A phone
+    is a shared identifier (company lines): send the person's update without it, once, with a warning. An email
+    or userId conflict stays a failure: never update another person's profile."""
+    retry = [i for i, ((_, attrs), r) in enumerate(zip(requests, results, strict=True))
+             if not r.ok and r.error is not None and r.error.code == "duplicate_profile" and attrs.get("phone_number")]
+    if not retry:
+        return results
+    again = await flowkit.upsert_profiles(env, [{k: v for k, v in requests[i][1].items() if k != "phone_number"}
+                                                for i in retry])
+    results = list(results)
+    for i, result in zip(retry, again, strict=True):
+        results[i] = result
+        if result.ok:
+            for item, _ in requests[i][0]:
+                warnings.setdefault(item.key, []).append(_OTHER_PERSON.format(field="phone_number"))
+    return results
 
 
 async def _deletes(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]) -> None:
@@ -176,6 +318,7 @@ async def _deletes(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]
 
     if not items:
         return
+    await env.store.purge_tombstones()  # expired ones only; cheap, and deletes are when they accumulate
     aliases = await flowkit.resolve_aliases(env, [i.msg.anonymous_id for i in items if i.msg and i.msg.anonymous_id])
     people: list[dict[str, str]] = []
     for item in items:
@@ -186,7 +329,7 @@ async def _deletes(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]
                                          "phone": known.get("phone")}.items() if v})
     resolved = await env.call(ti.resolve_identities, people, env.klaviyo,
                               default_region=env.config.phone_default_country,
-                              cache=flowkit.StoreIdentityCache(env.store))
+                              cache=flowkit.StoreIdentityCache(env.store), verify_cached=True)
     jobs: list[tuple[int, str]] = []  # (item position, profile id)
     for pos, result in enumerate(resolved):
         if result.ok:
@@ -213,6 +356,9 @@ async def _deletes(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]
                   "email": people[pos].get("email"), "phone": people[pos].get("phone")}
         await env.store.purge_person(person)
         await purge_rejects(env.store, person)  # backfill rejects files hold rows about this person too
+        # Final against anything older: a re-run batch or a retry from before this delete must not re-create.
+        await env.store.put_tombstones({"external_id": item.msg.user_id, "email": people[pos].get("email"),
+                                        "phone_number": people[pos].get("phone")}, item.msg.timestamp or env.now)
         if any(p == pos for p, _ in jobs):
             outcomes[item.key] = outcome(item, Status.SENT, "deletion requested")
         else:

@@ -50,6 +50,10 @@ class StoreIdentityCache:
         if mapping:
             await self.store.put_profile_ids({_rekey(k, _TO_STORE): v for k, v in mapping.items()})
 
+    async def forget_many(self, keys: Sequence[str]) -> None:
+        if keys:
+            await self.store.forget_profile_ids([_rekey(k, _TO_STORE) for k in keys])
+
 
 def identity_cache_keys(attributes: Mapping[str, Any]) -> list[str]:
     """Store cache keys for the identifiers of a profile (values as the mapping normalised them)."""
@@ -149,3 +153,89 @@ async def upsert_profiles(env: FlowEnv, profiles: Sequence[Mapping[str, Any]]) -
     if cache:
         await env.store.put_profile_ids(cache)
     return results
+
+
+#: Profile attributes that address the profile: always sent, never version-filtered.
+_IDENTIFIER_FIELDS = ("external_id", "email", "phone_number", "anonymous_id")
+Members = list[tuple[Item, Any]]  # (message, ProfileMapping) of one person, timestamp order
+
+
+def trait_fields(attributes: Mapping[str, Any]) -> list[str]:
+    """Version granularity: top-level attributes, and one level into objects (``properties.plan``)."""
+    out: list[str] = []
+    for key, value in attributes.items():
+        if key in _IDENTIFIER_FIELDS:
+            continue
+        out += [f"{key}.{sub}" for sub in value] if isinstance(value, dict) and value else [key]
+    return out
+
+
+def _without(attributes: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in attributes.items()}
+    for field in fields:
+        key, _, sub = field.partition(".")
+        if sub and isinstance(out.get(key), dict):
+            out[key].pop(sub, None)
+            if not out[key]:
+                out.pop(key)
+        else:
+            out.pop(key, None)
+    return out
+
+
+def _person(members: Members) -> str | None:
+    """Version key of a person: their userId when any message carries one, else their email, else phone."""
+    from klaviyo_segment.store.people import person_keys
+
+    keys = [k for _, mapped in members for k in person_keys(mapped.attributes)]
+    return next((k for k in keys if k.startswith("external_id:")), keys[0] if keys else None)
+
+
+async def newer_only(env: FlowEnv, people: Sequence[Members], outcomes: dict[str, Outcome],
+                     warnings: dict[str, list[str]]) -> list[Members]:
+    """Newest wins across runs: drop each message's traits that an already applied, newer message set (a retry
+    or replay of an older identify must not set ``plan`` back). A message left with nothing to say is skipped."""
+    from klaviyo_segment.mapping import ProfileMapping
+    from klaviyo_segment.store.people import version_key
+
+    persons = [_person(m) for m in people]
+    wanted = {version_key(p, f) for p, members in zip(persons, people) if p
+              for _, mapped in members for f in trait_fields(mapped.attributes)}
+    stored = await env.store.get_versions(sorted(wanted)) if wanted else {}
+    out: list[Members] = []
+    for person, members in zip(persons, people, strict=True):
+        kept: Members = []
+        for item, mapped in members:
+            when = item.msg.timestamp if item.msg is not None else None
+            fields = trait_fields(mapped.attributes)
+            older = [f for f in fields if person and when is not None
+                     and (stored.get(version_key(person, f)) or when) > when]
+            if not older:
+                kept.append((item, mapped))
+            elif len(older) == len(fields):
+                outcomes[item.key] = outcome(item, Status.SKIPPED, "skipped: older than the applied version",
+                                             warnings=mapped.warnings)
+            else:
+                kept.append((item, ProfileMapping(_without(mapped.attributes, older), mapped.warnings)))
+                warnings.setdefault(item.key, []).append(
+                    f"older than the applied version, left out: {', '.join(older)}")
+        if kept:
+            out.append(kept)
+    return out
+
+
+async def record_versions(env: FlowEnv, applied: Sequence[Members]) -> None:
+    """After a successful upsert: each trait's version is the newest message that set it (compare-and-set, so
+    a concurrent newer write is never overwritten by this older one)."""
+    from klaviyo_segment.store.people import version_key
+
+    versions: dict[str, Any] = {}
+    for members in applied:
+        person = _person(members)
+        for item, mapped in members if person else ():
+            when = item.msg.timestamp if item.msg is not None else None
+            for field in trait_fields(mapped.attributes) if when is not None else ():
+                key = version_key(person, field)
+                versions[key] = max(versions.get(key, when), when)
+    if versions:
+        await env.store.apply_versions(versions)
