@@ -144,16 +144,33 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
 
 
 async def _aliases(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]) -> None:
-    """``alias``: previousId (an anonymous id, usually) is the same person as userId from now on."""
+    """``alias``: previousId (an anonymous id, usually) is the same person as userId from now on. With
+    ``identity.merge_anonymous``, the Klaviyo profile the anonymous id's email/phone reached is merged into the
+    userId's profile (reported on the message)."""
     learnt: dict[str, dict[str, Any]] = {}
+    merges: list[tuple[Item, dict[str, Any]]] = []
+    known = await flowkit.resolve_aliases(env, [i.msg.previous_id for i in items if i.msg and i.msg.previous_id]) \
+        if env.config.identity.merge_anonymous else {}
     for item in items:
         assert item.msg is not None and item.msg.previous_id
         target = item.msg.user_id or item.msg.anonymous_id
         if target and target != item.msg.previous_id:
             learnt.setdefault(item.msg.previous_id, {}).update({"user_id": target})
+            before = flowkit.alias_identity(known.get(item.msg.previous_id))
+            if item.msg.user_id and (before.get("email") or before.get("phone")):
+                merges.append((item, {"external_id": item.msg.user_id, "email": before.get("email"),
+                                      "phone_number": before.get("phone")}))
         outcomes[item.key] = outcome(item, Status.SKIPPED, "alias recorded")
     if learnt:
         await env.store.put_aliases(learnt)
+    results = await _merge(env, [{k: v for k, v in i.items() if v} for _, i in merges]) if merges else []
+    for (item, _), result in zip(merges, results, strict=True):
+        note = _merged_note(result.value) if result.ok else None
+        if note:
+            outcomes[item.key] = outcome(item, Status.SENT, f"alias recorded; {note}")
+        elif not result.ok:
+            outcomes[item.key] = outcome(item, Status.SKIPPED, "alias recorded; profiles not merged: "
+                                         f"{flowkit.describe(result.error)}")
 
 
 def _map(env: FlowEnv, message: dict[str, Any]) -> ProfileMapping | str | None:
@@ -212,6 +229,8 @@ async def _identifies(env: FlowEnv, items: list[Item], outcomes: dict[str, Outco
                                         people.warnings)
     results = await flowkit.upsert_profiles(env, [attrs for _, attrs in requests])
     results = await _without_taken_phones(env, requests, results, people.warnings)
+    if env.config.identity.merge_anonymous:
+        results = await _merge_anonymous(env, requests, results, people.warnings)
     applied = []
     for (contributors, attrs), result in zip(requests, results, strict=True):
         for item, mapping in contributors:  # each message keeps its own mapping warnings
@@ -272,6 +291,48 @@ async def _claimed_by_others(env: FlowEnv, requests: list[Request], outcomes: di
                 warnings.setdefault(item.key, []).append(_OTHER_PERSON.format(field="phone_number"))
         out.append((members, attrs))
     return out
+
+
+def _identity(attrs: dict[str, Any]) -> dict[str, Any]:
+    return {k: attrs[k] for k in ("external_id", "email", "phone_number") if attrs.get(k)}
+
+
+async def _merge(env: FlowEnv, identities: list[dict[str, Any]]) -> list[ItemResult]:
+    """Merge the profiles these identifiers point at into the userId's profile (``services.identity`` refuses
+    when the other profile belongs to another userId)."""
+    from klaviyo_segment.tasks import identity as ti
+
+    return await env.call(ti.resolve_identities, identities, env.klaviyo,
+                          default_region=env.config.phone_default_country,
+                          cache=flowkit.StoreIdentityCache(env.store), merge=True)
+
+
+def _merged_note(value: dict[str, Any] | None) -> str | None:
+    if not value or value.get("status") != "merged":
+        return None
+    return f"merged Klaviyo profile {', '.join(value.get('merged') or [])} into {value.get('profile_id')}"
+
+
+async def _merge_anonymous(env: FlowEnv, requests: list[Request], results: list[ItemResult],
+                           warnings: dict[str, list[str]]) -> list[ItemResult]:
+    """``identity.merge_anonymous``: a 409 because the email/phone sits on a profile without a userId (an
+    anonymous visitor or an email-only lead) merges that profile into the person's, then upserts again."""
+    todo = [i for i, ((_, attrs), r) in enumerate(zip(requests, results, strict=True))
+            if not r.ok and r.error is not None and r.error.code == "duplicate_profile" and attrs.get("external_id")]
+    if not todo:
+        return results
+    results = list(results)
+    merged = await _merge(env, [_identity(requests[i][1]) for i in todo])
+    again = [(i, m) for i, m in zip(todo, merged, strict=True) if m.ok and _merged_note(m.value)]
+    for i, m in zip(todo, merged, strict=True):
+        if not m.ok:
+            results[i] = m
+    retried = await flowkit.upsert_profiles(env, [requests[i][1] for i, _ in again])
+    for (i, m), result in zip(again, retried, strict=True):
+        results[i] = result
+        for item, _ in requests[i][0]:
+            warnings.setdefault(item.key, []).append(_merged_note(m.value) or "")
+    return results
 
 
 async def _after_deletes(env: FlowEnv, candidates: list[tuple[Item, ProfileMapping]],

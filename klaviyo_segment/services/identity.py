@@ -3,7 +3,7 @@
 Policy when identifiers disagree: if email/phone and external_id (Segment userId) point at two different
 profiles, we report an ``identity_conflict`` failure naming both ids. We never create a third profile, and we
 merge only when asked (``merge=True``): the profile found by external_id is kept (userId is the stable key)
-and the other one is merged into it. ``anonymous_id`` cannot be looked up (Klaviyo only knows it on event
+and the other one is merged into it, only if it carries no other userId (never merge two people). ``anonymous_id`` cannot be looked up (Klaviyo only knows it on event
 profiles), so an identity with nothing else resolves to ``status="anonymous_only"``.
 """
 
@@ -189,6 +189,15 @@ async def _decide(client: Any, index: int, ids: dict[str, str], warnings: list[s
                           error=ApiError(code="identity_conflict", meta={"profile_ids": by_field},
                                          detail="identifiers belong to different Klaviyo profiles"))
     destination = distinct[0]
+    try:  # never merge another person: a source carrying a different userId is a conflict, not a merge
+        alive = await find_profiles(client, "id", distinct)
+    except KlaviyoAPIError as exc:
+        return failed(index, error_of(exc))
+    owners = {d: ((alive.get(d) or {}).get("attributes") or {}).get("external_id") for d in distinct[1:]}
+    if any(o not in (None, ids.get("external_id")) for o in owners.values()):
+        return ItemResult(index=index, ok=False, value={**base, "profile_ids": by_field},
+                          error=ApiError(code="identity_conflict", meta={"profile_ids": by_field},
+                                         detail="identifiers belong to another person's Klaviyo profile"))
     for source in distinct[1:]:
         try:
             await client.request("merge_profiles", json=merge_body(destination, source))

@@ -159,3 +159,36 @@ async def test_phone_country_is_taken_per_message(flow_env: Any, by_id: Any) -> 
     bad = flow_env.profile(external_id="u-bad")["attributes"]
     assert bad.get("phone_number") is None  # invalid in GB: never re-read as a US number
     assert any("phone" in w and "GB" in w for w in out["p5"]["warnings"])
+
+
+# -- item 9: merging the anonymous Klaviyo profile into the known one (opt-in) ------------------------------
+
+async def test_alias_merges_the_anonymous_profile_only_when_configured(flow_env: Any, by_id: Any) -> None:
+    await sync_identify(messages=[identify("m1", 1, anon="anon-m", email="lead@example.com", plan="trial"),
+                                  identify("m2", 2, "u-m", firstName="Mo")])
+    assert len(flow_env.profiles()) == 2
+    alias = {"type": "alias", "messageId": "m3", "previousId": "anon-m", "userId": "u-m", "timestamp": T.format(3)}
+    off = await sync_identify(messages=[alias])
+    assert by_id(off)["m3"]["reason"] == "alias recorded" and len(flow_env.profiles()) == 2
+    on = await sync_identify(messages=[alias | {"messageId": "m4"}], config={"identity": {"merge_anonymous": True}})
+    out = by_id(on)["m4"]
+    assert out["status"] == "sent" and "merged" in out["reason"], out
+    assert len(flow_env.profiles()) == 1
+    merged = flow_env.profile(external_id="u-m")["attributes"]
+    assert merged["email"] == "lead@example.com" and merged["first_name"] == "Mo"
+
+
+async def test_identify_merges_an_anonymous_profile_but_never_another_person(flow_env: Any, by_id: Any) -> None:
+    for attrs in ({"email": "anon@example.com"}, {"external_id": "u-k"},
+                  {"email": "other@example.com", "external_id": "u-other"}):
+        flow_env.http.post("/api/profile-import", json={"data": {"type": "profile", "attributes": attrs}}
+                           ).raise_for_status()
+    config = {"identity": {"merge_anonymous": True}}
+    result = await sync_identify(messages=[identify("k1", 1, "u-k", email="anon@example.com"),
+                                           identify("k2", 1, "u-k2", email="other@example.com")], config=config)
+    out = by_id(result)
+    assert out["k1"]["status"] == "sent" and any("merged" in w for w in out["k1"]["warnings"]), out["k1"]
+    assert flow_env.profile(external_id="u-k")["attributes"]["email"] == "anon@example.com"
+    assert out["k2"]["status"] == "failed" and out["k2"]["error"]["code"] == "identity_conflict"
+    assert flow_env.profile(external_id="u-other")["attributes"]["email"] == "other@example.com"
+    assert len(flow_env.profiles()) == 2
