@@ -7,7 +7,6 @@ large batches) -> deletes (lookup, deletion job per profile, purge of local trac
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from prefect import flow
@@ -21,7 +20,6 @@ from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_fl
 
 NAME = "sync-identify"
 _TYPES = ("identify", "alias", "delete", "group")
-_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
 
 
 def accepts(item: Item) -> str | None:
@@ -31,102 +29,6 @@ def accepts(item: Item) -> str | None:
 def routes(msg: dict[str, Any], config: Any) -> bool:
     """Every identity call: identify, alias, delete and group (group is only acknowledged)."""
     return msg.get("type") in _TYPES
-
-
-def _when(item: Item) -> tuple[datetime, int]:
-    assert item.msg is not None
-    return item.msg.timestamp or _EPOCH, item.index
-
-
-def _deep_merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Later identify wins per field; nested objects (location, properties) merge field by field."""
-    merged = dict(old)
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-_OTHER_PERSON = "{field} left off: it already belongs to another person's profile"
-
-
-class _Group:
-    """One person of the batch: their messages (timestamp order) and the identifiers they claimed."""
-
-    def __init__(self, user_id: str | None) -> None:
-        self.user_id = user_id
-        self.members: list[tuple[Item, ProfileMapping]] = []
-
-
-class _People:
-    """Collapse a batch into people. Different userIds are different people, never merged (Klaviyo allows one
-    profile per email and per phone, so merging them sent only the last one's update). A message without userId
-    joins the person who owns its email or phone ('email only' + 'userId + email' is one request). A phone
-    already claimed by another userId is left off with a warning; an email claimed by another userId fails the
-    later message as ``identity_conflict`` (the email decides which profile Klaviyo updates)."""
-
-    def __init__(self) -> None:
-        self.owner: dict[str, _Group] = {}
-        self.groups: list[_Group] = []
-        self.warnings: dict[str, list[str]] = {}
-
-    def add(self, item: Item, mapped: ProfileMapping) -> str | None:
-        """Add one mapped identify (timestamp order); returns a conflict reason instead when it cannot join."""
-        attrs = mapped.attributes
-        user = attrs.get("external_id") if isinstance(attrs.get("external_id"), str) else None
-        group = self.owner.get(f"external_id:{user}") if user else None
-        email_key = f"email:{attrs['email'].strip().lower()}" if isinstance(attrs.get("email"), str) else None
-        email_owner = self.owner.get(email_key) if email_key else None
-        if email_owner is not None and user and email_owner.user_id not in (None, user):
-            return (f"identity_conflict: email already belongs to another person (userId {email_owner.user_id!r}); "
-                    f"userId {user!r} cannot claim it")
-        if email_owner is not None and email_owner is not group:
-            group = self._fold(group, email_owner)
-        phone = attrs.get("phone_number")
-        phone_owner = self.owner.get(f"phone:{phone}") if isinstance(phone, str) and phone else None
-        if phone_owner is not None and phone_owner is not group:
-            if phone_owner.user_id is None or (group is None and not user and not email_key):
-                group = self._fold(group, phone_owner)
-            else:
-                attrs = {k: v for k, v in attrs.items() if k != "phone_number"}
-                mapped = ProfileMapping(attrs, mapped.warnings)
-                self.warnings.setdefault(item.key, []).append(_OTHER_PERSON.format(field="phone_number"))
-        if group is None:
-            group = _Group(user)
-            self.groups.append(group)
-        if user and group.user_id is None:
-            group.user_id = user
-        group.members.append((item, mapped))
-        self.owner.update({k: group for k in flowkit.identity_cache_keys(attrs)})
-        return None
-
-    def _fold(self, group: _Group | None, other: _Group) -> _Group:
-        """``other`` (no userId, or the same one) is this message's person: join it, or merge it into ``group``."""
-        if group is None:
-            return other
-        group.members += other.members
-        other.members = []
-        self.owner.update({k: group for k, g in self.owner.items() if g is other})
-        return group
-
-    def members(self) -> list[list[tuple[Item, ProfileMapping]]]:
-        """Each person's messages in timestamp order; people in first-seen order so previews list requests
-        stably."""
-        out = []
-        for group in self.groups:
-            if group.members:
-                out.append(sorted(group.members, key=lambda pair: _when(pair[0])))
-        return out
-
-
-def _merged(members: list[tuple[Item, ProfileMapping]]) -> dict[str, Any]:
-    """One request per person: their messages' attributes merged in timestamp order (later wins per field)."""
-    attributes: dict[str, Any] = {}
-    for _, mapped in members:
-        attributes = _deep_merge(attributes, mapped.attributes)
-    return attributes
 
 
 async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]) -> None:
@@ -139,7 +41,7 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
     for item in by_type["group"]:
         outcomes[item.key] = outcome(item, Status.SKIPPED, "group calls are not synced")
     await _aliases(env, by_type["alias"], outcomes)
-    await _identifies(env, sorted(by_type["identify"], key=_when), outcomes)
+    await _identifies(env, sorted(by_type["identify"], key=flowkit.when), outcomes)
     await _deletes(env, by_type["delete"], outcomes)
 
 
@@ -218,14 +120,14 @@ async def _identifies(env: FlowEnv, items: list[Item], outcomes: dict[str, Outco
         await env.store.put_aliases({a: {**({"traits": remembered[a]} if a in remembered else {}),
                                          **learnt.get(a, {})} for a in {*remembered, *learnt}})
     candidates = await _after_deletes(env, candidates, outcomes)
-    people = _People()
+    people = flowkit.People()
     for item, mapped in candidates:  # timestamp order: the later claimant of an email is the one that fails
         conflict = people.add(item, mapped)
         if conflict is not None:
             error = ApiError(code="identity_conflict", detail=conflict)
             outcomes[item.key] = outcome(item, Status.FAILED, conflict, error, mapped.warnings)
     members = await flowkit.newer_only(env, people.members(), outcomes, people.warnings)
-    requests = await _claimed_by_others(env, [(group, _merged(group)) for group in members], outcomes,
+    requests = await _claimed_by_others(env, [(group, flowkit.merged_attributes(group)) for group in members], outcomes,
                                         people.warnings)
     results = await flowkit.upsert_profiles(env, [attrs for _, attrs in requests])
     results = await _without_taken_phones(env, requests, results, people.warnings)
@@ -288,7 +190,7 @@ async def _claimed_by_others(env: FlowEnv, requests: list[Request], outcomes: di
         if (owners.get(f"phone_number:{attrs.get('phone_number')}") or {}).get("external_id") not in (None, user):
             attrs = {k: v for k, v in attrs.items() if k != "phone_number"}
             for item, _ in members:
-                warnings.setdefault(item.key, []).append(_OTHER_PERSON.format(field="phone_number"))
+                warnings.setdefault(item.key, []).append(flowkit.OTHER_PERSON.format(field="phone_number"))
         out.append((members, attrs))
     return out
 
@@ -352,7 +254,7 @@ async def _after_deletes(env: FlowEnv, candidates: list[tuple[Item, ProfileMappi
     return keep
 
 
-async def _without_taken_phones(env: FlowEnv, requests: list[tuple[list[tuple[Item, ProfileMapping]], dict[str, Any]]],
+async def _without_taken_phones(env: FlowEnv, requests: list[Request],
                                 results: list[ItemResult], warnings: dict[str, list[str]]) -> list[ItemResult]:
     """Klaviyo answers 409 when an identifier already belongs to another profile (another run's person). A phone
     is a shared identifier (company lines): send the person's update without it, once, with a warning. An email
@@ -368,7 +270,7 @@ async def _without_taken_phones(env: FlowEnv, requests: list[tuple[list[tuple[It
         results[i] = result
         if result.ok:
             for item, _ in requests[i][0]:
-                warnings.setdefault(item.key, []).append(_OTHER_PERSON.format(field="phone_number"))
+                warnings.setdefault(item.key, []).append(flowkit.OTHER_PERSON.format(field="phone_number"))
     return results
 
 

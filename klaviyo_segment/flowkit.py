@@ -12,10 +12,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from klaviyo_segment.errors import ApiError
-from klaviyo_segment.mapping import MappingError
+from klaviyo_segment.mapping import MappingError, ProfileMapping
 from klaviyo_segment.outcomes import ItemResult, Outcome, Status
 from klaviyo_segment.runtime import FlowEnv, Item, is_old, outcome
 
@@ -195,7 +196,6 @@ async def newer_only(env: FlowEnv, people: Sequence[Members], outcomes: dict[str
                      warnings: dict[str, list[str]]) -> list[Members]:
     """Newest wins across runs: drop each message's traits that an already applied, newer message set (a retry
     or replay of an older identify must not set ``plan`` back). A message left with nothing to say is skipped."""
-    from klaviyo_segment.mapping import ProfileMapping
     from klaviyo_segment.store.people import version_key
 
     persons = [_person(m) for m in people]
@@ -239,3 +239,104 @@ async def record_versions(env: FlowEnv, applied: Sequence[Members]) -> None:
                 versions[key] = max(versions.get(key, when), when)
     if versions:
         await env.store.apply_versions(versions)
+
+
+# -- one request per person (sync-identify) -----------------------------------------------------------------
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def when(item: Item) -> tuple[datetime, int]:
+    """Timestamp order (input position breaks ties); messages without a timestamp come first."""
+    assert item.msg is not None
+    return item.msg.timestamp or _EPOCH, item.index
+
+
+def _deep_merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Later identify wins per field; nested objects (location, properties) merge field by field."""
+    merged = dict(old)
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+OTHER_PERSON = "{field} left off: it already belongs to another person's profile"
+
+
+class Group:
+    """One person of the batch: their messages (timestamp order) and the identifiers they claimed."""
+
+    def __init__(self, user_id: str | None) -> None:
+        self.user_id = user_id
+        self.members: list[tuple[Item, Any]] = []
+
+
+class People:
+    """Collapse a batch into people. Different userIds are different people, never merged (Klaviyo allows one
+    profile per email and per phone, so merging them sent only the last one's update). A message without userId
+    joins the person who owns its email or phone ('email only' + 'userId + email' is one request). A phone
+    already claimed by another userId is left off with a warning; an email claimed by another userId fails the
+    later message as ``identity_conflict`` (the email decides which profile Klaviyo updates)."""
+
+    def __init__(self) -> None:
+        self.owner: dict[str, Group] = {}
+        self.groups: list[Group] = []
+        self.warnings: dict[str, list[str]] = {}
+
+    def add(self, item: Item, mapped: ProfileMapping) -> str | None:
+        """Add one mapped identify (timestamp order); returns a conflict reason instead when it cannot join."""
+        attrs = mapped.attributes
+        user = attrs.get("external_id") if isinstance(attrs.get("external_id"), str) else None
+        group = self.owner.get(f"external_id:{user}") if user else None
+        email_key = f"email:{attrs['email'].strip().lower()}" if isinstance(attrs.get("email"), str) else None
+        email_owner = self.owner.get(email_key) if email_key else None
+        if email_owner is not None and user and email_owner.user_id not in (None, user):
+            return (f"identity_conflict: email already belongs to another person (userId {email_owner.user_id!r}); "
+                    f"userId {user!r} cannot claim it")
+        if email_owner is not None and email_owner is not group:
+            group = self._fold(group, email_owner)
+        phone = attrs.get("phone_number")
+        phone_owner = self.owner.get(f"phone:{phone}") if isinstance(phone, str) and phone else None
+        if phone_owner is not None and phone_owner is not group:
+            if phone_owner.user_id is None or (group is None and not user and not email_key):
+                group = self._fold(group, phone_owner)
+            else:
+                attrs = {k: v for k, v in attrs.items() if k != "phone_number"}
+                mapped = ProfileMapping(attrs, mapped.warnings)
+                self.warnings.setdefault(item.key, []).append(OTHER_PERSON.format(field="phone_number"))
+        if group is None:
+            group = Group(user)
+            self.groups.append(group)
+        if user and group.user_id is None:
+            group.user_id = user
+        group.members.append((item, mapped))
+        self.owner.update({k: group for k in identity_cache_keys(attrs)})
+        return None
+
+    def _fold(self, group: Group | None, other: Group) -> Group:
+        """``other`` (no userId, or the same one) is this message's person: join it, or merge it into ``group``."""
+        if group is None:
+            return other
+        group.members += other.members
+        other.members = []
+        self.owner.update({k: group for k, g in self.owner.items() if g is other})
+        return group
+
+    def members(self) -> list[list[tuple[Item, Any]]]:
+        """Each person's messages in timestamp order; people in first-seen order so previews list requests
+        stably."""
+        out = []
+        for group in self.groups:
+            if group.members:
+                out.append(sorted(group.members, key=lambda pair: when(pair[0])))
+        return out
+
+
+def merged_attributes(members: list[tuple[Item, Any]]) -> dict[str, Any]:
+    """One request per person: their messages' attributes merged in timestamp order (later wins per field)."""
+    attributes: dict[str, Any] = {}
+    for _, mapped in members:
+        attributes = _deep_merge(attributes, mapped.attributes)
+    return attributes

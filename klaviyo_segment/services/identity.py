@@ -18,7 +18,12 @@ from klaviyo_segment.builders.klaviyo import merge_body
 from klaviyo_segment.errors import ApiError, KlaviyoAPIError
 from klaviyo_segment.outcomes import ItemResult
 from klaviyo_segment.preview import is_placeholder
-from klaviyo_segment.services.bulk import CredentialsOrClient, client_scope, error_of, failed
+from klaviyo_segment.services.bulk import (
+    CredentialsOrClient,
+    client_scope,
+    error_of,
+    failed,
+)
 from klaviyo_segment.services.profiles import find_profiles
 
 #: Lookup order matters for the conflict policy: external_id wins as merge destination.

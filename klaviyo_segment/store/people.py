@@ -23,7 +23,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from klaviyo_segment.store import tables as t
-from klaviyo_segment.store.engine import StoreBase, chunks, dumps, from_us, loads, now_us, to_us, unique
+from klaviyo_segment.store.engine import (
+    StoreBase,
+    chunks,
+    dumps,
+    from_us,
+    loads,
+    now_us,
+    to_us,
+    unique,
+)
 
 #: Lease length of inbox batches (runtime.LEASE_SECONDS default); a re-run can come this late, plus slack.
 _LEASE = timedelta(seconds=600)

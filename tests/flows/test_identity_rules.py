@@ -4,6 +4,7 @@ against anything older, stale cached profile ids are looked up again, per-messag
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from klaviyo_segment.flows.sync_identify import sync_identify
@@ -100,9 +101,8 @@ async def test_rerun_of_an_older_batch_after_a_delete_does_not_recreate(flow_env
     # The tombstone holds no identifier in clear text.
     import sqlalchemy as sa
 
-    async with flow_env.store() as store:
-        async with store.engine.connect() as conn:
-            rows = (await conn.execute(sa.text("SELECT * FROM ks_tombstones"))).all()
+    async with flow_env.store() as store, store.engine.connect() as conn:
+        rows = (await conn.execute(sa.text("SELECT * FROM ks_tombstones"))).all()
     assert rows and all("u-ts" not in str(r) and "ts@example.com" not in str(r) for r in rows)
     # A newer identify is a new life for the person: it is sent.
     later = await sync_identify(messages=[identify("b3", 20, "u-ts", email="ts@example.com")])
@@ -110,13 +110,13 @@ async def test_rerun_of_an_older_batch_after_a_delete_does_not_recreate(flow_env
 
 
 async def test_tombstones_are_purged_after_their_retention(flow_env: Any) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from klaviyo_segment.store.people import TOMBSTONE_KEEP
 
     async with flow_env.store() as store:
-        await store.put_tombstones({"external_id": "u-p"}, datetime(2026, 7, 20, tzinfo=timezone.utc))
-        now = datetime.now(timezone.utc)
+        await store.put_tombstones({"external_id": "u-p"}, datetime(2026, 7, 20, tzinfo=UTC))
+        now = datetime.now(UTC)
         assert TOMBSTONE_KEEP >= timedelta(hours=4)
         assert await store.purge_tombstones(now=now + TOMBSTONE_KEEP - timedelta(minutes=1)) == 0
         assert await store.deleted_at([{"external_id": "u-p"}]) != [None]
