@@ -41,8 +41,10 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
     for item in by_type["group"]:
         outcomes[item.key] = outcome(item, Status.SKIPPED, "group calls are not synced")
     await _aliases(env, by_type["alias"], outcomes)
-    await _identifies(env, sorted(by_type["identify"], key=flowkit.when), outcomes)
+    # Deletes first: their tombstones then skip this batch's older identifies, and a newer identify (a person
+    # coming back) is applied after the delete instead of being erased by it.
     await _deletes(env, by_type["delete"], outcomes)
+    await _identifies(env, sorted(by_type["identify"], key=flowkit.when), outcomes)
 
 
 async def _aliases(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]) -> None:
@@ -160,7 +162,7 @@ async def _claimed_by_others(env: FlowEnv, requests: list[Request], outcomes: di
     from klaviyo_segment.tasks import klaviyo_profiles as tp
 
     fields = (("phone_number", "phone"), ("email", "email"))
-    todo = {f: [] for f, _ in fields}  # field -> values to look up
+    todo: dict[str, list[str]] = {f: [] for f, _ in fields}  # field -> values to look up
     cache = await env.store.get_profile_ids(sorted({k for _, a in requests for k in flowkit.identity_cache_keys(a)}))
     for _, attrs in requests:
         own = cache.get(f"external_id:{attrs.get('external_id')}")

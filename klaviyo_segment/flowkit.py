@@ -229,14 +229,18 @@ async def record_versions(env: FlowEnv, applied: Sequence[Members]) -> None:
     a concurrent newer write is never overwritten by this older one)."""
     from klaviyo_segment.store.people import version_key
 
-    versions: dict[str, Any] = {}
+    versions: dict[str, datetime] = {}
     for members in applied:
         person = _person(members)
-        for item, mapped in members if person else ():
-            when = item.msg.timestamp if item.msg is not None else None
-            for field in trait_fields(mapped.attributes) if when is not None else ():
+        if person is None:
+            continue
+        for item, mapped in members:
+            stamp = item.msg.timestamp if item.msg is not None else None
+            if stamp is None:
+                continue
+            for field in trait_fields(mapped.attributes):
                 key = version_key(person, field)
-                versions[key] = max(versions.get(key, when), when)
+                versions[key] = max(versions.get(key, stamp), stamp)
     if versions:
         await env.store.apply_versions(versions)
 

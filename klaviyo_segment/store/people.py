@@ -74,8 +74,8 @@ class PeopleMixin(StoreBase):
         if not keys:
             return
         salt, now, at = await self._salt(), now_us(), to_us(deleted_at)
-        rows = sorted(({"hash": self._digest(salt, k), "deleted_us": at, "created_us": now} for k in keys),
-                      key=lambda r: r["hash"])
+        rows = [{"hash": h, "deleted_us": at, "created_us": now}
+                for h in sorted(self._digest(salt, k) for k in keys)]  # sorted: one lock order
         async with self._tx() as conn:
             stmt = self._insert(t.tombstones).values(rows)
             await conn.execute(stmt.on_conflict_do_update(index_elements=["hash"], set_={

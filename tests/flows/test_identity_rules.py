@@ -192,3 +192,16 @@ async def test_identify_merges_an_anonymous_profile_but_never_another_person(flo
     assert out["k2"]["status"] == "failed" and out["k2"]["error"]["code"] == "identity_conflict"
     assert flow_env.profile(external_id="u-other")["attributes"]["email"] == "other@example.com"
     assert len(flow_env.profiles()) == 2
+
+
+async def test_in_one_batch_a_delete_sits_between_older_and_newer_identifies(flow_env: Any, by_id: Any) -> None:
+    await sync_identify(messages=[identify("o0", 1, "u-ob", email="ob@example.com")])
+    result = await sync_identify(messages=[
+        identify("o3", 30, "u-ob", email="ob@example.com", plan="back"),  # the person comes back after the delete
+        {"type": "delete", "messageId": "o2", "userId": "u-ob", "timestamp": T.format(20)},
+        identify("o1", 10, "u-ob", plan="old"),
+    ])
+    out = by_id(result)
+    assert out["o2"]["status"] == "sent" and out["o1"]["reason"] == "older than a delete"
+    assert out["o3"]["status"] == "sent"
+    assert flow_env.profile(external_id="u-ob")["attributes"]["properties"] == {"plan": "back"}
