@@ -100,6 +100,14 @@ class SegmentConfig(_Strict):
     webhook_token: SecretStr | None = None
 
 
+class IdentityConfig(_Strict):
+    """How sync-identify treats identities. ``merge_anonymous``: merge a Klaviyo profile that has no userId (an
+    anonymous visitor's, or an email-only lead's) into the known person's profile on alias/identify; off by
+    default because a merge cannot be undone."""
+
+    merge_anonymous: bool = False
+
+
 class StoreConfig(_Strict):
     url: str | None = None
 
@@ -134,6 +142,7 @@ class AppConfig(_Strict):
     klaviyo: KlaviyoConfig = Field(default_factory=KlaviyoConfig)
     segment: SegmentConfig = Field(default_factory=SegmentConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
 
     _compiled: CompiledConfig | None = PrivateAttr(default=None)
 

@@ -19,6 +19,7 @@ IDENTIFY_DEFAULT: dict[str, Any] = {
         "phone_number": {"coalesce": ["$.traits.phone", "$.traits.phone_number", "$.traits.phoneNumber",
                                       "$.context.traits.phone"], "transform": [*_STR, "e164"]},
         "external_id": {"path": "$.userId", "transform": ["string", *_STR]},
+        "country_code": {"coalesce": ["$.traits.country_code", "$.traits.countryCode"]},  # phone country only
         "first_name": {"coalesce": ["$.traits.firstName", "$.traits.first_name"], "transform": _STR},
         "last_name": {"coalesce": ["$.traits.lastName", "$.traits.last_name"], "transform": _STR},
         "organization": {"coalesce": ["$.traits.company.name", "$.traits.company"], "transform": _STR},

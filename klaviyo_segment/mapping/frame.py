@@ -157,7 +157,13 @@ def _columns_fit(frame: pl.DataFrame) -> bool:
     for name in reserved & names:
         if frame.schema[name] not in (pl.String, pl.Null):
             return False
+    if names & _COUNTRY_COLUMNS:  # a per-row phone country: the per-message path reads it
+        return False
     return not any(n.split(".")[0] in names for n in names if "." in n)
+
+
+#: Columns that carry a row's own phone country (see template.py, _COUNTRY_TARGETS / _COUNTRY_PATHS).
+_COUNTRY_COLUMNS = {"country_code", "countryCode", "address.country"}
 
 
 def _clean(expr: pl.Expr, lowercase: bool = False) -> pl.Expr:

@@ -11,11 +11,14 @@ from klaviyo_segment.builders.limits import email_problem, event_time_problem, m
 from klaviyo_segment.errors import ConfigError
 from klaviyo_segment.mapping import fields as catalogue
 from klaviyo_segment.mapping.codegen import Field, Passthrough, generate
-from klaviyo_segment.mapping.expressions import ExpressionError, plan_expression
+from klaviyo_segment.mapping.countries import country_code
+from klaviyo_segment.mapping.expressions import ExpressionError, compile_expression, plan_expression
 from klaviyo_segment.mapping.filters import compile_globs, compile_predicate
 from klaviyo_segment.mapping.models import EventMapping, MappingError, ProfileMapping
 from klaviyo_segment.mapping.paths import MISSING, PathError, compile_path, first_key
-from klaviyo_segment.mapping.transforms import Drop, to_bool, to_e164, to_iso8601, to_number, to_string
+from klaviyo_segment.mapping.transforms import (
+    MESSAGE_COUNTRY, Drop, to_bool, to_e164, to_iso8601, to_number, to_string,
+)
 
 KINDS = ("identify", "track")
 NULLS = ("ignore", "clear")
@@ -26,6 +29,10 @@ _PROPERTIES_KEYS = {"from", "exclude", "rename", "exclude_mapped"}
 _EXPAND_KEYS = {"when", "each", "fields", "properties"}
 #: A null never clears these: wiping an identifier would detach the profile, not blank a field.
 _NEVER_CLEARED = {"email", "phone_number", "external_id", "anonymous_id"}
+#: Not a Klaviyo field: the country national-format phone numbers of the message are read in (Segment's
+#: ``country_code``). Without it: traits.address.country, then context.location.country, then the default.
+_COUNTRY_TARGETS = {"identify": "country_code", "track": "profile.country_code"}
+_COUNTRY_PATHS = ("$.traits.address.country", "$.context.traits.address.country", "$.context.location.country")
 
 #: Static types each Klaviyo field type accepts from an expression (``any`` is checked at runtime).
 _ACCEPTS = {
@@ -100,6 +107,8 @@ class CompiledTemplate:
         self.nulls: str = nulls
         self.spec = spec
         self._country = phone_default_country
+        self._country_expr: Callable[[dict[str, Any], Any], Any] | None = None
+        self._country_paths = [compile_path(p) for p in _COUNTRY_PATHS]
         self._events, self._where = self._compile_match(spec.get("match"), "match")
         self._always = self._events is None and not self._where
         self._main = self._compile_block(spec.get("fields"), spec.get("properties"), "fields", item_scope=False)
@@ -131,6 +140,13 @@ class CompiledTemplate:
         read_paths: list[str] = []
         for target, expr in fields.items():
             label = f"field {target!r}"
+            if not item_scope and target == _COUNTRY_TARGETS[self.kind]:
+                try:
+                    self._country_expr = compile_expression(expr, scalar=True,
+                                                            phone_default_country=self._country)[0]
+                except ExpressionError as exc:
+                    raise _fail(self.name, label, str(exc)) from None
+                continue
             try:
                 field = catalogue.resolve(self.kind, str(target))
             except KeyError as exc:
@@ -247,6 +263,30 @@ class CompiledTemplate:
         if not self._always and not self._matches(message, self._events, self._where):
             return None
         warnings: list[str] = []
+        token = MESSAGE_COUNTRY.set(self._message_country(message))
+        try:
+            return self._apply(message, warnings)
+        finally:
+            MESSAGE_COUNTRY.reset(token)
+
+    def _message_country(self, message: dict[str, Any]) -> str | None:
+        """The message's own country for phone numbers: the template's ``country_code`` field, else the
+        address/location country (names or codes); None = the configured default."""
+        if self._country_expr is not None:
+            try:
+                value = self._country_expr(message, None)
+            except Drop:
+                value = None
+            found = country_code(value)
+            if found:
+                return found
+        for getter in self._country_paths:
+            found = country_code(getter(message, None))
+            if found:
+                return found
+        return None
+
+    def _apply(self, message: dict[str, Any], warnings: list[str]) -> list[ProfileMapping | EventMapping]:
         out = self._main.build(message, None, warnings)
         for events, preds, block in self._overrides:
             if self._matches(message, events, preds):

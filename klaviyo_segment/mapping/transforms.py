@@ -9,6 +9,7 @@ converted raises :class:`Drop`; the field is left out and the message carries th
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -62,8 +63,14 @@ def _parse_phone(raw: str, country: str) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+#: The message's own country (set by the template while it maps one message); wins over the default country.
+MESSAGE_COUNTRY: ContextVar[str | None] = ContextVar("message_country", default=None)
+
+
 def to_e164(value: Any, country: str) -> str:
-    """Normalise a phone to E.164; already-E.164 strings skip libphonenumber (it dominates identify cost)."""
+    """Normalise a phone to E.164; already-E.164 strings skip libphonenumber (it dominates identify cost). A
+    national-format number is read with the message's country when it has one, else ``country``; a number
+    invalid there is dropped, never re-read as another country's."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(int(value))
     if not isinstance(value, str):
@@ -71,9 +78,10 @@ def to_e164(value: Any, country: str) -> str:
     raw = value.strip()
     if _E164.match(raw):
         return raw
-    result = _parse_phone(raw, country)
+    own = MESSAGE_COUNTRY.get()
+    result = _parse_phone(raw, own or country)
     if result is None:
-        raise Drop(f"not a valid phone number (default country {country})")
+        raise Drop(f"not a valid phone number ({'country' if own else 'default country'} {own or country})")
     return result
 
 

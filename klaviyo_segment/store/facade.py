@@ -11,11 +11,12 @@ from klaviyo_segment.store.engine import create_engine, default_url
 from klaviyo_segment.store.identity import IdentityMixin
 from klaviyo_segment.store.inbox import InboxMixin
 from klaviyo_segment.store.migrations import migrate
+from klaviyo_segment.store.people import PeopleMixin
 from klaviyo_segment.store.privacy import PrivacyMixin
 from klaviyo_segment.store.state import StateMixin
 
 
-class Store(InboxMixin, DeadLetterMixin, StateMixin, IdentityMixin, PrivacyMixin):
+class Store(InboxMixin, DeadLetterMixin, StateMixin, IdentityMixin, PrivacyMixin, PeopleMixin):
     """Durable state on SQLite (default, embedded) or PostgreSQL (several workers/hosts).
 
     Open with ``await Store.open(url)`` (or ``async with await Store.open() as store``); the schema is migrated

@@ -57,7 +57,14 @@ def _v2(conn: sa.Connection) -> None:
     conn.exec_driver_sql("CREATE TABLE ks_kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_us BIGINT NOT NULL)")
 
 
-STEPS: tuple[Callable[[sa.Connection], None], ...] = (_v1, _v2)
+def _v3(conn: sa.Connection) -> None:
+    """Delete tombstones: salted hashes of a deleted person's identifiers, so older re-runs cannot re-create them."""
+    conn.exec_driver_sql("CREATE TABLE ks_tombstones (hash TEXT PRIMARY KEY, deleted_us BIGINT NOT NULL, "
+                         "created_us BIGINT NOT NULL)")
+    conn.exec_driver_sql("CREATE INDEX ix_ks_tombstones_created ON ks_tombstones (created_us)")
+
+
+STEPS: tuple[Callable[[sa.Connection], None], ...] = (_v1, _v2, _v3)
 LATEST = len(STEPS)
 
 

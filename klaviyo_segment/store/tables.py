@@ -76,5 +76,8 @@ aliases = sa.Table("ks_aliases", metadata, sa.Column("anonymous_id", Text, prima
 kv = sa.Table("ks_kv", metadata, sa.Column("key", Text, primary_key=True),  # v2
               sa.Column("value", Text, nullable=False), sa.Column("updated_us", Big, nullable=False))
 
+tombstones = sa.Table("ks_tombstones", metadata, sa.Column("hash", Text, primary_key=True),  # v3
+                       sa.Column("deleted_us", Big, nullable=False), sa.Column("created_us", Big, nullable=False))
+
 #: Tables whose text may hold personal data (privacy tests scan all of them).
 ALL_TABLES = tuple(t for t in metadata.sorted_tables if t is not schema_version)

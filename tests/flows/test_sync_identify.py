@@ -142,12 +142,14 @@ def test_cli_preview_prints_contract_lines(flow_env: Any, two_messages: Path) ->
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines == [
-        {"method": "POST", "path": "/api/profile-import", "body": {"data": {"type": "profile", "attributes": {
-            "email": "p1@example.com", "external_id": "u-p1", "first_name": "Pat"}}}},
         {"method": "GET", "path": "/api/profiles?filter=any%28external_id%2C%5B%22u-p2%22%5D%29&page%5Bsize%5D=100"},
         {"method": "POST", "path": "/api/data-privacy-deletion-jobs", "body": {"data": {
             "type": "data-privacy-deletion-job", "attributes": {"profile": {"data": {
                 "type": "profile", "attributes": {}, "id": "{profile:external_id=u-p2}"}}}}}},
+        # Who holds this email already? Another userId's profile must never be updated (issue 14 item 5).
+        {"method": "GET", "path": "/api/profiles?filter=any%28email%2C%5B%22p1%40example.com%22%5D%29&page%5Bsize%5D=100"},
+        {"method": "POST", "path": "/api/profile-import", "body": {"data": {"type": "profile", "attributes": {
+            "email": "p1@example.com", "external_id": "u-p1", "first_name": "Pat"}}}},
     ]
     assert flow_env.profiles() == []  # preview sends nothing
 

@@ -34,7 +34,7 @@ async def test_version_1_store_is_upgraded_in_place(store_url: str) -> None:
     await engine.dispose()
 
     async with await Store.open(store_url) as store:
-        assert await current_version(store.engine) == SCHEMA_VERSION == 2
+        assert await current_version(store.engine) == SCHEMA_VERSION == 3
         assert await store.get_cursor("c") == "v1"
         assert [i.id for i in await store.pending_batches()] == ["b1"]
         await store.mark_dispatched(["b1"], "run-9")  # v2 column on a v1 row

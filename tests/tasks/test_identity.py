@@ -52,3 +52,19 @@ def test_normalize_phone() -> None:
     assert identity_service.normalize_phone("020 7946 0958", "GB") == "+442079460958"
     assert identity_service.normalize_phone("+1 415-555-2671") == "+14155552671"
     assert identity_service.normalize_phone("not a phone") is None
+
+
+async def test_stale_cached_id_is_forgotten_and_looked_up_again(klaviyo: httpx.Client, client: KlaviyoClient) -> None:
+    """A merge done in Klaviyo leaves the cache on the source profile: not a conflict, and not forever."""
+    live = create_profile(klaviyo, external_id="u7", email="seven@x.io")
+    cache = identity_service.MemoryIdentityCache()
+    cache.data.update({"external_id:u7": "01DEADPROFILE00000000000000"})
+    with disable_run_logger():
+        out = await idt.resolve_identities.fn([{"email": "seven@x.io", "userId": "u7"}], client, cache=cache)
+    assert out[0].ok and out[0].value["profile_id"] == live
+    assert cache.data["external_id:u7"] == live
+    cache.data["external_id:u7"] = "01DEADPROFILE00000000000000"
+    with disable_run_logger():  # deletions verify cached ids even without a second identifier to disagree
+        checked = await idt.resolve_identities.fn([{"userId": "u7"}], client, cache=cache, verify_cached=True)
+        refreshed = await identity_service.refresh_identities([{"userId": "u7"}], client, cache=cache)
+    assert checked[0].value["profile_id"] == live and refreshed[0].value["profile_id"] == live
