@@ -30,10 +30,12 @@ EVENT_FLOWS: tuple[str, ...] = (
     "churn_winback",
     "sync_consent",
 )
-#: Auxiliary flows: deployments only (started from the UI or the CLI's own commands), never fed messages.
+#: Auxiliary flows: deployments only (started from the UI, the CLI's own commands or, for ingest-segment, the
+#: webhook's event), never fed messages as parameters.
 AUXILIARY_FLOWS: tuple[str, ...] = (
     "replay_dead_letters",
     "backfill_profiles",
+    "ingest_segment",
 )
 
 

@@ -165,11 +165,35 @@ def load_saved_block(cls: type[B], name: str) -> B | None:
         if "Unable to find" in str(exc):
             return None
         raise ConfigError(f"{cls.__name__} block {name!r}: {exc}") from exc
+    except RuntimeError as exc:
+        if isinstance(exc.__cause__, ValidationError):  # saved (e.g. in the UI) but invalid: name the key
+            raise ConfigError(f"{block_label(cls)} block {name!r}: {validation_reason(exc.__cause__)}") from None
+        raise ConfigError(
+            f"could not load the {cls.__name__} block {name!r} from Prefect ({type(exc).__name__}); set the "
+            f"values with flags or environment variables, or point PREFECT_API_URL at a running server"
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - any transport failure means "cannot reach Prefect"
         raise ConfigError(
             f"could not load the {cls.__name__} block {name!r} from Prefect ({type(exc).__name__}); set the "
             f"values with flags or environment variables, or point PREFECT_API_URL at a running server"
         ) from exc
+
+
+def block_label(cls: type[Any]) -> str:
+    """"mapping tables" for MappingTables: how error messages name a block type."""
+    import re
+
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", cls.__name__).lower()
+
+
+def validation_reason(exc: ValidationError) -> str:
+    """The first error as ``dotted.key: reason``; a validator's own message (already naming its key) as is."""
+    err = exc.errors()[0]
+    if err["type"] == "value_error":
+        return str(err.get("ctx", {}).get("error") or err["msg"])
+    key = ".".join(str(p) for p in err["loc"])
+    reason = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    return f"{key}: {reason}" if key else reason
 
 
 def _set(value: Any) -> bool:
@@ -272,18 +296,81 @@ def resolve_segment(flags: Mapping[str, Any] | None = None, config: Mapping[str,
                     block_name, loader)
 
 
-def resolve_store_url(flags: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None) -> str:
-    """State-store URL: flag ``store_url`` > $KLAVIYO_SEGMENT_STORE_URL > config ``store.url`` > default
-    (SQLite in $KLAVIYO_SEGMENT_HOME or ~/.klaviyo-segment). There is no block for it: it is per machine."""
+def resolve_store_url(flags: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None, *,
+                      loader: BlockLoader | None = None, block_name: str = DEFAULT_BLOCK_NAME) -> str:
+    """State-store URL: flag ``store_url`` > $KLAVIYO_SEGMENT_STORE_URL > config ``store.url`` > the saved
+    'Klaviyo Segment State Store' block (document ``default``) > SQLite in $KLAVIYO_SEGMENT_HOME.
+
+    The block is what makes every worker of a work pool use one database: a worker without the variable would
+    otherwise write its own SQLite file and de-duplication would not span workers. It is looked up only when a
+    Prefect API is in reach (``PREFECT_API_URL`` set, or inside a flow run) or ``loader`` is given, so commands
+    that need no Prefect stay fast; when the lookup fails that is a ConfigError (the default would split state)."""
+    url = _configured_store_url(flags, config)
+    if url is None:
+        block = _saved_store_block(loader, block_name)
+        url = block.url.get_secret_value() if block is not None and block.url is not None else None
+    url = url or default_store_url()
+    warn_if_local_store_on_pool(url)
+    return url
+
+
+def _configured_store_url(flags: Mapping[str, Any] | None, config: Mapping[str, Any] | None) -> str | None:
     if _set((flags or {}).get("store_url")):
         return str((flags or {})["store_url"])
     env = env_settings()
     if _set(env.store_url):
         return str(env.store_url)
     store = _section(config, "store")
-    if _set(store.get("url")):
-        return str(store["url"])
-    return default_store_url(env)
+    return str(store["url"]) if _set(store.get("url")) else None
+
+
+def _prefect_in_reach() -> bool:
+    """A Prefect API is configured or this is a flow run; never imports Prefect just to find out."""
+    import os
+    import sys
+
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    if "prefect" not in sys.modules:
+        return False
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value()) or FlowRunContext.get() is not None
+
+
+def _saved_store_block(loader: BlockLoader | None, name: str) -> Any | None:
+    if loader is None and not _prefect_in_reach():
+        return None
+    from klaviyo_segment.blocks.store import StateStore
+
+    try:
+        return (loader or load_saved_block)(StateStore, name)
+    except ConfigError as exc:
+        raise ConfigError(f"state store: {exc} (or set ${c.ENV_STORE_URL} / config key store.url)") from exc
+
+
+def warn_if_local_store_on_pool(url: str) -> bool:
+    """Say loudly (in the run's logs) when a deployment run from a work pool uses a local SQLite file: the
+    pool's other workers have their own files, so de-duplication, leases and dead letters do not span them."""
+    import logging
+    import sys
+
+    if not url.startswith("sqlite") or "prefect" not in sys.modules:
+        return False
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    pool = getattr(getattr(ctx, "flow_run", None), "work_pool_name", None) if ctx else None
+    if not pool:
+        return False
+    message = (f"the state store is a local SQLite file ({url}) while this worker runs deployment runs from work "
+               f"pool {pool!r}: de-duplication, batch leases and dead letters do not span workers. Save the "
+               f"'Klaviyo Segment State Store' block (document {DEFAULT_BLOCK_NAME!r}) with a PostgreSQL URL, or "
+               f"set ${c.ENV_STORE_URL} on every worker")
+    # klaviyo_segment.* records reach the flow run's logs (run_logs.route_to_prefect) and the worker's console
+    logging.getLogger("klaviyo_segment.settings").warning("%s", message)
+    return True
 
 
 def default_store_url(settings: EnvSettings | None = None) -> str:

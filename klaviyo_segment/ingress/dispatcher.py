@@ -81,11 +81,15 @@ def inline_launcher(config: dict[str, Any] | None = None) -> Launcher:
     return launch
 
 
-def deployment_launcher() -> Launcher:
+def deployment_launcher(targets: dict[str, str] | None = None) -> Launcher:
+    """Start a run of an existing deployment (``targets[flow]``, default ``"<flow>/<flow>"``, the one
+    ``prefect deploy`` creates) with ``batch_ids`` only; the deployment itself is never created or changed here."""
+
     async def launch(flow: str, batch_ids: list[str], key: str) -> str:
         from prefect.deployments import run_deployment
 
-        run = await run_deployment(name=f"{flow}/{flow}", parameters={"batch_ids": batch_ids},
+        name = (targets or {}).get(flow, f"{flow}/{flow}")
+        run = await run_deployment(name=name, parameters={"batch_ids": batch_ids},
                                    idempotency_key=key, timeout=0)
         return str(run.id)
 

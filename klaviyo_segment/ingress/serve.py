@@ -116,9 +116,12 @@ async def _flush_run_logs() -> None:
         await asyncio.wait_for(APILogHandler.aflush(), 10)
 
 
-def load_serve_config(config_path: Path | None) -> tuple[Any, dict[str, Any] | None]:
+async def load_serve_config(config_path: Path | None) -> tuple[Any, dict[str, Any] | None]:
     """(AppConfig for routing, mapping document for inline runs). --config is also saved as the 'default'
-    mapping-tables block, so runs started elsewhere (workers, deployments mode) route and map the same way."""
+    mapping-tables block, so runs started elsewhere (workers, deployments mode) route and map the same way.
+
+    Async on purpose: inside serve's event loop ``Block.save`` returns a coroutine; calling it without ``await``
+    silently saved nothing (workers then ran on default mappings or failed for a missing ``churn.list_id``)."""
     from klaviyo_segment.config_loading import load_process_config
     from klaviyo_segment.runtime import load_flow_config
 
@@ -126,21 +129,55 @@ def load_serve_config(config_path: Path | None) -> tuple[Any, dict[str, Any] | N
         load_process_config(None)
         return load_flow_config(None), None
     config, document = load_process_config(config_path)
-    from klaviyo_segment.blocks.mapping import MappingTables
+    from klaviyo_segment.blocks.mapping import DEFAULT_DOCUMENT_NAME, MappingTables
 
-    MappingTables(document=document).save("default", overwrite=True)
+    await MappingTables.from_config(config).asave(DEFAULT_DOCUMENT_NAME, overwrite=True)
     return config, document
 
 
-async def _serve_deployments(poll_seconds: float = 1.0) -> asyncio.Task[None]:
+#: Suffix of the deployments serve's own runner registers for flows the user has not deployed: a distinct name,
+#: so serve never re-registers (and so strips the work pool, pull steps and triggers of) a `prefect deploy` one.
+SERVE_SUFFIX = "-serve"
+
+
+async def deployment_targets(flows: list[str]) -> tuple[dict[str, str], list[str]]:
+    """({flow: "flow/deployment"} to start runs of, [flows serve must serve itself]).
+
+    A flow with the deployment `prefect deploy` creates (``<flow>/<flow>``, prefect.yaml) is started there, as it
+    is: its work pool's workers execute the runs and serve never writes to it. Only a flow without one gets a
+    ``<flow>/<flow>-serve`` deployment served by this process."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    targets: dict[str, str] = {}
+    missing: list[str] = []
+    async with get_client() as client:
+        for flow in flows:
+            try:
+                deployment = await client.read_deployment_by_name(f"{flow}/{flow}")
+            except ObjectNotFound:
+                missing.append(flow)
+                targets[flow] = f"{flow}/{flow}{SERVE_SUFFIX}"
+                continue
+            targets[flow] = f"{flow}/{flow}"
+            log.info("runs of %s start deployment %s/%s (work pool %s; its workers execute them)", flow, flow, flow,
+                     deployment.work_pool_name or "none")
+    return targets, missing
+
+
+async def _serve_deployments(flows: list[str], poll_seconds: float = 1.0) -> asyncio.Task[None] | None:
+    """Serve ``<flow>-serve`` deployments of ``flows`` in this process (none: no runner)."""
+    if not flows:
+        return None
     from prefect.runner import Runner
 
-    from klaviyo_segment.flows import all_specs
+    from klaviyo_segment.flows import get_spec
 
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", str(int(poll_seconds)))
     runner = Runner(name="klaviyo-segment-serve", query_seconds=poll_seconds, pause_on_shutdown=False)
-    for spec in all_specs():  # the event flows: what the dispatcher starts as "<flow>/<flow>"
-        await runner.add_flow(spec.flow, name=spec.name)
+    for flow in flows:
+        log.info("no deployment %s/%s: serving %s/%s%s in this process", flow, flow, flow, flow, SERVE_SUFFIX)
+        await runner.add_flow(get_spec(flow).flow, name=f"{flow}{SERVE_SUFFIX}")
     return asyncio.create_task(runner.start(), name="runner")
 
 
@@ -169,13 +206,21 @@ async def serve(*, config_path: Path | None, host: str, port: int, dispatch: str
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     async with prefect_api() as api_url:
-        config, document = load_serve_config(config_path)
+        config, document = await load_serve_config(config_path)
+        from klaviyo_segment.ingress.dispatcher import deployment_launcher
+        from klaviyo_segment.ingress.runner import runnable_flows
         from klaviyo_segment.settings import credentials_document
 
         store = await Store.open(resolve_store_url(config=credentials_document()))
-        runner_task = await _serve_deployments() if dispatch == "deployments" else None
+        runner_task: asyncio.Task[None] | None = None
+        launcher = None
+        if dispatch == "deployments":
+            targets, missing = await deployment_targets(runnable_flows(config))
+            launcher = deployment_launcher(targets)
+            runner_task = await _serve_deployments(missing)
         try:
             ingress = await start_ingress(store, config, sock=sock, dispatch=dispatch, mapping_document=document,
+                                          launcher=launcher,
                                           settings=ReceiverSettings.from_env(config_token=_config_token(config)))
             ready({"receiver": ingress.url, "prefect_ui": ui_url(api_url)})
             await stop.wait()

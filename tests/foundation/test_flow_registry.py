@@ -51,12 +51,24 @@ def test_every_registered_flow_has_its_deployment_and_every_deployment_a_registe
         module = spec.name.replace("-", "_")
         assert deployment["entrypoint"] == f"flows/{module}.py:{spec.entrypoint_function}"
         triggers = deployment.get("triggers") or []
-        if spec.is_event_flow:  # the receiver's deployments launcher starts "<flow>/<flow>" with batch_ids
-            expects = {e for t in triggers if t.get("type") == "event" for e in t.get("expect", [])}
-            source = "segment." if spec.routes is not None else "klaviyo."
-            assert expects and all(e.startswith(source) for e in expects), (spec.name, expects)
+        expects = {e for t in triggers if t.get("type") == "event" for e in t.get("expect", [])}
+        if spec.is_event_flow and spec.routes is not None:
+            # Segment flows start only on their own batch-ready event (from ingest-segment), with batch ids:
+            # the same parameters the receiver's deployments launcher passes; never messages.
+            assert [t["match"] for t in triggers] == [{"prefect.resource.id": f"klaviyo-segment.flow.{spec.name}"}]
+            assert expects == {"klaviyo-segment.batch.ready"}, (spec.name, expects)
+            assert [t["parameters"] for t in triggers] == [{"batch_ids": "{{ event.payload.batch_ids }}"}]
+        elif spec.is_event_flow:
+            assert expects and all(e.startswith("klaviyo.") for e in expects), (spec.name, expects)
+        elif spec.name == "ingest-segment":  # the webhook's event: only its id is a parameter
+            assert expects == {"segment.*"}
+            assert [t["parameters"] for t in triggers] == [{"event_id": "{{ event.id }}"}]
         else:
             assert not triggers, f"auxiliary flow {spec.name} is started by hand, not by events"
+        if "schedules" not in deployment or deployment.get("parameters", {}).get("poll"):
+            continue
+        assert deployment["schedules"] == [], f"{spec.name}: declare schedules: [] (interactive deploy asks)"
+    assert all("schedules" in d for d in deployments), "every deployment declares its schedules"
     for deployment in deployments:
         flow_name = VARIANTS.get(deployment["name"], deployment["name"])
         spec = registry.get_spec(flow_name, auxiliary=True)  # ConfigError = a deployment of no registered flow

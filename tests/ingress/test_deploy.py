@@ -17,8 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {*names(auxiliary=True), "engagement-to-segment-poll"}
 
 
-def _prefect(args: list[str], api_url: str) -> subprocess.CompletedProcess[str]:
+def _prefect(args: list[str], api_url: str, project_dir: bool = True) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PREFECT_API_URL=api_url, KLAVIYO_SEGMENT_PROJECT_DIR=str(ROOT))
+    if not project_dir:
+        env.pop("KLAVIYO_SEGMENT_PROJECT_DIR")
     return subprocess.run([sys.executable, "-m", "prefect", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=240)
 
@@ -33,9 +35,23 @@ async def test_prefect_deploy_all_creates_every_deployment_with_triggers(prefect
     assert deploy.returncode == 0, deploy.stdout[-2000:] + deploy.stderr[-2000:]
     async with get_client() as client:
         deployments = {d.name: d for d in await client.read_deployments()}
-        assert EXPECTED <= set(deployments)
-        assert all(deployments[n].work_pool_name == "klaviyo-segment" for n in EXPECTED)
-        automations = await client.read_automations()
-    trigger_targets = {a.name for a in automations}
-    assert any("sync-identify" in name for name in trigger_targets), trigger_targets
-    assert deployments["engagement-to-segment-poll"].parameters == {"poll": True}
+        try:
+            assert EXPECTED <= set(deployments)
+            assert all(deployments[n].work_pool_name == "klaviyo-segment" for n in EXPECTED)
+            assert deployments["sync-identify"].pull_steps == [{"klaviyo_segment.deploy_steps.set_project_dir": {
+                "directory": str(ROOT)}}]
+            automations = await client.read_automations()
+            trigger_targets = {a.name for a in automations}
+            assert any("sync-identify" in name for name in trigger_targets), trigger_targets
+            assert deployments["engagement-to-segment-poll"].parameters == {"poll": True}
+        finally:  # serve tests of this session serve the flows themselves when no such deployment exists
+            for name in EXPECTED:
+                if name in deployments:
+                    await client.delete_deployment(deployments[name].id)
+
+
+@pytest.mark.slow
+def test_deploy_without_project_dir_fails_with_a_clear_message(prefect_server: str) -> None:
+    deploy = _prefect(["--no-prompt", "deploy", "-n", "backfill-profiles"], prefect_server, project_dir=False)
+    assert deploy.returncode != 0
+    assert "$KLAVIYO_SEGMENT_PROJECT_DIR is not set" in deploy.stdout + deploy.stderr

@@ -21,7 +21,7 @@ def apply(
     from klaviyo_segment.config import load_config
 
     app_config = load_config(config)
-    block = MappingTables(document=app_config.mapping_document())
+    block = MappingTables.from_config(app_config)
     block.save(name, overwrite=True)
     typer.echo(json.dumps({"block_type": MappingTables.get_block_type_name(), "name": name,
                            "keys": sorted(block.document), "secrets_stored": False}))
@@ -32,11 +32,12 @@ def show(name: str = typer.Option("default", "--name", help="Block document name
     """Print the saved mapping tables document as JSON."""
     from klaviyo_segment.blocks.mapping import MappingTables
 
-    try:
-        block = MappingTables.load(name)
-    except ValueError as exc:
-        typer.echo(f"error: no mapping tables block named {name!r}: {exc}", err=True)
-        raise typer.Exit(1) from None
+    from klaviyo_segment.settings import load_saved_block
+
+    block = load_saved_block(MappingTables, name)  # an invalid saved block: ConfigError naming the key (exit 2)
+    if block is None:
+        typer.echo(f"error: no mapping tables block named {name!r}", err=True)
+        raise typer.Exit(1)
     typer.echo(json.dumps(block.document, indent=2, sort_keys=True, ensure_ascii=False))
 
 
