@@ -1,0 +1,91 @@
+"""Poison messages that bypass the receiver's door (inline ``messages``, ``run --input``, batches stored before the
+door existed): one message that makes processing raise must become a dead letter on its own, never block the
+valid messages around it, and a batch that keeps failing is capped (issue 17, item 1). SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from klaviyo_segment.flows.forward_track import forward_track
+from klaviyo_segment.flows.sync_identify import sync_identify
+from klaviyo_segment.segment_spec import message_key
+
+
+def _track(mid: str, event: str = "Product Viewed", **properties: Any) -> dict[str, Any]:
+    return {"type": "track", "messageId": mid, "userId": f"user-{mid}", "event": event, "properties": properties}
+
+
+def _valid(n: int) -> list[dict[str, Any]]:
+    return [_track(f"ok-{i}", product_id=f"p{i}") for i in range(n)]
+
+
+@pytest.fixture
+def poison_env(flow_env: Any, store_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The flow sandbox on this test's store backend (SQLite file or a fresh PostgreSQL database)."""
+    monkeypatch.setenv("KLAVIYO_SEGMENT_STORE_URL", store_url)
+    flow_env.store_url = store_url
+    return flow_env
+
+
+def test_run_input_with_surrogates_and_nul_runs_and_dead_letters_only_the_bad_one(
+        poison_env: Any, tmp_path: Path) -> None:
+    """``run --input``: a lone surrogate in a property or an event name is repaired (U+FFFD, the door's rule), a
+    NUL in a userId fails that one message with its reason; the run itself happens (it used to crash)."""
+    from klaviyo_segment.cli.app import app
+
+    messages = _valid(3) + [_track("bad-prop", product_id="p\ud800x"), _track("bad-name", event="Viewed \udc00"),
+                            {**_track("nul-user"), "userId": "evil\x00"}]
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(json.dumps(m) for m in messages), encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", "forward-track", "--input", str(path), "--json"])
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (summary["sent"], summary["failed"]) == (5, 1), summary
+    assert poison_env.summary()["events_by_metric"] == {"Viewed Product": 4, "Viewed \ufffd": 1}
+    assert any(e["properties"].get("product_id") == "p\ufffdx" for e in poison_env.events("Viewed Product"))
+    letters = asyncio.run(_dead_letters(poison_env))
+    assert list(letters) == ["nul-user"]
+    assert "NUL" in letters["nul-user"].reason
+
+
+async def _dead_letters(env: Any) -> dict[str, Any]:
+    async with env.store() as store:
+        return {d.message_id: d for d in await store.list_dead_letters()}
+
+
+async def test_stored_batches_with_poison_complete_and_valid_ones_are_sent(poison_env: Any) -> None:
+    """Batches written straight to the store (as before the door validated) with a surrogate among them."""
+    async with poison_env.store() as store:
+        ids = []
+        for chunk in (_valid(2), [_track("bad", product_id="\ud800")], _valid(4)[2:]):
+            accepted = await store.accept(chunk, key=lambda m: m["messageId"], route=lambda m: ["forward-track"])
+            ids.append(accepted.batches["forward-track"])
+    result = await forward_track(batch_ids=ids)
+    assert (result["sent"], result["failed"]) == (4, 1), result
+    async with poison_env.store() as store:
+        infos = await store.get_batches(ids)
+        assert {i.status for i in infos} <= {"done", "partial"}, infos  # all closed: nothing re-runs
+        assert [d.message_id for d in await store.list_dead_letters()] == ["bad"]
+
+
+async def test_nul_in_user_id_does_not_block_the_identify_batch(poison_env: Any) -> None:
+    """PostgreSQL text cannot hold U+0000: inserting the identity cache raised for the whole run."""
+    messages = [{"type": "identify", "messageId": f"id-{i}", "userId": f"u{i}",
+                 "traits": {"email": f"u{i}@example.com"}} for i in range(3)]
+    messages.insert(1, {"type": "identify", "messageId": "nul", "userId": "evil\x00id",
+                        "traits": {"email": "nul@example.com"}})
+    result = await sync_identify(messages=messages)
+    outcomes = {o["message_id"]: o for o in result["outcomes"]}
+    assert all(outcomes[f"id-{i}"]["status"] == "sent" for i in range(3)), outcomes
+    assert outcomes["nul"]["status"] in ("sent", "failed"), outcomes["nul"]  # SQLite holds NUL; PostgreSQL not
+    async with poison_env.store() as store:
+        letters = [d.message_id for d in await store.list_dead_letters()]
+    assert letters == ([] if outcomes["nul"]["status"] == "sent" else ["nul"])
+    assert message_key(messages[1], 1) == "nul"
