@@ -89,3 +89,43 @@ async def test_nul_in_user_id_does_not_block_the_identify_batch(poison_env: Any)
         letters = [d.message_id for d in await store.list_dead_letters()]
     assert letters == ([] if outcomes["nul"]["status"] == "sent" else ["nul"])
     assert message_key(messages[1], 1) == "nul"
+
+
+def _items(keys: list[str]) -> list[Any]:
+    from klaviyo_segment.runtime import Item
+
+    return [Item(i, k, {"messageId": k}) for i, k in enumerate(keys)]
+
+
+async def test_isolation_fails_only_poison_and_raises_systemic_errors() -> None:
+    from types import SimpleNamespace
+
+    from klaviyo_segment.outcomes import Status
+    from klaviyo_segment.runtime import outcome, process_isolated
+
+    calls: list[int] = []
+
+    async def poisoned(env: Any, items: list[Any], outcomes: dict[str, Any]) -> None:
+        calls.append(len(items))
+        if any(i.key.startswith("bad") for i in items):
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        for item in items:
+            outcomes[item.key] = outcome(item, Status.SENT)
+
+    env = SimpleNamespace(flow="forward-track")
+    outcomes: dict[str, Any] = {}
+    keys = [f"ok{i}" for i in range(30)] + ["bad1"] + [f"ok{i}" for i in range(30, 60)] + ["bad2"]
+    await process_isolated(env, _items(keys), outcomes, poisoned)  # type: ignore[arg-type]
+    assert {k for k, o in outcomes.items() if o.status == Status.FAILED} == {"bad1", "bad2"}
+    assert sum(o.status == Status.SENT for o in outcomes.values()) == 60
+    assert "UnicodeEncodeError" in (outcomes["bad1"].reason or "")
+    assert len(calls) < 30  # a bisection, not one run per message
+
+    async def outage(env: Any, items: list[Any], outcomes: dict[str, Any]) -> None:
+        raise ConnectionError("store down")
+
+    with pytest.raises(ConnectionError):  # nothing dead-lettered during an outage: the batch is retried
+        await process_isolated(env, _items(["a", "b", "c"]), {}, outage)  # type: ignore[arg-type]
+    alone: dict[str, Any] = {}
+    await process_isolated(env, _items(["bad-alone"]), alone, poisoned)  # type: ignore[arg-type]
+    assert alone["bad-alone"].status == Status.FAILED  # content errors are poison even alone in a run
