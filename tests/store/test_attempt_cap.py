@@ -55,3 +55,25 @@ async def test_record_failure_backs_off_and_only_for_the_owner(store: Store) -> 
     assert leased.lease_expires_at is not None and info.lease_expires_at is not None
     remaining = (info.lease_expires_at - leased.created_at).total_seconds()
     assert 0 < remaining < 120  # 30 s backoff on the first attempt instead of the 600 s lease
+
+
+async def test_leases_of_a_dead_process_on_this_host_are_reclaimed_at_once(store: Store, store_url: str) -> None:
+    """Issue 17, item 9: a restart used to wait the full lease (600 s) for a killed process' batches."""
+    import subprocess
+    import sys
+
+    batch = await _accept(store, ["r1"])
+    mine = await _accept(store, ["r2"])
+    code = ("import asyncio, sys\nfrom klaviyo_segment.store import Store\n"
+            "async def main():\n    s = await Store.open(sys.argv[1])\n"
+            f"    assert await s.lease([{batch!r}], 'killed-run', 600)\n    await s.close()\n"
+            "asyncio.run(main())\n")
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code, store_url], capture_output=True,
+                                   text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert await store.lease([mine], "live-run", 600)  # held by this (living) process: never reclaimed
+    assert await store.lease([batch], "restart", 600) == []  # still leased by the dead one
+    assert [i.id for i in await store.pending_batches()] == [batch]  # the sweeper's query reclaims it
+    [taken] = await store.lease([batch], "restart", 600)
+    assert taken.attempts == 2
+    assert await store.reclaim_dead_holders() == []
