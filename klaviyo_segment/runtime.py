@@ -380,7 +380,7 @@ async def process_isolated(env: FlowEnv, items: list[Item], outcomes: dict[str, 
         trial = dict(base)
         try:
             await process(env, part, trial)
-        except Exception as exc:  # noqa: BLE001 - isolated below; systemic failures are re-raised
+        except Exception as exc:  # isolated below; systemic failures are re-raised
             errors.append(exc)
             if len(part) <= 1:
                 if part:

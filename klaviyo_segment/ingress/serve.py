@@ -64,7 +64,7 @@ class LocalPrefect:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
             env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()))
+            preexec_fn=_die_with_parent(os.getpid()))  # noqa: PLW1509 - prctl + getppid only, async-signal-safe
         log_file.close()
         (self.home / SERVER_PID_FILE).write_text(f"{self.process.pid}\n")
         deadline = time.monotonic() + PREFECT_START_TIMEOUT

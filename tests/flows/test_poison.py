@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
-
 from klaviyo_segment.flows.forward_track import forward_track
 from klaviyo_segment.flows.sync_identify import sync_identify
+from typer.testing import CliRunner
+
 from klaviyo_segment.segment_spec import message_key
 
 

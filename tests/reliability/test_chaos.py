@@ -73,7 +73,7 @@ def test_compare_reports_each_kind_of_drift() -> None:
 def test_poison_mix_refuses_repairs_and_expects_the_repaired_form() -> None:
     from klaviyo_segment.devkit import chaos_poison as poison
 
-    stream, invalid = _with_invalid(generate_stream(2000, seed=3), 97)
+    stream, _ = _with_invalid(generate_stream(2000, seed=3), 97)
     mixed, refused, repaired = poison.with_poison(stream, 89)
     assert len(mixed) == len(stream) + len(refused) and refused and repaired
     kinds = {mid.split("-")[1] for mid in refused}
