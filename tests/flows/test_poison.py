@@ -129,3 +129,30 @@ async def test_isolation_fails_only_poison_and_raises_systemic_errors() -> None:
     alone: dict[str, Any] = {}
     await process_isolated(env, _items(["bad-alone"]), alone, poisoned)  # type: ignore[arg-type]
     assert alone["bad-alone"].status == Status.FAILED  # content errors are poison even alone in a run
+
+
+async def test_a_store_error_leaves_the_flow_without_an_email(poison_env: Any,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 17, item 7: the SQL parameters of a failing write (emails) reached the flow-run state message, a
+    Prefect log row and stderr."""
+    import sqlalchemy as sa
+    from prefect.client.orchestration import get_client
+
+    async with poison_env.store() as store:  # every identity-cache write now fails, with emails in its parameters
+        async with store._engine.begin() as conn:
+            await conn.execute(sa.text("DROP TABLE ks_profile_ids"))
+            await conn.execute(sa.text("CREATE TABLE ks_profile_ids (key TEXT PRIMARY KEY, profile_id TEXT NOT NULL "
+                                       "CHECK (length(profile_id) < 3), updated_us BIGINT NOT NULL)"))
+    messages = [{"type": "identify", "messageId": f"leak-{i}", "userId": f"leak-{i}",
+                 "traits": {"email": f"private.person{i}@example.com"}} for i in range(2)]
+    state = await sync_identify(messages=messages, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception) as caught:
+        await state.result()
+    shown = f"{caught.value!r} {caught.value} {state.message}"
+    assert "private.person" not in shown and "private.person" not in caplog.text, shown
+    async with get_client() as client:
+        runs = await client.read_flow_runs()
+        logs = await client.read_logs()
+    assert all("private.person" not in (r.state.message or "") for r in runs if r.state)
+    assert all("private.person" not in log.message for log in logs)
