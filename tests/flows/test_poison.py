@@ -100,8 +100,9 @@ def _items(keys: list[str]) -> list[Any]:
 async def test_isolation_fails_only_poison_and_raises_systemic_errors() -> None:
     from types import SimpleNamespace
 
+    from klaviyo_segment.isolation import process_isolated
     from klaviyo_segment.outcomes import Status
-    from klaviyo_segment.runtime import outcome, process_isolated
+    from klaviyo_segment.runtime import outcome
 
     calls: list[int] = []
 
@@ -138,11 +139,10 @@ async def test_a_store_error_leaves_the_flow_without_an_email(poison_env: Any,
     import sqlalchemy as sa
     from prefect.client.orchestration import get_client
 
-    async with poison_env.store() as store:  # every identity-cache write now fails, with emails in its parameters
-        async with store._engine.begin() as conn:
-            await conn.execute(sa.text("DROP TABLE ks_profile_ids"))
-            await conn.execute(sa.text("CREATE TABLE ks_profile_ids (key TEXT PRIMARY KEY, profile_id TEXT NOT NULL "
-                                       "CHECK (length(profile_id) < 3), updated_us BIGINT NOT NULL)"))
+    async with poison_env.store() as store, store._engine.begin() as conn:  # identity-cache writes now fail
+        await conn.execute(sa.text("DROP TABLE ks_profile_ids"))
+        await conn.execute(sa.text("CREATE TABLE ks_profile_ids (key TEXT PRIMARY KEY, profile_id TEXT NOT NULL "
+                                   "CHECK (length(profile_id) < 3), updated_us BIGINT NOT NULL)"))
     messages = [{"type": "identify", "messageId": f"leak-{i}", "userId": f"leak-{i}",
                  "traits": {"email": f"private.person{i}@example.com"}} for i in range(2)]
     state = await sync_identify(messages=messages, return_state=True)
