@@ -12,7 +12,27 @@ from klaviyo_segment.runtime import MALFORMED
 
 
 def read_messages(path: str | Path) -> list[Any]:
-    path = Path(path)
+    """The file's messages, each made storable by the receiver's text rules (``ingress.door``): a NUL, or a lone
+    surrogate in an id, makes that one message a failed input (its reason kept); other lone surrogates become
+    U+FFFD. Without this one such message failed the whole run before it started (a flow run's parameters must
+    encode as UTF-8), or was retried forever."""
+    return [_storable(message) for message in _read(Path(path))]
+
+
+def _storable(message: Any) -> Any:
+    from klaviyo_segment.ingress.door import Invalid, message_id_of, storable_text
+
+    try:
+        return storable_text(message)
+    except Invalid as exc:
+        refused: dict[str, Any] = {MALFORMED: f"refused: {exc.reason}"}
+        mid = message_id_of(message)
+        if mid:
+            refused["messageId"] = mid
+        return refused
+
+
+def _read(path: Path) -> list[Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

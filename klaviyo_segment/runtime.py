@@ -356,10 +356,33 @@ async def run_flow(flow: str, messages: Sequence[Any] | None, batch_ids: Sequenc
 
 async def process_inputs(env: FlowEnv, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None,
                          process: Processor, load_items: ItemLoader | None = None) -> dict[str, Any]:
-    """Load, process and finish in an open env: the one sequence a run, a preview and a replay share."""
+    """Load, process and finish in an open env: the one sequence a run, a preview and a replay share.
+
+    Processing is isolated per message (:func:`process_isolated`): a message that makes the template raise is
+    failed (and dead-lettered by ``finish``) on its own. A failure that no single message explains is systemic:
+    it is recorded on the leased batches and raised, so the lease expires and another attempt runs; the store
+    caps attempts (``store.inbox.MAX_ATTEMPTS``) and then dead-letters the batch with that error.
+    """
+    from klaviyo_segment.isolation import failure_text, process_isolated, refuse_unstorable_keys
+
     inputs, outcomes = await load_inputs(env, messages, batch_ids, load_items)
-    await process(env, inputs.items, outcomes)
+    refuse_unstorable_keys(inputs.items, outcomes)
+    try:
+        await process_isolated(env, inputs.items, outcomes, process)
+    except Exception as exc:
+        if inputs.batch_ids and not env.preview:
+            await _record_batch_failure(env, inputs.batch_ids, failure_text(exc))
+        raise
     return await finish(env, inputs, outcomes)
+
+
+async def _record_batch_failure(env: FlowEnv, batch_ids: Sequence[str], error: str) -> None:
+    """Keep the error on the batches (the attempt cap dead-letters with it); never mask the original error."""
+    try:
+        for batch_id in batch_ids:
+            await env.store.record_failure(batch_id, env.run_id, error)
+    except Exception as store_exc:  # noqa: BLE001 - the run fails with the original error anyway
+        logger.warning("could not record the failure on the batches: %s", type(store_exc).__name__)
 
 
 async def process_spec(env: FlowEnv, spec: FlowSpec, messages: Sequence[Any]) -> dict[str, Any]:

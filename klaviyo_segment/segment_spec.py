@@ -84,7 +84,8 @@ def message_key(raw: Any, index: int | None = None) -> str:
         mid = raw.get("messageId")
         if isinstance(mid, (str, int)) and str(mid):
             return str(mid)
-    blob = json.dumps(raw, sort_keys=True, default=str, ensure_ascii=False).encode()
+    # surrogatepass: a lone surrogate (input that bypassed the door) must not make the key itself raise
+    blob = json.dumps(raw, sort_keys=True, default=str, ensure_ascii=False).encode(errors="surrogatepass")
     return "sha1:" + hashlib.sha1(blob).hexdigest()[:20]
 
 

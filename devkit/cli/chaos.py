@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +192,8 @@ WORKER_LEASE_SECONDS = 30.0
 
 async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULTS, store_url: str | None = None,
                     max_seconds: float = 900.0, batch: int = 100, kill_after: float | None = 2.0,
-                    invalid_every: int = 97, rate_scale: float = 1.0) -> dict[str, Any]:
+                    invalid_every: int = 97, rate_scale: float = 1.0, poison_every: int | None = 89,
+                    legacy: int = 40) -> dict[str, Any]:
     """One bounded chaos run; returns the figures. ``kill_after``: SIGKILL the worker that many seconds after
     its first Klaviyo request, then start a new one (None: no kill). ``rate_scale`` scales the sandbox's limits
     and the workers' pacing together: identifies are paced by Klaviyo's 700/min, which a CI budget cannot wait
@@ -208,13 +210,23 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
     from klaviyo_segment.devkit.sandbox.server import Sandbox, SandboxOptions
     from klaviyo_segment.store import Store
 
+    from klaviyo_segment.devkit import chaos_poison as poison
+
     stream, invalid = _with_invalid(chaos_stream(messages, seed), invalid_every)
+    refused: set[str] = set()
+    repaired: set[str] = set()
+    if poison_every:  # door-refused elements inside batches, door-repaired surrogates (issue 17)
+        stream, refused, repaired = poison.with_poison(stream, poison_every)
     started = time.monotonic()
     url = store_url or f"sqlite:///{Path(tempfile.mkdtemp(prefix='ks-chaos-')) / 'state.db'}"
     limits = "on" if rate_scale == 1.0 else f"scale={rate_scale}"
     with Sandbox(SandboxOptions(rate_limits=limits, faults=None, seed=seed, import_delay=0.01)) as box:
         document = await _setup_sandbox(box, faults, seed)
         config = AppConfig.from_document(document)
+        stored = poison.as_stored(stream, refused, repaired)
+        keep = sorted(expected_state(stored, invalid, config, datetime.now(UTC)).profiles)[:5]
+        legacy_messages, legacy_poison = poison.legacy_batch(legacy, keep, stored[-1]["timestamp"]) \
+            if legacy and keep else ([], set())
         env = {**os.environ, "KLAVIYO_API_KEY": box.klaviyo_api_key, "KLAVIYO_BASE_URL": box.klaviyo_url,
                "SEGMENT_WRITE_KEY": box.segment_write_key, "SEGMENT_BASE_URL": box.segment_url,
                "KLAVIYO_SEGMENT_STORE_URL": url, ENV_RATE_SCALE: str(rate_scale)}
@@ -224,9 +236,12 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
         try:
             ingress = await start_ingress(store, config, settings=ReceiverSettings(segment_secret="chaos"),
                                           dispatch=None)
+            if legacy_messages:  # as batches stored before the door existed: straight into the store
+                await store.accept(legacy_messages, key=lambda m: m["messageId"], route=lambda m: ["forward-track"])
             worker = _spawn_worker(url, document, env)
             try:
                 delivery = asyncio.ensure_future(_deliver(ingress.url, "chaos", stream, batch, 8))
+                singles = await poison.post_singles(ingress.url, "chaos") if poison_every else {}
                 if kill_after is not None:  # mid-run: only once the worker is talking to Klaviyo
                     await _wait_for_traffic(box.klaviyo_url, started + max_seconds)
                     await asyncio.sleep(kill_after)
@@ -253,8 +268,10 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
             await store.close()
         seen = _snapshot(box.klaviyo_url)
     stats = seen["stats"]
-    expected = expected_state(stream, invalid, config, datetime.now(UTC))
+    expected = expected_state(stored + [m for m in legacy_messages if m["messageId"] not in legacy_poison],
+                              invalid, config, datetime.now(UTC))
     dead_ids = {d.message_id for d in dead}
+    invalid = invalid | refused | legacy_poison  # every one of them must be a dead letter, with a reason
     return {
         "messages": len(stream), "sent_message_flow_pairs": sent, "invalid": len(invalid),
         "dead_letters": len(dead),
@@ -270,6 +287,10 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
                      "subscriptions": len(expected.subscribed), "churn_flags": len(expected.churn),
                      "deleted_people": len(expected.deleted)},
         "exactness": compare(expected, seen["profiles"], seen["events"], seen["lists"]),
+        "poison": {"batch_elements_refused": len(refused), "repaired_delivered": len(repaired),
+                   "legacy_stored": len(legacy_messages), "legacy_poison": len(legacy_poison),
+                   "dead_letters_by_flow": dict(sorted(Counter(d.flow for d in dead).items())),
+                   "single_requests": singles},
     }
 
 
@@ -282,6 +303,9 @@ def failed_checks(figures: dict[str, Any]) -> list[str]:
                 "invalid_not_dead_lettered"):
         if figures[key]:
             failed.append(key)
+    singles = figures.get("poison", {}).get("single_requests") or {}
+    if singles and singles["answered_4xx_with_reason"] != singles["requests"]:
+        failed.append("poison_single_requests_not_4xx")
     return failed
 
 

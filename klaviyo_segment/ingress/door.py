@@ -185,6 +185,19 @@ def check_message(message: Any, *, scan_strings: bool = True) -> dict[str, Any]:
     return _normalise(message, "$")  # type: ignore[no-any-return]
 
 
+def storable_text(message: Any) -> Any:
+    """The text rules of :func:`check_message` without its Segment type checks (inputs of any flow, e.g. a file
+    for ``run --input``): a NUL anywhere or a lone surrogate in an identifier raises :class:`Invalid`, other lone
+    surrogates become U+FFFD."""
+    if isinstance(message, dict):
+        for field in ID_FIELDS:
+            value = message.get(field)
+            if isinstance(value, str) and _SURROGATE.search(value):
+                raise Invalid(f"{field} contains a lone UTF-16 surrogate (an id cannot be repaired without "
+                              "risking a collision with another id)")
+    return _normalise(message, "$")
+
+
 def message_id_of(message: Any) -> str | None:
     """The (sanitised) messageId of a refused message, for its dead letter."""
     mid = message.get("messageId") if isinstance(message, dict) else None

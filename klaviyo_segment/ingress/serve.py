@@ -60,10 +60,13 @@ class LocalPrefect:
                    PREFECT_UI_API_URL=self.api_url)
         env.pop("PREFECT_API_URL", None)
         log_file = open(self.home / "server.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        _stop_stale_server(self.home)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
-            env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()))  # noqa: PLW1509 - prctl + getppid only, async-signal-safe
         log_file.close()
+        (self.home / SERVER_PID_FILE).write_text(f"{self.process.pid}\n")
         deadline = time.monotonic() + PREFECT_START_TIMEOUT
         async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
             while time.monotonic() < deadline:
@@ -85,6 +88,60 @@ class LocalPrefect:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
+        with contextlib.suppress(OSError):
+            (self.home / SERVER_PID_FILE).unlink()
+
+
+# ---- orphan prevention (issue 17, item 8): a SIGKILLed serve cannot stop its server itself -----------------------
+#: The running server's pid, in the Prefect home: a restart finds a server its killed predecessor left behind.
+SERVER_PID_FILE = "server.pid"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when serve dies, SIGKILL included (``prctl``
+    PR_SET_PDEATHSIG). Elsewhere None: the pid file below still stops an orphan at the next start."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # serve died between fork and prctl: nobody would signal us
+            os._exit(1)
+
+    return preexec
+
+
+def _stop_stale_server(prefect_home: Path) -> None:
+    """Stop a ``prefect server start`` a killed serve left on this Prefect home, so two servers never share one
+    prefect.db. The pid is only signalled when its command line is such a server with this home (pid reuse)."""
+    pid_file = prefect_home / SERVER_PID_FILE
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return
+    if b"server" not in cmdline or f"PREFECT_HOME={prefect_home}".encode() not in environ:
+        return
+    log.warning("stopping the prefect server (pid %d) a previous serve left running", pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # Z: exited
+    except (OSError, IndexError):
+        return False
 
 
 @contextlib.asynccontextmanager

@@ -7,12 +7,14 @@ A dead letter's id is derived from (flow, message_id) so the same message failin
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from klaviyo_segment.store import tables as t
 from klaviyo_segment.store.engine import StoreBase, chunks, dumps, from_us, loads, now_us, unique
@@ -28,6 +30,15 @@ def dead_letter_id(flow: str, message_id: str | None) -> str:
     return hashlib.sha256(f"{flow}\x00{message_id}".encode()).hexdigest()[:_ID_LEN]
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """Text both stores can hold: a NUL (PostgreSQL text) or lone surrogate (UTF-8) becomes U+FFFD. Bodies need
+    no such care (JSON-escaped); a dead letter's id and reason do, or recording the failure would fail too."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
 def _row_to_dead_letter(r: sa.Row[Any]) -> DeadLetter:
     return DeadLetter(id=r.id, message_id=r.message_id, flow=r.flow, reason=r.reason, error=loads(r.error),
                       attempts=r.attempts, created_at=from_us(r.created_us),  # type: ignore[arg-type]
@@ -37,22 +48,27 @@ def _row_to_dead_letter(r: sa.Row[Any]) -> DeadLetter:
 class DeadLetterMixin(StoreBase):
     async def add_dead_letters(self, items: Sequence[DeadLetterIn]) -> list[str]:
         """Upsert dead letters; returns their ids in input order."""
+        async with self._tx() as conn:
+            return await self._upsert_dead_letters(conn, items)
+
+    async def _upsert_dead_letters(self, conn: AsyncConnection, items: Sequence[DeadLetterIn]) -> list[str]:
+        """The upsert inside a caller's transaction (the inbox's attempt cap dead-letters and closes at once)."""
         now = now_us()
         rows: dict[str, dict[str, Any]] = {}
         ids = []
         for item in items:
-            dl_id = dead_letter_id(item.flow, item.message_id)
+            message_id = None if item.message_id is None else storable(item.message_id)
+            dl_id = dead_letter_id(item.flow, message_id)
             ids.append(dl_id)
-            rows[dl_id] = {"id": dl_id, "flow": item.flow, "message_id": item.message_id, "reason": item.reason,
+            rows[dl_id] = {"id": dl_id, "flow": item.flow, "message_id": message_id, "reason": storable(item.reason),
                            "error": None if item.error is None else dumps(item.error), "attempts": 1,
                            "body": dumps(item.message), "created_us": now, "updated_us": now}
-        async with self._tx() as conn:
-            for part in chunks([rows[k] for k in sorted(rows)]):  # sorted: one lock order, no deadlocks
-                stmt = self._insert(t.dead_letters).values(part)
-                ex = stmt.excluded
-                await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={
-                    "attempts": t.dead_letters.c.attempts + 1, "reason": ex.reason, "error": ex.error,
-                    "body": ex.body, "updated_us": ex.updated_us}))
+        for part in chunks([rows[k] for k in sorted(rows)]):  # sorted: one lock order, no deadlocks
+            stmt = self._insert(t.dead_letters).values(part)
+            ex = stmt.excluded
+            await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={
+                "attempts": t.dead_letters.c.attempts + 1, "reason": ex.reason, "error": ex.error,
+                "body": ex.body, "updated_us": ex.updated_us}))
         return ids
 
     async def list_dead_letters(self, flow: str | None = None, limit: int | None = None) -> list[DeadLetter]:

@@ -75,12 +75,31 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
 
 
 def create_engine(url: str) -> AsyncEngine:
+    """``hide_parameters``: SQLAlchemy otherwise writes every bound value (emails, phone numbers) into the text
+    of its exceptions, which reach flow-run states, log rows and stderr."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_async_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        engine = create_async_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, hide_parameters=True)
         _install_sqlite_hooks(engine)
         return engine
-    return create_async_engine(parsed, pool_pre_ping=True)
+    return create_async_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+
+
+class StoreError(Exception):
+    """A state-store operation failed. Its text is the database error with PII masked (``redact``) and no
+    chained driver exception: a driver's message can quote values (PostgreSQL's ``DETAIL: Key (..)=(..)``)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        #: The original exception's class name (IntegrityError, OperationalError, ...), for callers and tests.
+        self.kind = kind
+
+
+def store_error(exc: sa.exc.SQLAlchemyError) -> StoreError:
+    from klaviyo_segment.redact import redact
+
+    text = redact(str(exc))
+    return StoreError(f"state store error: {text[:2000]}", type(exc).__name__)
 
 
 def now_us() -> int:
@@ -136,8 +155,12 @@ class StoreBase:
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.begin() as conn:
-            yield conn
+        """One transaction; a database error leaves as a redacted :class:`StoreError` (never with values)."""
+        try:
+            async with self._engine.begin() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise store_error(exc) from None
 
 
 def unique(values: Iterable[str]) -> list[str]:

@@ -7,6 +7,8 @@ workers' wall clock, so workers on different hosts need synchronised clocks (NTP
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -15,11 +17,18 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from klaviyo_segment.store import tables as t
-from klaviyo_segment.store.engine import StoreBase, chunks, dumps, from_us, loads, now_us, unique
-from klaviyo_segment.store.models import AcceptResult, Batch, BatchInfo
+from klaviyo_segment.store.dead_letters import DeadLetterMixin
+from klaviyo_segment.store.engine import chunks, dumps, from_us, loads, now_us, unique
+from klaviyo_segment.store.models import AcceptResult, Batch, BatchInfo, DeadLetterIn
 
 _OPEN = ("pending", "leased")
 _FINAL = ("done", "partial")
+#: Leases a batch gets. The next claim after the last one dead-letters its messages with the last recorded
+#: error and closes it ``partial``, so a batch that crashes every run (a poison message nobody could isolate, a
+#: worker killed mid-run again and again) cannot hold its flow's stream back forever.
+MAX_ATTEMPTS = 5
+#: A failed run's batch is retried after this many seconds, doubling per attempt (capped by the lease length).
+RETRY_BASE_SECONDS = 30.0
 
 
 def _new_id() -> str:
@@ -31,13 +40,42 @@ def _claimable(now: int) -> sa.ColumnElement[bool]:
     return sa.or_(b.status == "pending", sa.and_(b.status == "leased", b.lease_expires_us < now))
 
 
+def lease_holder() -> str:
+    """Who holds a lease, process-wise (``host:pid``): recorded so a restart can reclaim a dead process' leases."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _summary(text: str | None) -> dict[str, Any]:
+    try:
+        value = loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _holder_is_dead(holder: Any, host: str) -> bool:
+    """True only for a holder on this host whose pid no longer exists (never for this process itself)."""
+    if not isinstance(holder, str) or ":" not in holder:
+        return False
+    holder_host, _, pid_text = holder.rpartition(":")
+    if holder_host != host or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists but not ours to signal: alive
+        return False
+    return False
+
+
 def _info(row: sa.Row[Any]) -> BatchInfo:
     return BatchInfo(id=row.id, flow=row.flow, status=row.status, attempts=row.attempts, size=row.size,
                      created_at=from_us(row.created_us), lease_owner=row.lease_owner,  # type: ignore[arg-type]
                      lease_expires_at=from_us(row.lease_expires_us), dispatched_run_id=row.dispatched_run_id)
 
 
-class InboxMixin(StoreBase):
+class InboxMixin(DeadLetterMixin):
     async def accept(self, messages: list[dict[str, Any]], *, key: Callable[[dict[str, Any]], str | None],
                      route: Callable[[dict[str, Any]], Iterable[str]]) -> AcceptResult:
         """Record new messages and create one batch per target flow, all in one transaction (group commit).
@@ -94,22 +132,83 @@ class InboxMixin(StoreBase):
             ids = [r[0] for r in await conn.execute(query)]
             if not ids:
                 return []
+            exhausted = [r.id for r in await conn.execute(
+                sa.select(b.id).where(b.id.in_(ids), b.attempts >= self.max_attempts))]
+            if exhausted:
+                await self._give_up(conn, exhausted, now)
+                ids = [i for i in ids if i not in set(exhausted)]
+                if not ids:
+                    return []
             await conn.execute(sa.update(t.inbox_batches).where(b.id.in_(ids)).values(
                 status="leased", lease_owner=owner, lease_expires_us=expires, attempts=b.attempts + 1,
-                updated_us=now))
+                updated_us=now, summary=dumps({"holder": lease_holder()})))
             return await self._load(conn, ids)
+
+    #: Per store instance so tests can lower it; see :data:`MAX_ATTEMPTS`.
+    max_attempts: int = MAX_ATTEMPTS
+
+    async def _give_up(self, conn: AsyncConnection, ids: list[str], now: int) -> None:
+        """Dead-letter every message of these batches with their last error, and close them (``partial``)."""
+        for batch in await self._load(conn, ids):
+            last = _summary(batch.summary_text).get("last_error")
+            why = last or "no run completed it (worker killed or run crashed before recording an error)"
+            reason = f"gave up after {batch.attempts} attempts: {why}"
+            await self._upsert_dead_letters(conn, [
+                DeadLetterIn(flow=batch.flow, message=m if isinstance(m, dict) else {"raw": m},
+                             message_id=mid, reason=reason) for mid, m in zip(batch.message_ids, batch.messages)])
+        await conn.execute(sa.update(t.inbox_batches).where(t.inbox_batches.c.id.in_(ids)).values(
+            status="partial", lease_expires_us=None, updated_us=now,
+            summary=dumps({"gave_up": True, "reason": "attempts exhausted"})))
+
+    async def record_failure(self, batch_id: str, owner: str, error: str) -> bool:
+        """A run over this leased batch failed with ``error``: keep it for the dead letters the attempt cap writes,
+        and shorten the lease so the retry comes after a backoff (30 s, 60 s, ...) rather than the full lease."""
+        b = t.inbox_batches.c
+        async with self._tx() as conn:
+            row = (await conn.execute(sa.select(b.attempts, b.lease_expires_us, b.summary).where(
+                b.id == batch_id, b.status == "leased", b.lease_owner == owner))).first()
+            if row is None:
+                return False
+            now = now_us()
+            backoff = int(RETRY_BASE_SECONDS * 2 ** max(0, row.attempts - 1) * 1_000_000)
+            expires = min(row.lease_expires_us or now + backoff, now + backoff)
+            summary = _summary(row.summary) | {"last_error": error}
+            await conn.execute(sa.update(t.inbox_batches).where(b.id == batch_id).values(
+                summary=dumps(summary), lease_expires_us=expires, updated_us=now))
+            return True
+
+    async def reclaim_dead_holders(self) -> list[str]:
+        """Expire the leases held by processes of this host that no longer run (a SIGKILLed serve or worker), so
+        the restart takes their batches over at once instead of after the full lease (600 s by default).
+
+        Each lease records its holder (``host:pid``); only holders on this host can be checked, so a dead process
+        on another host still waits for the lease to expire. Returns the batch ids reclaimed."""
+        b = t.inbox_batches.c
+        host = socket.gethostname()
+        async with self._tx() as conn:
+            rows = (await conn.execute(sa.select(b.id, b.lease_owner, b.summary).where(
+                b.status == "leased", b.lease_expires_us > now_us()))).all()
+            dead = [r for r in rows if _holder_is_dead(_summary(r.summary).get("holder"), host)]
+            for r in dead:  # per row: only if still held by the same lease (not taken over meanwhile)
+                await conn.execute(sa.update(t.inbox_batches).where(
+                    b.id == r.id, b.status == "leased", b.lease_owner == r.lease_owner).values(
+                    lease_expires_us=now_us() - 1, updated_us=now_us()))
+        return [r.id for r in dead]
 
     async def _load(self, conn: AsyncConnection, ids: list[str]) -> list[Batch]:
         b, m = t.inbox_batches.c, t.inbox_messages.c
         rows = (await conn.execute(sa.select(t.inbox_batches).where(b.id.in_(ids))
                                    .order_by(b.created_us, b.id))).all()
         bodies: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
-        for r in await conn.execute(sa.select(m.batch_id, m.body).where(m.batch_id.in_(ids))
+        keys: dict[str, list[str | None]] = {i: [] for i in ids}
+        for r in await conn.execute(sa.select(m.batch_id, m.message_id, m.body).where(m.batch_id.in_(ids))
                                     .order_by(m.batch_id, m.pos)):
             bodies[r.batch_id].append(loads(r.body))
+            keys[r.batch_id].append(r.message_id)
         return [Batch(id=r.id, flow=r.flow, status=r.status, attempts=r.attempts, messages=bodies[r.id],
                       created_at=from_us(r.created_us), lease_owner=r.lease_owner,  # type: ignore[arg-type]
-                      lease_expires_at=from_us(r.lease_expires_us)) for r in rows]
+                      lease_expires_at=from_us(r.lease_expires_us), message_ids=keys[r.id],
+                      summary_text=r.summary) for r in rows]
 
     async def lease(self, batch_ids: Sequence[str], owner: str, lease_seconds: float) -> list[Batch]:
         """Lease these batches if they are pending or their lease expired; others (done, held) are left out."""
@@ -151,6 +250,7 @@ class InboxMixin(StoreBase):
         ``redispatch_after_seconds`` also returns pending batches dispatched that long ago but never leased (the
         flow run that should have taken them died before starting).
         """
+        await self.reclaim_dead_holders()  # the sweeper (and a restart's first pass) retakes a dead process' work
         b = t.inbox_batches.c
         now = now_us()
         cutoff = now - int(older_than_seconds * 1_000_000)

@@ -41,6 +41,10 @@ class Batch:
     created_at: datetime
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    #: The stored key of each message (None when it had none), aligned with ``messages``.
+    message_ids: list[str | None] = field(default_factory=list)
+    #: Raw summary column: while open, the last recorded failure (``{"last_error": ...}``).
+    summary_text: str | None = None
 
 
 @dataclass(frozen=True)

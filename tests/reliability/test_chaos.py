@@ -70,6 +70,24 @@ def test_compare_reports_each_kind_of_drift() -> None:
     assert set(failures(broken)) >= {"events", "profiles", "deleted_remaining", "list_memberships"}
 
 
+def test_poison_mix_refuses_repairs_and_expects_the_repaired_form() -> None:
+    from klaviyo_segment.devkit import chaos_poison as poison
+
+    stream, _ = _with_invalid(generate_stream(2000, seed=3), 97)
+    mixed, refused, repaired = poison.with_poison(stream, 89)
+    assert len(mixed) == len(stream) + len(refused) and refused and repaired
+    kinds = {mid.split("-")[1] for mid in refused}
+    assert kinds == set(poison.REFUSED_KINDS)
+    stored = poison.as_stored(mixed, refused, repaired)
+    assert len(stored) == len(stream)
+    fixed = [m for m in stored if m["messageId"] in repaired]
+    assert fixed and all("\ufffd" in repr(m) and "\\ud8" not in repr(m) for m in fixed)
+    singles = poison.single_requests()
+    assert {} in singles and any(m.get("messageId") == "poison-deep" for m in singles)
+    legacy, bad = poison.legacy_batch(8, ["u1"], "2026-01-01T00:00:00Z")
+    assert len(legacy) == 8 and len(bad) == 2
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 async def test_chaos_run(prefect_server: str) -> None:
@@ -78,6 +96,12 @@ async def test_chaos_run(prefect_server: str) -> None:
     assert figures["faults"].get("503", 0) > 0 and figures["faults"].get("reset", 0) > 0
     assert figures["worker_kills"] == 1
     assert figures["invalid"] > 0 and figures["dead_letters"] >= figures["invalid"]
+    poisoned = figures["poison"]  # hostile input: door-refused, door-repaired, stored before the door, singles
+    assert poisoned["batch_elements_refused"] > 0 and poisoned["repaired_delivered"] > 0
+    assert poisoned["legacy_poison"] > 0 and poisoned["dead_letters_by_flow"].get("forward-track", 0) > 0
+    assert poisoned["dead_letters_by_flow"]["receiver"] == poisoned["batch_elements_refused"]
+    singles = poisoned["single_requests"]
+    assert singles["requests"] == singles["answered_4xx_with_reason"] > 0, singles
     assert all(figures["expected"].values()), figures["expected"]  # every category had something to check
     assert {name: figures["exactness"][name] for name in failures(figures["exactness"])} == {}
     assert failed_checks(figures) == []

@@ -14,8 +14,17 @@ class _JsonFormatter(logging.Formatter):
     """One JSON object per line, so log shippers need no parsing rules (the message is already redacted)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                           "msg": record.getMessage()}, ensure_ascii=False)
+        """``error`` (type: message) and ``exc`` (the traceback) when the record carries an exception: without
+        them "dispatch ... failed; will retry" never said why. Both are redacted like the message."""
+        from klaviyo_segment.redact import redact
+
+        line = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                "msg": record.getMessage()}
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            line["error"] = redact(f"{type(exc).__name__}: {exc}")
+            line["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(line, ensure_ascii=False)
 
 
 def register(app: typer.Typer) -> None:
