@@ -25,8 +25,8 @@ class KlaviyoCredentials(Block):
     """
 
     _block_type_name = "Klaviyo Credentials"
-    _logo_url = "https://images.ctfassets.net/gm98wzqotmnx/klaviyo-logo/klaviyo.png"
-    _documentation_url = "https://developers.klaviyo.com/en/reference/api_overview"
+    _logo_url = "https://images.ctfassets.net/gm98wzqotmnx/klaviyo-logo/klaviyo.png"  # type: ignore[assignment]  # Prefect types it HttpUrl; a str validates
+    _documentation_url = "https://developers.klaviyo.com/en/reference/api_overview"  # type: ignore[assignment]
 
     api_key: SecretStr = Field(
         default=..., description="Klaviyo private API key (starts with pk_), sent as Klaviyo-API-Key."

@@ -49,8 +49,8 @@ class MappingTables(Block):
     """
 
     _block_type_name = "Klaviyo Segment Mapping Tables"
-    _logo_url = "https://images.ctfassets.net/gm98wzqotmnx/klaviyo-logo/klaviyo.png"
-    _documentation_url = "https://github.com/klaviyo-segment/klaviyo-segment/blob/main/docs/mapping.md"
+    _logo_url = "https://images.ctfassets.net/gm98wzqotmnx/klaviyo-logo/klaviyo.png"  # type: ignore[assignment]  # Prefect types it HttpUrl; a str validates
+    _documentation_url = "https://github.com/klaviyo-segment/klaviyo-segment/blob/main/docs/mapping.md"  # type: ignore[assignment]
 
     templates: TemplatesConfig = Field(default_factory=TemplatesConfig,
                                        description="Template chains: identify and track template names, in order.")

@@ -33,10 +33,8 @@ class SegmentCredentials(Block):
     """
 
     _block_type_name: ClassVar[str] = "Segment Credentials"
-    _logo_url: ClassVar[str] = "https://segment.com/favicon.ico"
-    _documentation_url: ClassVar[str] = (
-        "https://segment.com/docs/connections/sources/catalog/libraries/server/http-api/"
-    )
+    _logo_url = "https://segment.com/favicon.ico"  # type: ignore[assignment]  # Prefect types it HttpUrl
+    _documentation_url = "https://segment.com/docs/connections/sources/catalog/libraries/server/http-api/"  # type: ignore[assignment]  # noqa: E501
 
     write_key: SecretStr = Field(
         default=..., description="Write key of the Segment source; sent as the Basic auth username."

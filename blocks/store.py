@@ -28,8 +28,8 @@ class StateStore(Block):
     """
 
     _block_type_name = "Klaviyo Segment State Store"
-    _logo_url = "https://www.postgresql.org/media/img/about/press/elephant.png"
-    _documentation_url = "https://docs.prefect.io/integrations/prefect-klaviyo-segment"
+    _logo_url = "https://www.postgresql.org/media/img/about/press/elephant.png"  # type: ignore[assignment]  # Prefect types it HttpUrl; a str validates
+    _documentation_url = "https://docs.prefect.io/integrations/prefect-klaviyo-segment"  # type: ignore[assignment]
 
     url: SecretStr | None = Field(
         default=None,

@@ -68,7 +68,7 @@ async def backfill_profiles(input: str, format: str | None = None, list_id: str 
     app_config = runtime.load_flow_config(config, config_block)
     if list_id:
         logger.warning("adding profiles to list %s can trigger its \"Added to list\" flows", list_id)
-    report = await backfill_file(Path(input), config=app_config, raw_config=credentials_document(config),
+    report = await backfill_file(Path(input), config=app_config, raw_config=dict(credentials_document(config)),
                                  fmt=format, options=BackfillOptions(list_ids=[list_id] if list_id else [],
                                                                      force=force),
                                  progress=_ProgressArtifact())

@@ -26,6 +26,7 @@ from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.routing import AUDIENCE_EVENTS, audience_key, is_audience_identify
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
 from klaviyo_segment.tasks.klaviyo_profiles import upsert_profiles
+from klaviyo_segment.jsondict import obj
 
 NAME = "churn-winback"
 NO_TRANSITION = "no churn transition"
@@ -49,7 +50,7 @@ def routes(msg: dict[str, Any], config: AppConfig) -> bool:
     if churn is None:
         return False
     key = audience_key(msg)
-    traits = msg.get("traits") if isinstance(msg.get("traits"), dict) else {}
+    traits = obj(msg, "traits")
     return bool(key and key == churn.audience_key) or (msg.get("type") == "identify" and churn.trait in traits)
 
 

@@ -52,7 +52,7 @@ async def read_event_messages(event_id: str, wait: float = EVENT_WAIT_SECONDS) -
     async with get_client() as client:
         while True:
             page = await client.read_events(EventFilter(
-                id=EventIDFilter(id=[wanted]), occurred=EventOccurredFilter(since=now("UTC") - EVENT_LOOKBACK)),
+                id=EventIDFilter(id=[wanted]), occurred=EventOccurredFilter(since=now("UTC") - EVENT_LOOKBACK)),  # type: ignore[arg-type]
                 limit=1)
             if page.events:
                 return page.events[0].payload.get("messages")

@@ -24,6 +24,7 @@ from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.routing import AUDIENCE_EVENTS, audience_key, is_audience_identify
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
 from klaviyo_segment.tasks.klaviyo_lists import get_or_create_lists
+from klaviyo_segment.jsondict import obj
 
 NAME = "sync-audiences"
 
@@ -50,7 +51,7 @@ def routes(msg: dict[str, Any], config: AppConfig) -> bool:
     if kind == "track":
         return msg.get("event") in AUDIENCE_EVENTS
     if kind == "identify":
-        traits = msg.get("traits") if isinstance(msg.get("traits"), dict) else {}
+        traits = obj(msg, "traits")
         return is_audience_identify(msg) or any(k in traits for k in (config.audiences or {}))
     return False
 

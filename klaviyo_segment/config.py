@@ -54,7 +54,7 @@ class ConsentConfig(_Strict):
     subscribe_events: list[str] = Field(default_factory=lambda: ["User Subscribed"])
     unsubscribe_events: list[str] = Field(default_factory=lambda: ["User Unsubscribed"])
     #: Channels an event changes (each only when the message carries that identifier), as Segment's actions do.
-    event_channels: list[Literal["email", "sms"]] = Field(default_factory=lambda: ["email", "sms"])
+    event_channels: list[Literal["email", "sms"]] = Field(default_factory=lambda: ["email", "sms"])  # type: ignore[arg-type]
     #: Identify traits whose ``true``/``false`` subscribes/unsubscribes one channel; null disables the trait.
     email_trait: str | None = "email_subscribed"
     sms_trait: str | None = "sms_subscribed"

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from klaviyo_segment.builders.segment import build_track
+from klaviyo_segment.jsondict import obj
 
 #: Klaviyo metric name -> Segment event name (Segment's Klaviyo source / Email spec).
 SEGMENT_EVENTS: dict[str, str] = {
@@ -141,7 +142,7 @@ def parse_record(raw: Any) -> EngagementEvent | str:
     event_id = raw.get("external_id") or payload.get("id")
     if not event_id:
         return "invalid record: no event id (external_id or payload.id)"
-    attrs = payload.get("attributes") if isinstance(payload.get("attributes"), dict) else {}
+    attrs = obj(payload, "attributes")
     try:
         when = _parse_datetime(attrs)
     except (ValueError, TypeError, OverflowError) as exc:

@@ -24,6 +24,7 @@ from klaviyo_segment.runtime import FlowEnv, Item, outcome
 from klaviyo_segment.segment_spec import SegmentMessage
 from klaviyo_segment.tasks.identity import resolve_identities
 from klaviyo_segment.tasks.klaviyo_lists import add_profiles_to_list, remove_profiles_from_list
+from klaviyo_segment.jsondict import obj
 
 SUPERSEDED = "superseded by a newer change"
 OLDER = "older than the applied change"
@@ -143,7 +144,7 @@ def _new_profile(env: FlowEnv, change: Change, identifiers: dict[str, Any]) -> d
     location, other traits as properties) through the identify templates, under the looked-up identifiers, so a
     person first seen through an audience is not created as a bare email."""
     raw = change.item.raw if isinstance(change.item.raw, dict) else {}
-    context = raw.get("context") if isinstance(raw.get("context"), dict) else {}
+    context = obj(raw, "context")
     traits = context.get("traits")
     if not isinstance(traits, dict) or not traits:
         return identifiers

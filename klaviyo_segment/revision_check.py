@@ -88,7 +88,8 @@ def trim_openapi(spec: Mapping[str, Any], operation_ids: Iterable[str] | None = 
             if wanted is not None and op["operationId"] not in wanted:
                 continue
             content = op.get("requestBody", {}).get("content", {})
-            schema = next(iter(content.values()), {}).get("schema") if content else None
+            first: dict[str, Any] = next(iter(content.values()), {}) if content else {}
+            schema = first.get("schema")
             params = [_deref(p, spec) for p in op.get("parameters", [])]
             ops[op["operationId"]] = {
                 "method": method.upper(), "path": path, "scopes": op.get("x-klaviyo-scopes", []),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from klaviyo_segment import redact, run_logs, run_report
 from klaviyo_segment.config import AppConfig
@@ -119,7 +120,7 @@ async def open_env(flow: str, config: dict[str, Any] | None = None, *, config_bl
     if preview:
         from klaviyo_segment.blocks.klaviyo import KlaviyoCredentials
 
-        credentials = KlaviyoCredentials(api_key="pk_preview", base_url="https://preview.invalid")
+        credentials = KlaviyoCredentials(api_key=SecretStr("pk_preview"), base_url="https://preview.invalid")
         tmp = tempfile.mkdtemp(prefix="klaviyo-segment-preview-")
         store_url = f"sqlite:///{Path(tmp) / 'preview.db'}"
     else:
@@ -130,7 +131,7 @@ async def open_env(flow: str, config: dict[str, Any] | None = None, *, config_bl
         if preview:
             from klaviyo_segment.blocks.segment import SegmentCredentials
 
-            segment_credentials = SegmentCredentials(write_key="preview", base_url="https://preview.invalid")
+            segment_credentials = SegmentCredentials(write_key=SecretStr("preview"), base_url="https://preview.invalid")
         else:
             segment_credentials = resolve_segment(config=raw)
     store = await Store.open(store_url)

@@ -160,7 +160,7 @@ SEGMENT_REQUIRED = {"write_key": f"--write-key, ${c.ENV_SEGMENT_WRITE_KEY}, conf
 def load_saved_block(cls: type[B], name: str) -> B | None:
     """Load a block document synchronously (also inside an event loop); None when it does not exist."""
     try:
-        return cls.load(name, _sync=True)  # type: ignore[call-arg]
+        return cls.load(name, _sync=True)  # type: ignore[call-arg,return-value]
     except ValueError as exc:  # Prefect's "Unable to find block document named ..."
         if "Unable to find" in str(exc):
             return None

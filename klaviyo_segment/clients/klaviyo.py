@@ -22,6 +22,7 @@ from klaviyo_segment.clients.pacers import shared_pacer
 from klaviyo_segment.clients.pacing import Pacer
 from klaviyo_segment.clients.retry import RetryPolicy, retryable_status, send_with_retry
 from klaviyo_segment.errors import ApiError, KlaviyoAPIError
+from klaviyo_segment.jsondict import obj
 
 if TYPE_CHECKING:
     from klaviyo_segment.blocks.klaviyo import KlaviyoCredentials
@@ -45,8 +46,8 @@ def parse_errors(response: httpx.Response) -> list[ApiError]:
         if not isinstance(item, dict):
             out.append(ApiError(status=response.status_code, detail=str(item)[:300]))
             continue
-        source = item.get("source") if isinstance(item.get("source"), dict) else {}
-        meta = item.get("meta") if isinstance(item.get("meta"), dict) else {}
+        source = obj(item, "source")
+        meta = obj(item, "meta")
         try:
             status = int(item.get("status", response.status_code))
         except (TypeError, ValueError):

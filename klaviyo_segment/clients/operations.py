@@ -33,8 +33,9 @@ def format_path(operation_id: str, path_params: dict[str, str] | None = None,
     """The concrete request path, e.g. ``/api/lists/XyZ/relationships/profiles``."""
     template = operation(operation_id, revision)["path"]
     names = re.findall(r"\{(\w+)\}", template)
-    missing = [n for n in names if n not in (path_params or {})]
+    params = path_params or {}
+    missing = [n for n in names if n not in params]
     if missing:
         raise ValueError(f"missing path parameter {', '.join(missing)} for {operation_id}: {template}")
     # values are percent-encoded: an id can never change the path's shape
-    return re.sub(r"\{(\w+)\}", lambda m: quote(str(path_params[m.group(1)]), safe=""), template)
+    return re.sub(r"\{(\w+)\}", lambda m: quote(str(params[m.group(1)]), safe=""), template)

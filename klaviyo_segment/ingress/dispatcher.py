@@ -89,7 +89,7 @@ def deployment_launcher(targets: dict[str, str] | None = None) -> Launcher:
         from prefect.deployments import run_deployment
 
         name = (targets or {}).get(flow, f"{flow}/{flow}")
-        run = await run_deployment(name=name, parameters={"batch_ids": batch_ids},
+        run = await run_deployment(name=name, parameters={"batch_ids": batch_ids},  # type: ignore[misc]
                                    idempotency_key=key, timeout=0)
         return str(run.id)
 

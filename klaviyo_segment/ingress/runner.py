@@ -109,7 +109,7 @@ async def start_ingress(store: Any, config: Any, *, host: str = "127.0.0.1", por
         log.warning("%s", warning)
     app = create_app(committer, lambda m: [f for f in flows_for(m, config) if f in allowed], settings)
     server = uvicorn.Server(server_config(app, header_timeout=settings.header_timeout))
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # the caller owns signals
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # the caller owns signals
     task = asyncio.create_task(server.serve(sockets=[sock]), name="receiver")
     while not server.started:
         if task.done():

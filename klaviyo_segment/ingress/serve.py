@@ -234,7 +234,7 @@ async def _serve_deployments(flows: list[str], poll_seconds: float = 1.0) -> asy
     runner = Runner(name="klaviyo-segment-serve", query_seconds=poll_seconds, pause_on_shutdown=False)
     for flow in flows:
         log.info("no deployment %s/%s: serving %s/%s%s in this process", flow, flow, flow, flow, SERVE_SUFFIX)
-        await runner.add_flow(get_spec(flow).flow, name=f"{flow}{SERVE_SUFFIX}")
+        await runner.add_flow(get_spec(flow).flow, name=f"{flow}{SERVE_SUFFIX}")  # type: ignore[misc]
     return asyncio.create_task(runner.start(), name="runner")
 
 

@@ -184,14 +184,14 @@ def _closure(plan: Plan) -> Callable[[dict[str, Any], Any], Any]:
     if any(t.handles_missing and t.fn is not _drop_if_empty for t in compiled):
         chain = [(t.fn, t.handles_missing) for t in compiled]
 
-        def run(msg: dict[str, Any], item: Any) -> Any:
+        def run_chain(msg: dict[str, Any], item: Any) -> Any:
             v = source(msg, item)
             for fn, handles_missing in chain:
                 if (v is None or v is MISSING) and not handles_missing:
                     continue
                 v = fn(v)
             return v
-        return run
+        return run_chain
     # Hot path: without 'default', an absent or null source stays so; each step may only turn a value MISSING.
     fns = [t.fn for t in compiled]
     if len(fns) == 1:

@@ -82,18 +82,19 @@ def compile_path(path: str) -> Getter:
     if root == "@index":
         return lambda msg, item: item[1] if item is not None else MISSING
     plain = all(isinstance(s, str) for s in steps)
+    keys: list[str] = [str(s) for s in steps] if plain else []
     if root == "$" and plain and len(steps) == 1:
-        (a,) = steps
+        (a,) = keys
         return lambda msg, item: msg.get(a, MISSING)
     if root == "$" and plain and len(steps) == 2:
-        a, b = steps
+        a, b = keys
 
         def get2(msg: dict[str, Any], item: Any) -> Any:
             v = msg.get(a)
             return v.get(b, MISSING) if isinstance(v, dict) else MISSING
         return get2
     if root == "$" and plain and len(steps) == 3:
-        a, b, c = steps
+        a, b, c = keys
 
         def get3(msg: dict[str, Any], item: Any) -> Any:
             v = msg.get(a)

@@ -136,7 +136,7 @@ class CompiledTemplate:
             fields = {}
         if not isinstance(fields, dict):
             raise _fail(self.name, where, "expected a mapping of Klaviyo field -> source expression")
-        compiled: list[_Field] = []
+        compiled: list[Field] = []
         read_paths: list[str] = []
         for target, expr in fields.items():
             label = f"field {target!r}"

@@ -222,7 +222,8 @@ def compile_transform(spec: Any, in_type: str, *, phone_default_country: str) ->
     else:
         raise TransformError(f"a transform is a name or a one-key mapping, got {spec!r}")
     if name in ("trim", "lowercase", "uppercase"):
-        op = {"trim": str.strip, "lowercase": str.lower, "uppercase": str.upper}[name]
+        ops: dict[str, Callable[[str], str]] = {"trim": str.strip, "lowercase": str.lower, "uppercase": str.upper}
+        op = ops[name]
         return Compiled(_str_op(op), _string_in(in_type, name), op=name)
     if name == "string":
         if in_type in ("object", "array"):
@@ -234,7 +235,7 @@ def compile_transform(spec: Any, in_type: str, *, phone_default_country: str) ->
         fn = {"number": to_number, "int": to_int, "bool": to_bool}[name]
         return Compiled(fn, "boolean" if name == "bool" else "number", op=name)
     if name == "e164":
-        country = phone_default_country
+        country: Any = phone_default_country
         if arg is not None:
             country = arg.get("country") if isinstance(arg, dict) else arg
         if not isinstance(country, str) or country.upper() not in phonenumbers.SUPPORTED_REGIONS:

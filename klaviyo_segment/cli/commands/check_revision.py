@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -39,7 +39,7 @@ def check_revision_command(
             for c in report.changes:
                 mark = "!" if c.breaking else " "
                 typer.echo(f"  {mark} {c.kind:<9} {c.path or '(operation)'}: {c.detail}")
-    summary = {"operations": len(reports), "changed": len(changed), "breaking": len(breaking),
+    summary: dict[str, Any] = {"operations": len(reports), "changed": len(changed), "breaking": len(breaking),
                "breaking_operations": [r.operation_id for r in breaking]}
     typer.echo(json.dumps(summary) if as_json else
                f"\n{len(changed)} operation(s) changed, {len(breaking)} with breaking changes"
