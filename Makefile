@@ -35,8 +35,12 @@ schema:
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-# Quality gates run by CI before the tests: import contracts (on a real, non-editable install of the package,
-# because flows/, tasks/, blocks/, bench/ and devkit/ are mapped into klaviyo_segment by package-dir).
+# Quality gates run by CI before the tests: ruff (lint + format check), mypy on the product, and the import
+# contracts. mypy and import-linter read a real, non-editable install of the package, because flows/, tasks/,
+# blocks/, bench/ and devkit/ are mapped into klaviyo_segment by package-dir.
 lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	rm -rf .lint && $(BIN)/pip install -q --no-deps --target .lint/pkg . 2>&1 | grep -v "^WARNING: Location" || true
-	cd .lint && PYTHONPATH=pkg ../$(BIN)/lint-imports --config ../pyproject.toml
+	cd .lint/pkg && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p klaviyo_segment
+	cd .lint && PYTHONPATH=pkg ../$(BIN)/lint-imports ../pyproject.toml

@@ -61,12 +61,3 @@ ENV_RATE_SCALE = "KLAVIYO_SEGMENT_RATE_SCALE"
 ENV_HOME = "KLAVIYO_SEGMENT_HOME"
 ENV_LOG_PII = "KLAVIYO_SEGMENT_LOG_PII"
 
-
-def __getattr__(name: str) -> object:
-    """``FLOW_NAMES`` (the event flows' names) comes from the registry in ``klaviyo_segment.flows``; it stays
-    importable from here for older callers, computed lazily so this module imports nothing else."""
-    if name == "FLOW_NAMES":
-        from klaviyo_segment.flows import names
-
-        return names()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,13 +23,7 @@ def _values(raw: str) -> list[str]:
         return [v.strip().strip('"') for v in raw.split(",") if v.strip()]
 
 
-def placeholder(kind: str, field: str, value: Any) -> str:
-    return f"{{{kind}:{field}={value}}}"
-
-
-def is_placeholder(value: str) -> bool:
-    """Ids the preview invented (``{profile:email=...}``); never produced by Klaviyo."""
-    return value.startswith("{profile:")
+from klaviyo_segment.placeholders import is_placeholder, placeholder  # noqa: E402,F401  (public here too)
 
 
 def _profile_id(attributes: dict[str, Any]) -> str:

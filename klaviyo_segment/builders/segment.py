@@ -15,7 +15,7 @@ import json
 import uuid
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from klaviyo_segment.constants import (
     SEGMENT_BATCH_MAX_MESSAGES,
@@ -103,7 +103,7 @@ class BatchSplit(NamedTuple):
     rejected: list[ItemResult]
 
 
-def split_batches(messages: list[Mapping[str, Any]], *, max_request_bytes: int = SEGMENT_BATCH_TARGET_BYTES,
+def split_batches(messages: Sequence[Mapping[str, Any]], *, max_request_bytes: int = SEGMENT_BATCH_TARGET_BYTES,
                   max_messages: int = SEGMENT_BATCH_MAX_MESSAGES,
                   max_message_bytes: int = SEGMENT_MESSAGE_MAX_BYTES) -> BatchSplit:
     """Greedy, order-preserving split under all three Segment limits.

@@ -4,6 +4,7 @@ partial-failure resend of bulk requests."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -97,7 +98,7 @@ async def send_each(credentials: CredentialsOrClient, operation_id: str, items: 
         return ItemResult(index=index, ok=True)
 
     async with client_scope(credentials) as client:
-        return await gather_limited([lambda i=i, x=x: one(client, i, x) for i, x in enumerate(items)], concurrency)
+        return await gather_limited([functools.partial(one, client, i, x) for i, x in enumerate(items)], concurrency)
 
 
 def prevalidate(items: Sequence[T], check: Callable[[T], Any]) -> tuple[list[int], dict[int, ItemResult]]:

@@ -17,7 +17,7 @@ import phonenumbers
 from klaviyo_segment.builders.klaviyo import merge_body
 from klaviyo_segment.errors import ApiError, KlaviyoAPIError
 from klaviyo_segment.outcomes import ItemResult
-from klaviyo_segment.preview import is_placeholder
+from klaviyo_segment.placeholders import is_placeholder
 from klaviyo_segment.services.bulk import (
     CredentialsOrClient,
     client_scope,

@@ -3,6 +3,7 @@ merge. Bulk import jobs live in :mod:`klaviyo_segment.services.imports`."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,7 +47,7 @@ async def upsert_profiles(profiles: Sequence[Mapping[str, Any]], credentials: Cr
     a failure whose ``value`` carries ``duplicate_profile_id`` for the identity policy to act on.
     """
     async with client_scope(credentials) as client:
-        return await gather_limited([lambda i=i, p=p: _upsert_one(client, i, p) for i, p in enumerate(profiles)],
+        return await gather_limited([functools.partial(_upsert_one, client, i, p) for i, p in enumerate(profiles)],
                                     concurrency)
 
 
@@ -119,5 +120,5 @@ async def merge_profiles(pairs: Sequence[tuple[str, str]], credentials: Credenti
         return ItemResult(index=index, ok=True, value={"id": destination, "merged": source})
 
     async with client_scope(credentials) as client:
-        return await gather_limited([lambda i=i, p=p: one(client, i, p[0], p[1]) for i, p in enumerate(pairs)],
+        return await gather_limited([functools.partial(one, client, i, p[0], p[1]) for i, p in enumerate(pairs)],
                                     concurrency)

@@ -8,7 +8,7 @@ message (oversized) or a failed chunk never fails the other chunks.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -23,7 +23,7 @@ from klaviyo_segment.outcomes import ItemResult
 MAX_CONCURRENT_REQUESTS = 4
 
 
-async def send_messages(messages: list[Mapping[str, Any]], client: SegmentClient,
+async def send_messages(messages: Sequence[Mapping[str, Any]], client: SegmentClient,
                         concurrency: int = MAX_CONCURRENT_REQUESTS) -> list[ItemResult]:
     """Send through an open client (receiver, bench, the task): one request per chunk, results in input order."""
     split = split_batches(messages)
@@ -45,7 +45,7 @@ async def send_messages(messages: list[Mapping[str, Any]], client: SegmentClient
     return [results[i] for i in range(len(messages))]
 
 
-async def send_to_segment(messages: list[Mapping[str, Any]], credentials: SegmentCredentials | SegmentClient, *,
+async def send_to_segment(messages: Sequence[Mapping[str, Any]], credentials: SegmentCredentials | SegmentClient, *,
                           transport: httpx.AsyncBaseTransport | None = None) -> list[ItemResult]:
     """``credentials`` may be an open :class:`SegmentClient` (reused, not closed); otherwise a client is opened
     for this call, over ``transport`` when given (preview records the requests instead of sending them)."""

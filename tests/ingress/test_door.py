@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from klaviyo_segment.config import AppConfig
-from klaviyo_segment.constants import FLOW_NAMES
+from klaviyo_segment.flows import names as flow_names
 from klaviyo_segment.ingress.door import DOOR_FLOW
 from klaviyo_segment.ingress.receiver import ReceiverSettings
 from klaviyo_segment.ingress.runner import Ingress, start_ingress
@@ -35,7 +35,7 @@ async def store(store_url: str) -> AsyncIterator[Store]:
 
 
 async def _ingress(store: Any, settings: ReceiverSettings = SETTINGS, **committer: Any) -> Ingress:
-    return await start_ingress(store, AppConfig(), settings=settings, dispatch=None, flows=list(FLOW_NAMES),
+    return await start_ingress(store, AppConfig(), settings=settings, dispatch=None, flows=list(flow_names()),
                                committer_options=committer or None)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from klaviyo_segment.constants import FLOW_NAMES
+from klaviyo_segment.flows import names as flow_names
 from klaviyo_segment.devkit.demo import run_pipeline, sandbox_env
 from klaviyo_segment.routing import audience_key
 from klaviyo_segment.devkit.sandbox.segment.generators import generate_stream
@@ -37,7 +37,7 @@ async def test_pipeline_covers_every_template(sandbox_factory, prefect_server: s
     assert result.problems == [], (result.problems, result.flows)
     assert result.acknowledged == result.delivered == 121
     # sync-consent is off by default (the demo config leaves it off); tests/flows/test_sync_consent.py covers it.
-    assert set(result.flows) == set(FLOW_NAMES) - {"sync-consent"}, f"flows that ran: {sorted(result.flows)}"
+    assert set(result.flows) == set(flow_names()) - {"sync-consent"}, f"flows that ran: {sorted(result.flows)}"
     k = result.klaviyo
     assert k["profiles"] >= 10
     for metric in ("Viewed Product", "Placed Order", "Ordered Product", "Signed Up", "Opened Email"):

@@ -18,9 +18,9 @@ from klaviyo_segment.ingress.runner import Ingress, start_ingress
 from klaviyo_segment.store import Store
 from tests.ingress.helpers import KLAVIYO_SECRET, SEGMENT_SECRET, identify, klaviyo_request, segment_request
 
-from klaviyo_segment.constants import FLOW_NAMES
+from klaviyo_segment.flows import names as flow_names
 
-ALL = list(FLOW_NAMES)
+ALL = list(flow_names())
 SETTINGS = ReceiverSettings(segment_secret=SEGMENT_SECRET, klaviyo_secret=KLAVIYO_SECRET)
 
 

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from klaviyo_segment.config import AppConfig
-from klaviyo_segment.constants import FLOW_NAMES
+from klaviyo_segment.flows import names as flow_names
 from klaviyo_segment.ingress.receiver import ReceiverSettings
 from klaviyo_segment.ingress.runner import start_ingress
 from klaviyo_segment.ingress.signatures import klaviyo_signature, segment_signature
@@ -161,7 +161,7 @@ async def test_receiver_needs_its_secret_except_healthz(tmp_path: Path, configur
     store = await Store.open(f"sqlite:///{tmp_path}/state.db")
     settings = ReceiverSettings(segment_secret=SECRET if configured else None,
                                 klaviyo_secret=KSECRET if configured else None)
-    ingress = await start_ingress(store, AppConfig(), settings=settings, dispatch=None, flows=list(FLOW_NAMES))
+    ingress = await start_ingress(store, AppConfig(), settings=settings, dispatch=None, flows=list(flow_names()))
     try:
         codes = await _post_all(ingress.url)
         assert codes["healthz"] == 200
@@ -195,7 +195,7 @@ def ingress_limit() -> int:
 async def test_insecure_dev_flag_opens_the_receiver(tmp_path: Path) -> None:
     store = await Store.open(f"sqlite:///{tmp_path}/state.db")
     ingress = await start_ingress(store, AppConfig(), settings=ReceiverSettings(insecure_dev=True), dispatch=None,
-                                  flows=list(FLOW_NAMES))
+                                  flows=list(flow_names()))
     try:
         codes = await _post_all(ingress.url)
         assert codes["segment"] == 200 and codes["healthz"] == 200
@@ -212,7 +212,7 @@ async def test_webhook_token_guards_every_segment_post(tmp_path: Path) -> None:
     covers the whole request, where Segment's signature covers only the first event of a batch."""
     store = await Store.open(f"sqlite:///{tmp_path}/state.db")
     settings = ReceiverSettings(segment_secret=SECRET, segment_token=TOKEN)
-    ingress = await start_ingress(store, AppConfig(), settings=settings, dispatch=None, flows=list(FLOW_NAMES))
+    ingress = await start_ingress(store, AppConfig(), settings=settings, dispatch=None, flows=list(flow_names()))
     msg = {"type": "identify", "messageId": "m1", "userId": "u1"}
     signed = {"X-Signature": segment_signature(SECRET, msg)}
     try:
@@ -227,7 +227,7 @@ async def test_webhook_token_guards_every_segment_post(tmp_path: Path) -> None:
     finally:
         await ingress.stop()
     rotating = ReceiverSettings(segment_secret=SECRET, segment_token=f"{TOKEN}, tok-new")  # old and new, for a while
-    ingress = await start_ingress(store, AppConfig(), settings=rotating, dispatch=None, flows=list(FLOW_NAMES))
+    ingress = await start_ingress(store, AppConfig(), settings=rotating, dispatch=None, flows=list(flow_names()))
     try:
         async with httpx.AsyncClient(base_url=ingress.url) as client:
             for token, status in ((TOKEN, 200), ("tok-new", 200), ("tok-newer", 401), (",", 401)):
@@ -253,7 +253,7 @@ async def test_without_token_start_warns_and_deletes_are_logged_redacted_and_cou
     caplog.set_level(logging.INFO)
     store = await Store.open(f"sqlite:///{tmp_path}/state.db")
     ingress = await start_ingress(store, AppConfig(), settings=ReceiverSettings(segment_secret=SECRET),
-                                  dispatch=None, flows=list(FLOW_NAMES))
+                                  dispatch=None, flows=list(flow_names()))
     try:
         assert "SEGMENT_WEBHOOK_TOKEN" in caplog.text and "first event" in caplog.text
         first = {"type": "identify", "messageId": "m1", "userId": "u1"}
@@ -272,7 +272,7 @@ async def test_without_token_start_warns_and_deletes_are_logged_redacted_and_cou
     store = await Store.open(f"sqlite:///{tmp_path}/state.db")
     ingress = await start_ingress(store, AppConfig(), settings=ReceiverSettings(segment_secret=SECRET,
                                                                                 segment_token=TOKEN),
-                                  dispatch=None, flows=list(FLOW_NAMES))
+                                  dispatch=None, flows=list(flow_names()))
     try:
         assert "SEGMENT_WEBHOOK_TOKEN" not in caplog.text
     finally:
