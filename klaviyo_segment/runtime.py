@@ -189,6 +189,10 @@ async def load_inputs(env: FlowEnv, messages: Sequence[Any] | None, batch_ids: S
     leased: list[str] = []
     if batch_ids is not None:
         batches = await env.store.lease(list(batch_ids), env.run_id, lease_seconds())
+        if len(batches) < len(set(batch_ids)):  # batches `klaviyo-segment run` staged for this run (leased by it)
+            got = {b.id for b in batches}
+            batches += await env.store.take_over_staged([i for i in batch_ids if i not in got], env.run_id,
+                                                        lease_seconds())
         raws = [m for b in batches for m in b.messages]
         leased = [b.id for b in batches]
     else:
