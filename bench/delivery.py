@@ -153,18 +153,20 @@ async def _run(options: Options) -> BenchResult:
         stop.set()
         naive_stats = await naive
         stats = await asyncio.to_thread(env.stats)
+        rate = in_window / window if window > 0 else 0.0
+        naive_rate = naive_stats.sent / naive_stats.elapsed_s if naive_stats.elapsed_s > 0 else 0.0
+        requests, throttled = throttled_share(stats, "bulk_create_events")
+        result.add(f"forward-track events/s over {window:.0f} s", rate, "events/s")
+        result.add("forward-track vs bulk ceiling", rate / ceiling * 100, "% ceiling", 95.0,
+                   note=f"ceiling {ceiling:,.0f} events/s at scale={options.scale:g}")
+        result.add("naive SDK client events/s (same window)", naive_rate, "events/s",
+                   note=f"ceiling {NAIVE_PER_MINUTE * options.scale / 60:,.1f}/s; errors {naive_stats.errors}")
+        result.add("forward-track / naive", rate / naive_rate if naive_rate else None, "x", 35.0)
+        result.add("bulk requests answered 429", throttled / requests * 100 if requests else 0.0, "%", 0.5,
+                   lower_is_better=True, note=f"{throttled} of {requests}")
+        result.messages = count + naive_stats.sent + count  # direct, naive, through ingress
+        add_end_to_end(result, runs, len(messages), total_s, "messages")  # printed before the ingress phase
         via_ingress, ingress_window, _ = await through_ingress(env, seconds, count, options.seed + 2)
-    rate = in_window / window if window > 0 else 0.0
-    naive_rate = naive_stats.sent / naive_stats.elapsed_s if naive_stats.elapsed_s > 0 else 0.0
-    requests, throttled = throttled_share(stats, "bulk_create_events")
-    result.add(f"forward-track events/s over {window:.0f} s", rate, "events/s")
-    result.add("forward-track vs bulk ceiling", rate / ceiling * 100, "% ceiling", 95.0,
-               note=f"ceiling {ceiling:,.0f} events/s at scale={options.scale:g}")
-    result.add("naive SDK client events/s (same window)", naive_rate, "events/s",
-               note=f"ceiling {NAIVE_PER_MINUTE * options.scale / 60:,.1f}/s; errors {naive_stats.errors}")
-    result.add("forward-track / naive", rate / naive_rate if naive_rate else None, "x", 35.0)
-    result.add("bulk requests answered 429", throttled / requests * 100 if requests else 0.0, "%", 0.5,
-               lower_is_better=True, note=f"{throttled} of {requests}")
     ingress_rate = via_ingress / ingress_window if ingress_window > 0 else 0.0
     result.add(f"through ingress (serve, inline) events/s over {ingress_window:.0f} s", ingress_rate, "events/s")
     result.add("through ingress vs bulk ceiling", ingress_rate / ceiling * 100, "% ceiling", 95.0,
@@ -172,5 +174,4 @@ async def _run(options: Options) -> BenchResult:
     naive_requests, naive_throttled = throttled_share(stats, "create_event")
     result.add("naive requests answered 429", naive_throttled / naive_requests * 100 if naive_requests else 0.0,
                "%", note=f"{naive_throttled} of {naive_requests}")
-    add_end_to_end(result, runs, len(messages), total_s, "messages")
     return result

@@ -88,17 +88,40 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     elapsed_s: float = 0.0
+    #: Messages the benchmark pushed through (all its phases): the denominator of the CPU-per-1,000 figures.
+    messages: int = 0
+    #: CPU seconds each process spent during the benchmark (label [pid] -> seconds).
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _STARTED.append(self)  # run_one keeps these figures even if the benchmark fails later
 
     def add(self, name: str, value: float | None, unit: str, target: float | None = None, *,
             lower_is_better: bool = False, note: str = "") -> Figure:
         figure = Figure(name, value, unit, target, lower_is_better, note)
         self.figures.append(figure)
+        if LIVE is not None:  # printed as soon as measured: a failure late in a run must not lose it
+            LIVE(self.bench, figure)
         return figure
 
     def as_dict(self) -> dict[str, Any]:
         return {"bench": self.bench, "figures": [f.as_dict() for f in self.figures],
-                "peak_rss_mb": self.peak_rss_mb, "notes": self.notes, "error": self.error,
+                "peak_rss_mb": self.peak_rss_mb, "cpu_s": self.cpu_s, "messages": self.messages,
+                "cpu_s_per_1000_messages": self.cpu_per_1000(), "notes": self.notes, "error": self.error,
                 "elapsed_s": round(self.elapsed_s, 2)}
+
+
+    def cpu_per_1000(self) -> dict[str, float]:
+        """CPU seconds per 1,000 messages of every process: which one limits the run."""
+        if not self.messages:
+            return {}
+        return {label: round(cpu / self.messages * 1000, 4) for label, cpu in self.cpu_s.items()}
+
+
+#: Called with (bench, figure) whenever a figure is measured (the CLI prints it at once on stderr).
+LIVE: Callable[[str, Figure], None] | None = None
+#: Results created since run_one started (so figures measured before a failure are kept).
+_STARTED: list[BenchResult] = []
 
 
 class RssMonitor:
@@ -108,6 +131,8 @@ class RssMonitor:
     def __init__(self, interval: float = 0.2) -> None:
         self.interval = interval
         self.peaks: dict[int, tuple[str, int]] = {}
+        #: pid -> (label, CPU seconds at the first sample, at the latest sample)
+        self.cpu: dict[int, tuple[str, float, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-monitor", daemon=True)
 
@@ -117,6 +142,10 @@ class RssMonitor:
             with contextlib.suppress(psutil.Error):
                 rss = proc.memory_info().rss
                 label = "bench (this process)" if proc.pid == me.pid else _label(proc)
+                times = proc.cpu_times()
+                used = times.user + times.system
+                first = self.cpu.get(proc.pid, (label, used, used))[1]
+                self.cpu[proc.pid] = (label, first, used)
                 if rss > self.peaks.get(proc.pid, ("", 0))[1]:
                     self.peaks[proc.pid] = (label, rss)
 
@@ -136,6 +165,10 @@ class RssMonitor:
 
     def report(self) -> dict[str, float]:
         return {f"{label} [{pid}]": round(rss / 2**20, 1) for pid, (label, rss) in sorted(self.peaks.items())}
+
+    def cpu_report(self) -> dict[str, float]:
+        """CPU seconds per process while monitored (a child that started later counts from its first sample)."""
+        return {f"{label} [{pid}]": round(last - first, 2) for pid, (label, first, last) in sorted(self.cpu.items())}
 
 
 def _label(proc: psutil.Process) -> str:
@@ -242,12 +275,16 @@ Bench = Callable[[Options], BenchResult]
 def run_one(name: str, bench: Bench, options: Options) -> BenchResult:
     """Run a benchmark under the RSS monitor; a crash becomes an error row (exit 1), never a traceback dump."""
     started = time.perf_counter()
+    _STARTED.clear()
     with RssMonitor() as monitor:
         try:
             result = bench(options)
         except Exception as exc:  # noqa: BLE001 - a benchmark that cannot run is reported, the others still run
-            result = BenchResult(bench=name, error=f"{type(exc).__name__}: {exc}")
+            partial = [r for r in _STARTED if r.bench == name]
+            result = partial[-1] if partial else BenchResult(bench=name)
+            result.error = f"{type(exc).__name__}: {exc}"  # the figures measured before the failure stay
     result.peak_rss_mb = monitor.report()
+    result.cpu_s = monitor.cpu_report()
     result.elapsed_s = time.perf_counter() - started
     return result
 
@@ -280,6 +317,10 @@ def render(results: list[BenchResult], *, as_json: bool, options: Options) -> st
                          f"{ratio:>7}  {met}")
         for label, mb in result.peak_rss_mb.items():
             lines.append(f"{result.bench:<10} peak RSS {label:<35} {mb:>12,.1f} MB")
+        per_1000 = result.cpu_per_1000()
+        for label, cpu in result.cpu_s.items():
+            share = f" = {per_1000[label]:.3f} s per 1,000 messages" if label in per_1000 else ""
+            lines.append(f"{result.bench:<10} CPU {label:<40} {cpu:>9,.1f} s{share}")
         for note in result.notes:
             lines.append(f"{result.bench:<10} note: {note}")
         lines.append(f"{result.bench:<10} elapsed {result.elapsed_s:.1f} s")

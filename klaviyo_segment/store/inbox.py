@@ -285,3 +285,73 @@ class InboxMixin(DeadLetterMixin):
             rows = await conn.execute(sa.select(b.flow, sa.func.sum(b.size)).where(b.status.in_(_OPEN))
                                       .group_by(b.flow))
             return {r[0]: int(r[1] or 0) for r in rows}
+
+    # --- staging for `klaviyo-segment run` (perf): the CLI's own batches, invisible to serve's dispatcher ---
+
+    async def stage(self, flow: str, messages: list[Any], owner: str, lease_seconds: float) -> str:
+        """Write one batch for ``flow`` that is already leased by ``owner`` (a ``STAGED_PREFIX`` id), so neither
+        ``claim`` nor ``pending_batches`` (serve's dispatcher and sweeper) takes it while the lease holds; the
+        flow run ``run`` starts names it in ``batch_ids`` and takes it over (``take_over_staged``). If ``run``
+        dies, the lease expires and a ``serve`` on the same store delivers the batch: nothing is lost."""
+        if not owner.startswith(STAGED_PREFIX):
+            raise ValueError(f"a staging owner starts with {STAGED_PREFIX!r}")
+        now = now_us()
+        bid = _new_id()
+        async with self._tx() as conn:
+            await conn.execute(sa.insert(t.inbox_batches), [{
+                "id": bid, "flow": flow, "status": "leased", "attempts": 0, "size": len(messages),
+                "lease_owner": owner, "lease_expires_us": now + int(lease_seconds * 1_000_000),
+                "created_us": now, "updated_us": now}])
+            rows = [{"batch_id": bid, "pos": pos, "body": dumps(m),
+                     "message_id": m.get("messageId") if isinstance(m, dict) and isinstance(m.get("messageId"), str)
+                     else None} for pos, m in enumerate(messages)]
+            for part in chunks(rows):
+                await conn.execute(sa.insert(t.inbox_messages), part)
+        return bid
+
+    async def renew_staged(self, batch_ids: Sequence[str], owner: str, lease_seconds: float) -> int:
+        """Extend the staging lease of the batches ``owner`` still holds (one statement per 500 ids)."""
+        b = t.inbox_batches.c
+        expires = now_us() + int(lease_seconds * 1_000_000)
+        renewed = 0
+        async with self._tx() as conn:
+            for part in chunks(unique(batch_ids)):
+                result = await conn.execute(sa.update(t.inbox_batches).where(
+                    b.id.in_(part), b.status == "leased", b.lease_owner == owner).values(lease_expires_us=expires))
+                renewed += result.rowcount or 0
+        return renewed
+
+    async def take_over_staged(self, batch_ids: Sequence[str], owner: str, lease_seconds: float) -> list[Batch]:
+        """Lease batches named by id that a ``run`` staged (owner ``run:...``, lease not expired) to ``owner``,
+        the flow run that ``run`` started for them. Expired staged batches are plain claimable ones (``lease``)."""
+        ids = unique(batch_ids)
+        if not ids:
+            return []
+        b = t.inbox_batches.c
+        now = now_us()
+        async with self._tx() as conn:
+            query = sa.select(b.id).where(b.id.in_(ids), b.status == "leased",
+                                          b.lease_owner.startswith(STAGED_PREFIX, autoescape=True),
+                                          b.lease_expires_us >= now)
+            if self.is_postgres:
+                query = query.with_for_update(skip_locked=True)
+            taken = [r[0] for r in await conn.execute(query)]
+            if not taken:
+                return []
+            await conn.execute(sa.update(t.inbox_batches).where(b.id.in_(taken)).values(
+                lease_owner=owner, lease_expires_us=now + int(lease_seconds * 1_000_000),
+                attempts=b.attempts + 1, updated_us=now))
+            return await self._load(conn, taken)
+
+    async def discard_staged(self, batch_ids: Sequence[str], owner: str) -> None:
+        """Delete batches ``owner`` staged but never handed to a flow run (``run`` found the file broken)."""
+        b, m = t.inbox_batches.c, t.inbox_messages.c
+        async with self._tx() as conn:
+            for part in chunks(unique(batch_ids)):
+                owned = sa.select(b.id).where(b.id.in_(part), b.lease_owner == owner)
+                await conn.execute(sa.delete(t.inbox_messages).where(m.batch_id.in_(owned)))
+                await conn.execute(sa.delete(t.inbox_batches).where(b.id.in_(part), b.lease_owner == owner))
+
+
+#: Lease owners of batches ``klaviyo-segment run`` staged: ``run:<uuid>``.
+STAGED_PREFIX = "run:"

@@ -15,6 +15,7 @@ from klaviyo_segment.flows.forward_track import forward_track
 from klaviyo_segment.flows.sync_identify import sync_identify
 from typer.testing import CliRunner
 
+from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
 from klaviyo_segment.segment_spec import message_key
 
 
@@ -67,7 +68,7 @@ async def test_stored_batches_with_poison_complete_and_valid_ones_are_sent(poiso
         for chunk in (_valid(2), [_track("bad", product_id="\ud800")], _valid(4)[2:]):
             accepted = await store.accept(chunk, key=lambda m: m["messageId"], route=lambda m: ["forward-track"])
             ids.append(accepted.batches["forward-track"])
-    result = await forward_track(batch_ids=ids)
+    result = await run_summary(forward_track, batch_ids=ids)
     assert (result["sent"], result["failed"]) == (4, 1), result
     async with poison_env.store() as store:
         infos = await store.get_batches(ids)
@@ -81,7 +82,7 @@ async def test_nul_in_user_id_does_not_block_the_identify_batch(poison_env: Any)
                  "traits": {"email": f"u{i}@example.com"}} for i in range(3)]
     messages.insert(1, {"type": "identify", "messageId": "nul", "userId": "evil\x00id",
                         "traits": {"email": "nul@example.com"}})
-    result = await sync_identify(messages=messages)
+    result = await run_summary(sync_identify, messages=messages)
     outcomes = {o["message_id"]: o for o in result["outcomes"]}
     assert all(outcomes[f"id-{i}"]["status"] == "sent" for i in range(3)), outcomes
     assert outcomes["nul"]["status"] in ("sent", "failed"), outcomes["nul"]  # SQLite holds NUL; PostgreSQL not

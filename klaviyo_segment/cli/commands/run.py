@@ -10,8 +10,8 @@ from typing import Any, Optional
 import typer
 
 
-def print_outcomes(summary: dict[str, Any]) -> None:
-    """stderr: a table of skipped and failed messages with reasons."""
+def print_outcomes(summary: dict[str, Any], more: int = 0) -> None:
+    """stderr: a table of skipped and failed messages with reasons (``more``: rows not even kept)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -24,8 +24,8 @@ def print_outcomes(summary: dict[str, Any]) -> None:
         for o in rows[:500]:
             table.add_row(str(o.get("message_id")), str(o.get("type") or ""), o["status"], str(o.get("reason") or ""))
         console.print(table)
-        if len(rows) > 500:
-            console.print(f"... and {len(rows) - 500} more")
+        if len(rows) + more > 500:
+            console.print(f"... and {len(rows) + more - 500} more")
     console.print(f"{summary['flow']}: received {summary['received']}, sent {summary['sent']}, "
                   f"skipped {summary['skipped']}, failed {summary['failed']}")
 
@@ -40,6 +40,10 @@ def register(app: typer.Typer) -> None:
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config YAML (mapping tables etc.)."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as a JSON line last on stdout."),
         since: Optional[str] = typer.Option(None, "--since", help="engagement-to-segment polling start (ISO-8601)."),
+        batch_size: int = typer.Option(5_000, "--batch-size", min=1, hidden=True,
+                                       help="Messages per staged inbox batch."),
+        batches_per_run: int = typer.Option(4, "--batches-per-run", min=1, hidden=True,
+                                            help="Staged batches per flow run."),
     ) -> None:
         """Run one flow on a file of messages (or poll Klaviyo for engagement-to-segment without --input)."""
         import asyncio
@@ -47,15 +51,18 @@ def register(app: typer.Typer) -> None:
         from klaviyo_segment.config_loading import load_process_config
         from klaviyo_segment.errors import ConfigError
         from klaviyo_segment.flows import get_spec
-        from klaviyo_segment.inputs import read_messages
 
         spec = get_spec(flow)
         app_config, document = load_process_config(config)
         app_config.require(flow)
         kwargs: dict[str, Any] = {"config": document}
         if input is not None:
-            kwargs["messages"] = read_messages(input)
-        elif flow == "engagement-to-segment":
+            totals = _run_file(spec, input, document, batch_size, batches_per_run)
+            print_outcomes({**totals.summary, "outcomes": totals.outcomes}, totals.more)
+            if as_json:
+                typer.echo(json.dumps(totals.summary))
+            raise typer.Exit(1 if totals.summary["failed"] else 0)
+        if flow == "engagement-to-segment":
             kwargs["poll"] = True
             if since:
                 from datetime import datetime
@@ -75,3 +82,26 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps({k: v for k, v in summary.items() if k != "outcomes"}))
         raise typer.Exit(1 if summary["failed"] else 0)
+
+
+def _run_file(spec: Any, path: Path, document: Any, batch_size: int, batches_per_run: int) -> Any:
+    """The file staged in the state store and delivered by flow runs that get only batch ids, with a progress
+    bar on stderr (stdout stays for the ``--json`` line)."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    from klaviyo_segment.run_file import run_file
+
+    tasks: dict[str, TaskID] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=False) as bar:
+        def progress(phase: str, completed: int, total: int | None) -> None:
+            label = "staging (bytes)" if phase == "staging" else f"{spec.name} (messages)"
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(label, total=total)
+            bar.update(tasks[phase], completed=completed, total=total)
+
+        return asyncio.run(run_file(spec, path, document, progress, batch_size=batch_size,
+                                    batches_per_run=batches_per_run))
