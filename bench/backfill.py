@@ -42,8 +42,12 @@ def generate(path: Path, rows: int) -> None:
 
 
 def _sandbox(scale: float) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    proc = subprocess.Popen([sys.executable, "-m", "klaviyo_segment", "sandbox", "--rate-limits", f"scale={scale}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "klaviyo_segment", "sandbox", "--rate-limits", f"scale={scale}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     assert proc.stdout is not None
     info = json.loads(proc.stdout.readline())
     # keep draining: a full stdout pipe would block the sandbox mid-run
@@ -73,11 +77,20 @@ def run(rows: int = 1_000_000, scale: float = 1.0) -> dict[str, Any]:
         gen_seconds = time.monotonic() - t0
         box, info = _sandbox(scale)
         try:
-            env = dict(os.environ, KLAVIYO_API_KEY=info["klaviyo_api_key"], KLAVIYO_BASE_URL=info["klaviyo"],
-                       KLAVIYO_SEGMENT_STORE_URL=f"sqlite:///{Path(tmp) / 'state.db'}")
+            env = dict(
+                os.environ,
+                KLAVIYO_API_KEY=info["klaviyo_api_key"],
+                KLAVIYO_BASE_URL=info["klaviyo"],
+                KLAVIYO_SEGMENT_STORE_URL=f"sqlite:///{Path(tmp) / 'state.db'}",
+            )
             start = time.monotonic()
-            proc = subprocess.Popen([sys.executable, "-m", "klaviyo_segment", "backfill", "--input", str(path)],
-                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "klaviyo_segment", "backfill", "--input", str(path)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
             peak = _watch(proc)
             wall = time.monotonic() - start
             out = proc.stdout.read() if proc.stdout else ""
@@ -92,14 +105,25 @@ def run(rows: int = 1_000_000, scale: float = 1.0) -> dict[str, Any]:
     summary = json.loads(lines[-1]) if lines else {}
     jobs = math.ceil(rows / constants.BULK_PROFILE_IMPORT_MAX)
     floor = jobs / (JOBS_PER_MINUTE * scale) * 60
-    result = {"rows": rows, "scale": scale, "jobs": jobs, "wall_seconds": round(wall, 2),
-              "floor_seconds": round(floor, 2), "ratio": round(wall / floor, 2) if floor else None,
-              "peak_rss_mb": round(peak / 2**20, 1), "generate_seconds": round(gen_seconds, 2),
-              "exit_code": proc.returncode, "sent": summary.get("sent"), "timings": summary.get("timings"),
-              "targets": {"ratio": 1.5, "peak_rss_mb": 500}}
-    print(f"backfill bench: {rows:,} rows, {jobs} jobs, wall {wall:.1f}s vs floor {floor:.1f}s "
-          f"(ratio {result['ratio']}), peak RSS {result['peak_rss_mb']} MB, sent {summary.get('sent')}, "
-          f"timings {summary.get('timings')}")
+    result = {
+        "rows": rows,
+        "scale": scale,
+        "jobs": jobs,
+        "wall_seconds": round(wall, 2),
+        "floor_seconds": round(floor, 2),
+        "ratio": round(wall / floor, 2) if floor else None,
+        "peak_rss_mb": round(peak / 2**20, 1),
+        "generate_seconds": round(gen_seconds, 2),
+        "exit_code": proc.returncode,
+        "sent": summary.get("sent"),
+        "timings": summary.get("timings"),
+        "targets": {"ratio": 1.5, "peak_rss_mb": 500},
+    }
+    print(
+        f"backfill bench: {rows:,} rows, {jobs} jobs, wall {wall:.1f}s vs floor {floor:.1f}s "
+        f"(ratio {result['ratio']}), peak RSS {result['peak_rss_mb']} MB, sent {summary.get('sent')}, "
+        f"timings {summary.get('timings')}"
+    )
     return result
 
 

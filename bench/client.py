@@ -29,12 +29,25 @@ async def _deliver(args: argparse.Namespace) -> dict[str, Any]:
     from klaviyo_segment.devkit.sandbox.segment.simulator import deliver
 
     messages = track_messages(args.count, args.seed, event=args.event)
-    report = await deliver(args.url, messages, args.secret, batch_size=args.batch, concurrency=args.concurrency,
-                           max_seconds=args.max_seconds, seed=args.seed)
-    return {"acked": len(report.acknowledged), "elapsed": report.elapsed, "requests": len(report.latencies),
-            "ack_p50": percentile(report.latencies, 50), "ack_p99": percentile(report.latencies, 99),
-            "latencies": [round(x, 5) for x in report.latencies], "statuses": report.statuses,
-            "given_up": len(report.given_up)}
+    report = await deliver(
+        args.url,
+        messages,
+        args.secret,
+        batch_size=args.batch,
+        concurrency=args.concurrency,
+        max_seconds=args.max_seconds,
+        seed=args.seed,
+    )
+    return {
+        "acked": len(report.acknowledged),
+        "elapsed": report.elapsed,
+        "requests": len(report.latencies),
+        "ack_p50": percentile(report.latencies, 50),
+        "ack_p99": percentile(report.latencies, 99),
+        "latencies": [round(x, 5) for x in report.latencies],
+        "statuses": report.statuses,
+        "given_up": len(report.given_up),
+    }
 
 
 async def _send_one(client: httpx.AsyncClient, url: str, secret: str, message: dict[str, Any]) -> float | None:
@@ -52,7 +65,7 @@ async def _send_one(client: httpx.AsyncClient, url: str, secret: str, message: d
             return time.time()
         if response is not None and not is_retryable(response.status_code):
             return None
-        await asyncio.sleep(0.2 * 2 ** attempt)
+        await asyncio.sleep(0.2 * 2**attempt)
     return None
 
 
@@ -97,8 +110,7 @@ async def _trickle(args: argparse.Namespace) -> dict[str, Any]:
         profiles = (await client.get(f"{args.klaviyo}/__sandbox/profiles")).json()
     email_of = {p["id"]: str(p["attributes"].get("email") or "").lower() for p in profiles}
     latencies = sorted(at - acked[email_of[pid]] for pid, at in seen.items() if email_of.get(pid) in acked)
-    return {"sent": len(messages), "acked": len(acked), "members": len(seen), "latencies": latencies,
-            "rate": args.rate}
+    return {"sent": len(messages), "acked": len(acked), "members": len(seen), "latencies": latencies, "rate": args.rate}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,9 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from klaviyo_segment.bench.runner import (
+    EVENTS_PER_JOB,
+    JOBS_PER_MINUTE,
+    NAIVE_PER_MINUTE,
+    WINDOW_SECONDS,
+    BenchEnv,
+    BenchResult,
+    Options,
     add_end_to_end,
-    EVENTS_PER_JOB, JOBS_PER_MINUTE, NAIVE_PER_MINUTE, WINDOW_SECONDS, BenchEnv, BenchResult, Options, bench_env,
-    throttled_share, track_messages,
+    bench_env,
+    throttled_share,
+    track_messages,
 )
 
 FLOW_EVENT = "Bench Product Viewed"
@@ -41,8 +49,14 @@ class FlowRuns:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
-async def run_flows(env: BenchEnv, flow: str, messages: list[dict[str, Any]], *, per_run: int = RUN_MESSAGES,
-                    concurrency: int = RUN_CONCURRENCY) -> FlowRuns:
+async def run_flows(
+    env: BenchEnv,
+    flow: str,
+    messages: list[dict[str, Any]],
+    *,
+    per_run: int = RUN_MESSAGES,
+    concurrency: int = RUN_CONCURRENCY,
+) -> FlowRuns:
     """Accept the messages into the inbox in ``per_run`` batches, then run the flow once per batch."""
     from klaviyo_segment.flows import get_spec
     from klaviyo_segment.store import Store
@@ -52,8 +66,9 @@ async def run_flows(env: BenchEnv, flow: str, messages: list[dict[str, Any]], *,
     try:
         batch_ids = []
         for start in range(0, len(messages), per_run):
-            accepted = await store.accept(messages[start:start + per_run], key=lambda m: m.get("messageId"),
-                                          route=lambda m: [flow])
+            accepted = await store.accept(
+                messages[start : start + per_run], key=lambda m: m.get("messageId"), route=lambda m: [flow]
+            )
             batch_ids.append(accepted.batches[flow])
     finally:
         await store.close()
@@ -77,8 +92,9 @@ async def run_flows(env: BenchEnv, flow: str, messages: list[dict[str, Any]], *,
     return totals
 
 
-async def windowed(env: BenchEnv, seconds: float, work: Callable[[], Awaitable[Any]],
-                   count: Callable[[dict[str, Any]], int]) -> tuple[int, Any, float]:
+async def windowed(
+    env: BenchEnv, seconds: float, work: Callable[[], Awaitable[Any]], count: Callable[[dict[str, Any]], int]
+) -> tuple[int, Any, float]:
     """Run ``work``; sample ``count(summary)`` when ``seconds`` have passed (or when work ends, if earlier).
     Returns (count in the window, work's result, seconds the count covers)."""
     started = time.monotonic()
@@ -117,15 +133,31 @@ async def through_ingress(env: BenchEnv, seconds: float, count: int, seed: int) 
     from klaviyo_segment.bench.serving import SECRET, drained, ingress
 
     async with ingress(env.store_url, flows=["forward-track"], document={}) as (running, _):
+
         async def work() -> dict[str, Any]:
-            report = await run_client("deliver", "--url", f"{running.url}/segment", "--secret", SECRET, "--count",
-                                      str(count), "--batch", "1000", "--concurrency", "2", "--seed", str(seed),
-                                      "--event", INGRESS_EVENT)
+            report = await run_client(
+                "deliver",
+                "--url",
+                f"{running.url}/segment",
+                "--secret",
+                SECRET,
+                "--count",
+                str(count),
+                "--batch",
+                "1000",
+                "--concurrency",
+                "2",
+                "--seed",
+                str(seed),
+                "--event",
+                INGRESS_EVENT,
+            )
             await drained(env.store_url, 3600.0)
             return report
 
         in_window, report, window = await windowed(
-            env, seconds, work, lambda s: int(s.get("events_by_metric", {}).get(INGRESS_EVENT, 0)))
+            env, seconds, work, lambda s: int(s.get("events_by_metric", {}).get(INGRESS_EVENT, 0))
+        )
     return in_window, window, report
 
 
@@ -137,18 +169,29 @@ async def _run(options: Options) -> BenchResult:
     ceiling = ceiling_events_per_s(options.scale)
     count = options.messages or int(ceiling * seconds * 1.05) + EVENTS_PER_JOB
     messages = track_messages(count, options.seed, event=FLOW_EVENT)
-    naive_messages = track_messages(int(NAIVE_PER_MINUTE * options.scale * options.window_count * 1.5) + 10,
-                                    options.seed + 1, event=NAIVE_EVENT)
+    naive_messages = track_messages(
+        int(NAIVE_PER_MINUTE * options.scale * options.window_count * 1.5) + 10, options.seed + 1, event=NAIVE_EVENT
+    )
     with bench_env(options.scale) as env:
         await warm_up(env)
         stop = threading.Event()
-        naive = asyncio.create_task(asyncio.to_thread(
-            run_naive, env.sandbox.klaviyo_url, env.sandbox.klaviyo_api_key, naive_messages, seconds=seconds,
-            stop=stop))
+        naive = asyncio.create_task(
+            asyncio.to_thread(
+                run_naive,
+                env.sandbox.klaviyo_url,
+                env.sandbox.klaviyo_api_key,
+                naive_messages,
+                seconds=seconds,
+                stop=stop,
+            )
+        )
         started = time.monotonic()
         in_window, runs, window = await windowed(
-            env, seconds, lambda: run_flows(env, "forward-track", messages),
-            lambda s: int(s.get("events_by_metric", {}).get(FLOW_EVENT, 0)))
+            env,
+            seconds,
+            lambda: run_flows(env, "forward-track", messages),
+            lambda s: int(s.get("events_by_metric", {}).get(FLOW_EVENT, 0)),
+        )
         total_s = time.monotonic() - started
         stop.set()
         naive_stats = await naive
@@ -157,21 +200,45 @@ async def _run(options: Options) -> BenchResult:
         naive_rate = naive_stats.sent / naive_stats.elapsed_s if naive_stats.elapsed_s > 0 else 0.0
         requests, throttled = throttled_share(stats, "bulk_create_events")
         result.add(f"forward-track events/s over {window:.0f} s", rate, "events/s")
-        result.add("forward-track vs bulk ceiling", rate / ceiling * 100, "% ceiling", 95.0,
-                   note=f"ceiling {ceiling:,.0f} events/s at scale={options.scale:g}")
-        result.add("naive SDK client events/s (same window)", naive_rate, "events/s",
-                   note=f"ceiling {NAIVE_PER_MINUTE * options.scale / 60:,.1f}/s; errors {naive_stats.errors}")
+        result.add(
+            "forward-track vs bulk ceiling",
+            rate / ceiling * 100,
+            "% ceiling",
+            95.0,
+            note=f"ceiling {ceiling:,.0f} events/s at scale={options.scale:g}",
+        )
+        result.add(
+            "naive SDK client events/s (same window)",
+            naive_rate,
+            "events/s",
+            note=f"ceiling {NAIVE_PER_MINUTE * options.scale / 60:,.1f}/s; errors {naive_stats.errors}",
+        )
         result.add("forward-track / naive", rate / naive_rate if naive_rate else None, "x", 35.0)
-        result.add("bulk requests answered 429", throttled / requests * 100 if requests else 0.0, "%", 0.5,
-                   lower_is_better=True, note=f"{throttled} of {requests}")
+        result.add(
+            "bulk requests answered 429",
+            throttled / requests * 100 if requests else 0.0,
+            "%",
+            0.5,
+            lower_is_better=True,
+            note=f"{throttled} of {requests}",
+        )
         result.messages = count + naive_stats.sent + count  # direct, naive, through ingress
         add_end_to_end(result, runs, len(messages), total_s, "messages")  # printed before the ingress phase
         via_ingress, ingress_window, _ = await through_ingress(env, seconds, count, options.seed + 2)
     ingress_rate = via_ingress / ingress_window if ingress_window > 0 else 0.0
     result.add(f"through ingress (serve, inline) events/s over {ingress_window:.0f} s", ingress_rate, "events/s")
-    result.add("through ingress vs bulk ceiling", ingress_rate / ceiling * 100, "% ceiling", 95.0,
-               note="load generator -> receiver -> group commit -> dispatcher -> inline forward-track runs")
+    result.add(
+        "through ingress vs bulk ceiling",
+        ingress_rate / ceiling * 100,
+        "% ceiling",
+        95.0,
+        note="load generator -> receiver -> group commit -> dispatcher -> inline forward-track runs",
+    )
     naive_requests, naive_throttled = throttled_share(stats, "create_event")
-    result.add("naive requests answered 429", naive_throttled / naive_requests * 100 if naive_requests else 0.0,
-               "%", note=f"{naive_throttled} of {naive_requests}")
+    result.add(
+        "naive requests answered 429",
+        naive_throttled / naive_requests * 100 if naive_requests else 0.0,
+        "%",
+        note=f"{naive_throttled} of {naive_requests}",
+    )
     return result

@@ -38,14 +38,25 @@ async def _run(options: Options) -> BenchResult:
     document = {"audiences": {AUDIENCE: LIST_ID}}
     with bench_env(options.scale) as env:
         async with ingress(env.store_url, flows=[FLOW], document=document) as (running, _):
-            common = ["--url", f"{running.url}/segment", "--secret", SECRET, "--klaviyo", env.sandbox.klaviyo_url,
-                      "--list-id", LIST_ID, "--audience", AUDIENCE]
+            common = [
+                "--url",
+                f"{running.url}/segment",
+                "--secret",
+                SECRET,
+                "--klaviyo",
+                env.sandbox.klaviyo_url,
+                "--list-id",
+                LIST_ID,
+                "--audience",
+                AUDIENCE,
+            ]
             # warm-up: Prefect's ephemeral server start and first imports are per process, not per change
             await run_client("trickle", *common, "--count", "2", "--rate", "5", "--seed", "991")
             stats = running.dispatcher.stats
             runs_before, durations_before = stats.total_runs, len(stats.durations.get(FLOW, []))
-            report = await run_client("trickle", *common, "--count", str(count), "--rate", f"{RATE:g}",
-                                      "--seed", str(options.seed))
+            report = await run_client(
+                "trickle", *common, "--count", str(count), "--rate", f"{RATE:g}", "--seed", str(options.seed)
+            )
             durations = stats.durations.get(FLOW, [])[durations_before:]
             runs = stats.total_runs - runs_before
             outcomes = dict(stats.outcomes.get(FLOW, {}))
@@ -56,8 +67,12 @@ async def _run(options: Options) -> BenchResult:
     result.add("enter -> member max", max(latencies) if latencies else None, "s")
     result.add("sync-audiences flow run duration p50", percentile(durations, 50), "s")
     result.add("sync-audiences flow run duration p95", percentile(durations, 95), "s")
-    result.add("flow runs per 1,000 changes", runs / report["acked"] * 1000 if report["acked"] else None, "runs",
-               note=f"{runs} runs; outcomes {outcomes}")
+    result.add(
+        "flow runs per 1,000 changes",
+        runs / report["acked"] * 1000 if report["acked"] else None,
+        "runs",
+        note=f"{runs} runs; outcomes {outcomes}",
+    )
     if report["members"] < report["acked"]:
         result.error = f"only {report['members']} of {report['acked']} changes reached the list"
     return result

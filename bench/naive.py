@@ -26,17 +26,29 @@ def event_body(message: dict[str, Any]) -> dict[str, Any]:
     """What a user writes by hand from the Create Event docs: event name, properties, email, unique id."""
     email = (message.get("context") or {}).get("traits", {}).get("email")
     profile = {"email": email} if email else {"external_id": message.get("userId")}
-    return {"data": {"type": "event", "attributes": {
-        "properties": message.get("properties") or {},
-        "time": message.get("timestamp"),
-        "unique_id": message.get("messageId"),
-        "metric": {"data": {"type": "metric", "attributes": {"name": message.get("event")}}},
-        "profile": {"data": {"type": "profile", "attributes": profile}},
-    }}}
+    return {
+        "data": {
+            "type": "event",
+            "attributes": {
+                "properties": message.get("properties") or {},
+                "time": message.get("timestamp"),
+                "unique_id": message.get("messageId"),
+                "metric": {"data": {"type": "metric", "attributes": {"name": message.get("event")}}},
+                "profile": {"data": {"type": "profile", "attributes": profile}},
+            },
+        }
+    }
 
 
-def run_naive(base_url: str, api_key: str, messages: list[dict[str, Any]], *, seconds: float,
-              stop: threading.Event | None = None, max_retries: int = 5) -> NaiveStats:
+def run_naive(
+    base_url: str,
+    api_key: str,
+    messages: list[dict[str, Any]],
+    *,
+    seconds: float,
+    stop: threading.Event | None = None,
+    max_retries: int = 5,
+) -> NaiveStats:
     """Send until ``seconds`` pass, the messages run out or ``stop`` is set; each success counts once."""
     from klaviyo_api import KlaviyoAPI
     from openapi_client.exceptions import ApiException

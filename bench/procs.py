@@ -41,8 +41,15 @@ class SandboxProcess:
         return self.proc.pid if self.proc else 0
 
     def start(self) -> SandboxProcess:
-        args = [sys.executable, "-m", "klaviyo_segment", "sandbox", "--rate-limits", self.rate_limits,
-                "--example-lists" if self.example_lists else "--no-example-lists"]
+        args = [
+            sys.executable,
+            "-m",
+            "klaviyo_segment",
+            "sandbox",
+            "--rate-limits",
+            self.rate_limits,
+            "--example-lists" if self.example_lists else "--no-example-lists",
+        ]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None
         line = _readline(self.proc.stdout, START_TIMEOUT_S)
@@ -83,8 +90,13 @@ def _readline(stream: Any, timeout: float) -> str:
 async def run_client(*args: str, timeout: float = 1800.0) -> dict[str, Any]:
     """Run the load generator in its own process; its last stdout line is a JSON report."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "klaviyo_segment.bench.client", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "klaviyo_segment.bench.client",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except (TimeoutError, asyncio.CancelledError):
@@ -98,8 +110,9 @@ async def run_client(*args: str, timeout: float = 1800.0) -> dict[str, Any]:
     return json.loads(lines[-1])  # type: ignore[no-any-return]
 
 
-async def deliver_from(processes: int, url: str, secret: str, count: int, *, batch: int, concurrency: int,
-                       seed: int, event: str) -> dict[str, Any]:
+async def deliver_from(
+    processes: int, url: str, secret: str, count: int, *, batch: int, concurrency: int, seed: int, event: str
+) -> dict[str, Any]:
     """The delivery simulator split over ``processes`` load generators (``concurrency`` requests in flight in
     total). Why several: httpx's async pool costs grow with the connections it holds (~5 ms CPU per request at
     32), so one generator process cannot offer 1,000 single-event requests/s on its own."""
@@ -107,15 +120,40 @@ async def deliver_from(processes: int, url: str, secret: str, count: int, *, bat
 
     shares = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
     per = max(1, concurrency // processes)
-    reports = await asyncio.gather(*(
-        run_client("deliver", "--url", url, "--secret", secret, "--count", str(n), "--batch", str(batch),
-                   "--concurrency", str(per), "--seed", str(seed * 100 + i), "--event", f"{event} {i}")
-        for i, n in enumerate(shares) if n))
+    reports = await asyncio.gather(
+        *(
+            run_client(
+                "deliver",
+                "--url",
+                url,
+                "--secret",
+                secret,
+                "--count",
+                str(n),
+                "--batch",
+                str(batch),
+                "--concurrency",
+                str(per),
+                "--seed",
+                str(seed * 100 + i),
+                "--event",
+                f"{event} {i}",
+            )
+            for i, n in enumerate(shares)
+            if n
+        )
+    )
     latencies = [x for r in reports for x in r["latencies"]]
     statuses: dict[str, int] = {}
     for report in reports:
         for status, n in report["statuses"].items():
             statuses[status] = statuses.get(status, 0) + n
-    return {"acked": sum(r["acked"] for r in reports), "elapsed": max(r["elapsed"] for r in reports),
-            "requests": len(latencies), "ack_p50": percentile(latencies, 50), "ack_p99": percentile(latencies, 99),
-            "statuses": statuses, "given_up": sum(r["given_up"] for r in reports)}
+    return {
+        "acked": sum(r["acked"] for r in reports),
+        "elapsed": max(r["elapsed"] for r in reports),
+        "requests": len(latencies),
+        "ack_p50": percentile(latencies, 50),
+        "ack_p99": percentile(latencies, 99),
+        "statuses": statuses,
+        "given_up": sum(r["given_up"] for r in reports),
+    }

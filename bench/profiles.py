@@ -13,8 +13,14 @@ import time
 
 from klaviyo_segment.bench.delivery import jobs_per_minute, run_flows, warm_up, windowed
 from klaviyo_segment.bench.runner import (
+    PROFILES_PER_JOB,
+    WINDOW_SECONDS,
+    BenchResult,
+    Options,
     add_end_to_end,
-    PROFILES_PER_JOB, WINDOW_SECONDS, BenchResult, Options, bench_env, identify_messages, throttled_share,
+    bench_env,
+    identify_messages,
+    throttled_share,
 )
 
 #: Scale used unless the CLI passes --scale explicitly: Klaviyo's published limits.
@@ -40,17 +46,31 @@ async def _run(options: Options) -> BenchResult:
         baseline = int((await asyncio.to_thread(env.summary)).get("profiles", 0))
         started = time.monotonic()
         in_window, runs, window = await windowed(
-            env, seconds, lambda: run_flows(env, "sync-identify", messages, per_run=PROFILES_PER_JOB),
-            lambda s: int(s.get("profiles", 0)) - baseline)
+            env,
+            seconds,
+            lambda: run_flows(env, "sync-identify", messages, per_run=PROFILES_PER_JOB),
+            lambda s: int(s.get("profiles", 0)) - baseline,
+        )
         total_s = time.monotonic() - started
         stats = await asyncio.to_thread(env.stats)
     result.messages = len(messages)
     rate = in_window / window if window > 0 else 0.0
     requests, throttled = throttled_share(stats, "bulk_import_profiles")
     result.add(f"sync-identify profiles/s over {window:.0f} s", rate, "profiles/s")
-    result.add("sync-identify vs bulk import ceiling", rate / ceiling * 100, "% ceiling", 95.0,
-               note=f"ceiling {ceiling:,.0f} profiles/s at scale={options.scale:g}")
-    result.add("import job requests answered 429", throttled / requests * 100 if requests else 0.0, "%", 0.5,
-               lower_is_better=True, note=f"{throttled} of {requests}")
+    result.add(
+        "sync-identify vs bulk import ceiling",
+        rate / ceiling * 100,
+        "% ceiling",
+        95.0,
+        note=f"ceiling {ceiling:,.0f} profiles/s at scale={options.scale:g}",
+    )
+    result.add(
+        "import job requests answered 429",
+        throttled / requests * 100 if requests else 0.0,
+        "%",
+        0.5,
+        lower_is_better=True,
+        note=f"{throttled} of {requests}",
+    )
     add_end_to_end(result, runs, len(messages), total_s, "identifies")
     return result

@@ -96,8 +96,16 @@ class BenchResult:
     def __post_init__(self) -> None:
         _STARTED.append(self)  # run_one keeps these figures even if the benchmark fails later
 
-    def add(self, name: str, value: float | None, unit: str, target: float | None = None, *,
-            lower_is_better: bool = False, note: str = "") -> Figure:
+    def add(
+        self,
+        name: str,
+        value: float | None,
+        unit: str,
+        target: float | None = None,
+        *,
+        lower_is_better: bool = False,
+        note: str = "",
+    ) -> Figure:
         figure = Figure(name, value, unit, target, lower_is_better, note)
         self.figures.append(figure)
         if LIVE is not None:  # printed as soon as measured: a failure late in a run must not lose it
@@ -105,11 +113,17 @@ class BenchResult:
         return figure
 
     def as_dict(self) -> dict[str, Any]:
-        return {"bench": self.bench, "figures": [f.as_dict() for f in self.figures],
-                "peak_rss_mb": self.peak_rss_mb, "cpu_s": self.cpu_s, "messages": self.messages,
-                "cpu_s_per_1000_messages": self.cpu_per_1000(), "notes": self.notes, "error": self.error,
-                "elapsed_s": round(self.elapsed_s, 2)}
-
+        return {
+            "bench": self.bench,
+            "figures": [f.as_dict() for f in self.figures],
+            "peak_rss_mb": self.peak_rss_mb,
+            "cpu_s": self.cpu_s,
+            "messages": self.messages,
+            "cpu_s_per_1000_messages": self.cpu_per_1000(),
+            "notes": self.notes,
+            "error": self.error,
+            "elapsed_s": round(self.elapsed_s, 2),
+        }
 
     def cpu_per_1000(self) -> dict[str, float]:
         """CPU seconds per 1,000 messages of every process: which one limits the run."""
@@ -175,9 +189,12 @@ def _label(proc: psutil.Process) -> str:
     with contextlib.suppress(psutil.Error):
         cmd = proc.cmdline()
         text = " ".join(cmd[1:])
-        for needle, label in (("bench.client", "load generator"), ("klaviyo_segment sandbox", "sandbox"),
-                              ("klaviyo_segment backfill", "backfill"),
-                              ("prefect", "prefect server")):
+        for needle, label in (
+            ("bench.client", "load generator"),
+            ("klaviyo_segment sandbox", "sandbox"),
+            ("klaviyo_segment backfill", "backfill"),
+            ("prefect", "prefect server"),
+        ):
             if needle in text:
                 return label
         return Path(cmd[0]).name if cmd else proc.name()
@@ -220,8 +237,9 @@ def bench_env(scale: float, *, rate_limits: bool = True) -> Iterator[BenchEnv]:
     store_url = f"sqlite:///{workdir / 'state.db'}"
     saved = {k: os.environ.get(k) for k in ("KLAVIYO_API_KEY", "KLAVIYO_BASE_URL", "KLAVIYO_SEGMENT_STORE_URL")}
     with SandboxProcess(mode) as box:
-        os.environ.update(KLAVIYO_API_KEY=box.klaviyo_api_key, KLAVIYO_BASE_URL=box.klaviyo_url,
-                          KLAVIYO_SEGMENT_STORE_URL=store_url)
+        os.environ.update(
+            KLAVIYO_API_KEY=box.klaviyo_api_key, KLAVIYO_BASE_URL=box.klaviyo_url, KLAVIYO_SEGMENT_STORE_URL=store_url
+        )
         account = _account_key(box.klaviyo_api_key, box.klaviyo_url)
         with pacers._shared_lock:
             pacers._shared[account] = pacing.InProcessPacer(scale=scale if rate_limits else 1000.0)
@@ -252,8 +270,12 @@ def throttled_share(stats: dict[str, Any], operation: str) -> tuple[int, int]:
 
 def add_end_to_end(result: BenchResult, runs: Any, count: int, total_s: float, what: str) -> None:
     """The end-to-end figure every flow benchmark ends with; a message not sent makes the benchmark an error."""
-    result.add(f"end to end: {runs.sent:,} of {count:,} {what} sent", runs.sent / total_s if total_s else None,
-               "msgs/s", note=f"{runs.runs} flow runs, {total_s:.0f} s")
+    result.add(
+        f"end to end: {runs.sent:,} of {count:,} {what} sent",
+        runs.sent / total_s if total_s else None,
+        "msgs/s",
+        note=f"{runs.runs} flow runs, {total_s:.0f} s",
+    )
     if runs.failed:
         result.notes.append(f"{runs.failed} messages failed: {runs.reasons}")
     if runs.sent < count:
@@ -300,8 +322,7 @@ def _fmt(value: float | None) -> str:
 def render(results: list[BenchResult], *, as_json: bool, options: Options) -> str:
     """The figures table on stderr-friendly text, or one JSON document (the last stdout line)."""
     if as_json:
-        return json.dumps({"options": asdict(options), "machine": machine(),
-                           "results": [r.as_dict() for r in results]})
+        return json.dumps({"options": asdict(options), "machine": machine(), "results": [r.as_dict() for r in results]})
     lines: list[str] = []
     header = f"{'bench':<10} {'figure':<44} {'value':>12} {'unit':<12} {'target':>10} {'ratio':>7}  met"
     for result in results:
@@ -313,8 +334,9 @@ def render(results: list[BenchResult], *, as_json: bool, options: Options) -> st
             ratio = "-" if f.ratio is None else f"{f.ratio:.2f}"
             met = {True: "yes", False: "NO", None: ""}[f.met]
             target = "-" if f.target is None else ("<=" if f.lower_is_better else ">=") + _fmt(f.target)
-            lines.append(f"{result.bench:<10} {f.name:<44} {_fmt(f.value):>12} {f.unit:<12} {target:>10} "
-                         f"{ratio:>7}  {met}")
+            lines.append(
+                f"{result.bench:<10} {f.name:<44} {_fmt(f.value):>12} {f.unit:<12} {target:>10} {ratio:>7}  {met}"
+            )
         for label, mb in result.peak_rss_mb.items():
             lines.append(f"{result.bench:<10} peak RSS {label:<35} {mb:>12,.1f} MB")
         per_1000 = result.cpu_per_1000()
@@ -331,22 +353,28 @@ def render(results: list[BenchResult], *, as_json: bool, options: Options) -> st
 def machine() -> dict[str, Any]:
     import platform
 
-    return {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "platform": platform.platform(terse=True),
-            "processor": platform.processor() or platform.machine()}
+    return {
+        "cpus": psutil.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "processor": platform.processor() or platform.machine(),
+    }
 
 
-
-def track_messages(count: int, seed: int = 0, *, event: str = "Bench Product Viewed",
-                   users: int = 1000) -> list[dict[str, Any]]:
+def track_messages(
+    count: int, seed: int = 0, *, event: str = "Bench Product Viewed", users: int = 1000
+) -> list[dict[str, Any]]:
     """Realistic track calls (the sandbox generator's shape) over a pool of users, each with a unique
     messageId: one flow message = one Klaviyo event, so events/s and messages/s are the same figure.
     Shallow copies of pooled messages keep 1M-message runs from spending minutes in the generator."""
     from klaviyo_segment.devkit.sandbox.segment.generators import SegmentGenerator
 
     gen = SegmentGenerator(seed)
-    pool = [gen.track(gen.user(), event, {"sku": f"SKU-{i % 97}", "price": 9.5 + i % 40, "category": "bench"})
-            for i in range(min(users, max(1, count)))]
+    pool = [
+        gen.track(gen.user(), event, {"sku": f"SKU-{i % 97}", "price": 9.5 + i % 40, "category": "bench"})
+        for i in range(min(users, max(1, count)))
+    ]
     return [{**pool[i % len(pool)], "messageId": f"bench-{seed}-t{i}"} for i in range(count)]
 
 
@@ -361,6 +389,5 @@ def identify_messages(count: int, seed: int = 0, *, users: int = 500) -> list[di
     for i in range(count):
         base = pool[i % len(pool)]
         traits = {**base["traits"], "email": f"bench{seed}.{i}@example.com"}
-        out.append({**base, "messageId": f"bench-{seed}-i{i}", "userId": f"bench-user-{seed}-{i}",
-                    "traits": traits})
+        out.append({**base, "messageId": f"bench-{seed}-i{i}", "userId": f"bench-user-{seed}-{i}", "traits": traits})
     return out

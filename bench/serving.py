@@ -33,8 +33,9 @@ class Counting:
 
 
 @contextlib.asynccontextmanager
-async def ingress(store_url: str, *, flows: list[str], document: dict[str, Any] | None = None,
-                  counting: bool = False) -> AsyncIterator[tuple[Any, Counting | None]]:
+async def ingress(
+    store_url: str, *, flows: list[str], document: dict[str, Any] | None = None, counting: bool = False
+) -> AsyncIterator[tuple[Any, Counting | None]]:
     """Yield (Ingress, Counting or None); the store is opened and closed here."""
     from klaviyo_segment.config import AppConfig
     from klaviyo_segment.ingress.receiver import ReceiverSettings
@@ -44,8 +45,15 @@ async def ingress(store_url: str, *, flows: list[str], document: dict[str, Any] 
     store = await Store.open(store_url)
     counter = Counting(store) if counting else None
     config = AppConfig.model_validate(document or {})
-    running = await start_ingress(store, config, settings=ReceiverSettings(segment_secret=SECRET),
-                                  dispatch="inline", launcher=counter, mapping_document=document, flows=flows)
+    running = await start_ingress(
+        store,
+        config,
+        settings=ReceiverSettings(segment_secret=SECRET),
+        dispatch="inline",
+        launcher=counter,
+        mapping_document=document,
+        flows=flows,
+    )
     try:
         yield running, counter
         await _runs_finished(running.dispatcher)

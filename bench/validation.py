@@ -32,9 +32,13 @@ def bulk_events_body(count: int = EVENTS_PER_JOB, seed: int = 0) -> dict[str, An
     events = []
     for message in track_messages(count, seed, users=max(1, count // 4)):
         for mapped in template.apply(message):
-            events.append({k: getattr(mapped, k) for k in ("metric", "properties", "time", "value",
-                                                           "value_currency", "unique_id", "profile")
-                           if getattr(mapped, k) is not None})
+            events.append(
+                {
+                    k: getattr(mapped, k)
+                    for k in ("metric", "properties", "time", "value", "value_currency", "unique_id", "profile")
+                    if getattr(mapped, k) is not None
+                }
+            )
     return json.loads(json.dumps(bulk_create_events_body(events[:count]).body))
 
 
@@ -42,10 +46,18 @@ def bulk_profiles_body(count: int = EVENTS_PER_JOB, seed: int = 0) -> dict[str, 
     """A profile-bulk-import-jobs body of ``count`` profiles with location and custom properties."""
     from klaviyo_segment.builders.klaviyo import bulk_profile_import_body
 
-    profiles = [{"email": f"bench{seed}.{i}@example.com", "external_id": f"user-{i}", "first_name": "Ada",
-                 "last_name": "Lovelace", "phone_number": "+14155552671",
-                 "location": {"city": "Boston", "country": "USA", "zip": "02110"},
-                 "properties": {"plan": "pro", "seats": i % 50}} for i in range(count)]
+    profiles = [
+        {
+            "email": f"bench{seed}.{i}@example.com",
+            "external_id": f"user-{i}",
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "phone_number": "+14155552671",
+            "location": {"city": "Boston", "country": "USA", "zip": "02110"},
+            "properties": {"plan": "pro", "seats": i % 50},
+        }
+        for i in range(count)
+    ]
     return json.loads(json.dumps(bulk_profile_import_body(profiles)))
 
 
@@ -69,8 +81,10 @@ def measure(count: int, min_cpu_s: float, seed: int = 0) -> list[dict[str, Any]]
 
     ops = operations.load_operations()
     rows: list[dict[str, Any]] = []
-    bodies = {"bulk_create_events": ("events", bulk_events_body(count, seed)),
-              "bulk_import_profiles": ("profiles", bulk_profiles_body(count, seed))}
+    bodies = {
+        "bulk_create_events": ("events", bulk_events_body(count, seed)),
+        "bulk_import_profiles": ("profiles", bulk_profiles_body(count, seed)),
+    }
     for op_id, (unit, body) in bodies.items():
         schema = ops[op_id].request_schema
         if schema is None or validate_body_reference(body, schema):
@@ -84,8 +98,16 @@ def measure(count: int, min_cpu_s: float, seed: int = 0) -> list[dict[str, Any]]
         }
         for path, fn in paths.items():
             per_body = cpu_per_call(fn, min_cpu_s)
-            rows.append({"body": op_id, "path": path, "unit": unit, "items": count,
-                         "items_per_s": count / per_body, "cpu_s_per_1000": per_body * 1000 / count})
+            rows.append(
+                {
+                    "body": op_id,
+                    "path": path,
+                    "unit": unit,
+                    "items": count,
+                    "items_per_s": count / per_body,
+                    "cpu_s_per_1000": per_body * 1000 / count,
+                }
+            )
     return rows
 
 
@@ -94,10 +116,17 @@ def run(options: Options) -> BenchResult:
     result = BenchResult(bench="validation")
     for row in measure(count, QUICK_CPU_S if options.quick else MIN_CPU_S, options.seed):
         target = TARGET_EVENTS_PER_S if row["path"] == "compiled (new)" else None
-        result.add(f"{row['body']} {row['path']}", row["items_per_s"], f"{row['unit']}/s", target,
-                   note=f"{row['cpu_s_per_1000']:.4f} CPU s / 1,000")
-    result.notes.append(f"one {count:,}-item body, CPU time of one thread; load average "
-                        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+        result.add(
+            f"{row['body']} {row['path']}",
+            row["items_per_s"],
+            f"{row['unit']}/s",
+            target,
+            note=f"{row['cpu_s_per_1000']:.4f} CPU s / 1,000",
+        )
+    result.notes.append(
+        f"one {count:,}-item body, CPU time of one thread; load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
+    )
     return result
 
 
@@ -109,11 +138,15 @@ def main() -> None:
     for row in rows:
         print(f"{row['body']:<22} {row['path']:<18} {row['items_per_s']:>12,.0f} {row['cpu_s_per_1000']:>14.4f}")
     for body in ("bulk_create_events", "bulk_import_profiles"):
-        old, new = (next(r for r in rows if r["body"] == body and r["path"] == p)
-                    for p in ("jsonschema (old)", "compiled (new)"))
+        old, new = (
+            next(r for r in rows if r["body"] == body and r["path"] == p)
+            for p in ("jsonschema (old)", "compiled (new)")
+        )
         print(f"{body}: compiled is {old['cpu_s_per_1000'] / new['cpu_s_per_1000']:.1f}x faster")
-    print(f"load average before/after: {' '.join(f'{x:.2f}' for x in load)} / "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print(
+        f"load average before/after: {' '.join(f'{x:.2f}' for x in load)} / "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
+    )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,10 @@ class KlaviyoCredentials(Block):
     def _private_key_only(cls, value: SecretStr) -> SecretStr:
         """Public site ids and OAuth tokens fail later with confusing 401s; reject them at configuration time."""
         if not value.get_secret_value().startswith("pk_"):
-            raise ValueError("api_key must be a Klaviyo private API key starting with 'pk_' (the 6-character "
-                             "public site id cannot call the server API)")
+            raise ValueError(
+                "api_key must be a Klaviyo private API key starting with 'pk_' (the 6-character "
+                "public site id cannot call the server API)"
+            )
         return value
 
     @property

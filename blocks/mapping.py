@@ -52,26 +52,31 @@ class MappingTables(Block):
     _logo_url = "https://images.ctfassets.net/gm98wzqotmnx/klaviyo-logo/klaviyo.png"  # type: ignore[assignment]  # Prefect types it HttpUrl; a str validates
     _documentation_url = "https://github.com/klaviyo-segment/klaviyo-segment/blob/main/docs/mapping.md"  # type: ignore[assignment]
 
-    templates: TemplatesConfig = Field(default_factory=TemplatesConfig,
-                                       description="Template chains: identify and track template names, in order.")
+    templates: TemplatesConfig = Field(
+        default_factory=TemplatesConfig, description="Template chains: identify and track template names, in order."
+    )
     custom_templates: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Your own templates by name (docs/mapping.md, 'Custom templates').")
-    track: TrackConfig = Field(default_factory=TrackConfig,
-                               description="Which track events are forwarded: allow/deny globs and where rules.")
-    audiences: dict[str, str] = Field(default_factory=dict,
-                                      description="Engage audience key -> Klaviyo list id.")
-    audiences_create_lists: bool = Field(default=False,
-                                         description="Create a Klaviyo list for an audience that has none.")
+        default_factory=dict, description="Your own templates by name (docs/mapping.md, 'Custom templates')."
+    )
+    track: TrackConfig = Field(
+        default_factory=TrackConfig, description="Which track events are forwarded: allow/deny globs and where rules."
+    )
+    audiences: dict[str, str] = Field(default_factory=dict, description="Engage audience key -> Klaviyo list id.")
+    audiences_create_lists: bool = Field(
+        default=False, description="Create a Klaviyo list for an audience that has none."
+    )
     onboarding: OnboardingConfig = Field(default_factory=OnboardingConfig, description="onboard-new-users.")
     churn: ChurnConfig = Field(default_factory=ChurnConfig, description="churn-winback.")
     consent: ConsentConfig = Field(default_factory=ConsentConfig, description="sync-consent.")
     phone_default_country: str = Field(default="US", description="ISO-3166 code for numbers without +country.")
-    page_screen: PageScreenConfig = Field(default_factory=PageScreenConfig,
-                                          description="Forward page/screen calls as events.")
+    page_screen: PageScreenConfig = Field(
+        default_factory=PageScreenConfig, description="Forward page/screen calls as events."
+    )
     max_event_age_hours: float = Field(default=24, gt=0, description="Older messages are skipped.")
     engagement: EngagementConfig = Field(default_factory=EngagementConfig, description="engagement-to-segment.")
-    dead_letters: DeadLettersConfig = Field(default_factory=DeadLettersConfig,
-                                            description="Dead-letter threshold event.")
+    dead_letters: DeadLettersConfig = Field(
+        default_factory=DeadLettersConfig, description="Dead-letter threshold event."
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -33,14 +33,19 @@ class StateStore(Block):
 
     url: SecretStr | None = Field(
         default=None,
-        description=("SQLAlchemy URL of the store, e.g. sqlite:///path/state.db or "
-                     "postgresql+asyncpg://user:password@host/db; empty uses the environment or the default file."),
+        description=(
+            "SQLAlchemy URL of the store, e.g. sqlite:///path/state.db or "
+            "postgresql+asyncpg://user:password@host/db; empty uses the environment or the default file."
+        ),
     )
     done_retention_days: float = Field(
-        default=7.0, ge=0, description="Days finished inbox batches are kept before retention purges them.")
+        default=7.0, ge=0, description="Days finished inbox batches are kept before retention purges them."
+    )
     records_retention_days: float = Field(
-        default=30.0, ge=0,
-        description="Days dedupe keys, applied versions and identity-cache entries are kept since last update.")
+        default=30.0,
+        ge=0,
+        description="Days dedupe keys, applied versions and identity-cache entries are kept since last update.",
+    )
 
     async def open(self) -> Store:
         """Open (and migrate) the store; the caller closes it."""
@@ -51,5 +56,6 @@ class StateStore(Block):
     async def purge(self) -> dict[str, int]:
         """Apply this block's retention settings once (e.g. from a scheduled maintenance flow)."""
         async with await self.open() as store:
-            return await store.purge(timedelta(days=self.done_retention_days),
-                                     timedelta(days=self.records_retention_days))
+            return await store.purge(
+                timedelta(days=self.done_retention_days), timedelta(days=self.records_retention_days)
+            )

@@ -27,5 +27,6 @@ def require(command: str, extra: tuple[str, ...] = ()) -> None:
 
     missing = missing_modules(extra)
     if missing:
-        raise ConfigError(f"`klaviyo-segment {command}` is part of the dev kit and needs {', '.join(missing)}: "
-                          f"{INSTALL_HINT}")
+        raise ConfigError(
+            f"`klaviyo-segment {command}` is part of the dev kit and needs {', '.join(missing)}: {INSTALL_HINT}"
+        )

@@ -92,8 +92,7 @@ def _profile_properties(config: AppConfig, identify: dict[str, Any]) -> dict[str
     return None
 
 
-def expected_state(stream: list[dict[str, Any]], invalid: set[str], config: AppConfig,
-                   now: datetime) -> Expected:
+def expected_state(stream: list[dict[str, Any]], invalid: set[str], config: AppConfig, now: datetime) -> Expected:
     """Fold the valid messages into the state Klaviyo must end in; deleted people are removed last."""
     compiled, out = config.compiled(), Expected()
     scores: dict[str, float] = {}
@@ -104,8 +103,7 @@ def expected_state(stream: list[dict[str, Any]], invalid: set[str], config: AppC
         if kind == "delete" and user:
             out.deleted.add(str(user))
             continue
-        if kind == "track" and message.get("event") not in AUDIENCE_EVENTS \
-                and not compiled.track_filter.check(message):
+        if kind == "track" and message.get("event") not in AUDIENCE_EVENTS and not compiled.track_filter.check(message):
             for event in compiled.track.map(message) or []:
                 if isinstance(event, EventMapping):
                     out.events.add((str(user), event.metric, event.unique_id or message["messageId"]))
@@ -139,19 +137,26 @@ def expected_state(stream: list[dict[str, Any]], invalid: set[str], config: AppC
 
 def _diff(expected: set[Any], actual: set[Any]) -> dict[str, Any]:
     missing, unexpected = sorted(map(str, expected - actual)), sorted(map(str, actual - expected))
-    return {"missing": len(missing), "unexpected": len(unexpected),
-            "first_missing": missing[:SHOWN], "first_unexpected": unexpected[:SHOWN]}
+    return {
+        "missing": len(missing),
+        "unexpected": len(unexpected),
+        "first_missing": missing[:SHOWN],
+        "first_unexpected": unexpected[:SHOWN],
+    }
 
 
-def compare(expected: Expected, profiles: list[dict[str, Any]], events: list[dict[str, Any]],
-            lists: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def compare(
+    expected: Expected, profiles: list[dict[str, Any]], events: list[dict[str, Any]], lists: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
     """Missing and unexpected items per category (sandbox inspection views in, counts + first ids out)."""
     people = {p["id"]: p["attributes"] for p in profiles}
     who = {pid: str(attrs.get("external_id") or f"<no external_id {pid}>") for pid, attrs in people.items()}
     by_user = {who[pid]: attrs for pid, attrs in people.items()}
     # Klaviyo de-duplicates per profile and metric: two people may share a unique_id (same order id by chance)
-    keys = Counter((who.get(e["profile_id"], e["profile_id"]), e["metric"],
-                    str((e.get("properties") or {}).get("$event_id"))) for e in events)
+    keys = Counter(
+        (who.get(e["profile_id"], e["profile_id"]), e["metric"], str((e.get("properties") or {}).get("$event_id")))
+        for e in events
+    )
 
     wrong: Counter[str] = Counter()  # property name -> people whose final value differs (the diagnosis)
 
@@ -165,19 +170,29 @@ def compare(expected: Expected, profiles: list[dict[str, Any]], events: list[dic
     figures = {
         "events": _diff(expected.events, set(keys)),
         "profiles": _diff(set(expected.profiles), set(by_user)),
-        "profile_properties": _diff({u for u in expected.profiles if u in by_user},
-                                    {u for u, want in expected.profiles.items() if u in by_user
-                                     and props_ok(u, want)}),
-        "list_memberships": _diff({(lid, u) for lid, m in expected.lists.items() for u, ok in m.items() if ok},
-                                  {(lid, u) for lid, u in membership if lid in expected.lists}),
-        "subscriptions": _diff(expected.subscribed,
-                               {u for u, a in by_user.items()
-                                if ((a.get("subscriptions") or {}).get("email") or {}).get("marketing", {})
-                                .get("consent") == "SUBSCRIBED"}),
+        "profile_properties": _diff(
+            {u for u in expected.profiles if u in by_user},
+            {u for u, want in expected.profiles.items() if u in by_user and props_ok(u, want)},
+        ),
+        "list_memberships": _diff(
+            {(lid, u) for lid, m in expected.lists.items() for u, ok in m.items() if ok},
+            {(lid, u) for lid, u in membership if lid in expected.lists},
+        ),
+        "subscriptions": _diff(
+            expected.subscribed,
+            {
+                u
+                for u, a in by_user.items()
+                if ((a.get("subscriptions") or {}).get("email") or {}).get("marketing", {}).get("consent")
+                == "SUBSCRIBED"
+            },
+        ),
         # A person whose entry and exit were both superseded before reaching Klaviyo was never flagged: an absent
         # churn_risk means false, so the check is "exactly the people whose last transition was entry are true".
-        "churn_flags": _diff({u for u, at_risk in expected.churn.items() if at_risk},
-                             {u for u, a in by_user.items() if (a.get("properties") or {}).get("churn_risk") is True}),
+        "churn_flags": _diff(
+            {u for u, at_risk in expected.churn.items() if at_risk},
+            {u for u, a in by_user.items() if (a.get("properties") or {}).get("churn_risk") is True},
+        ),
         "deleted_remaining": _diff(set(), expected.deleted & set(by_user)),
     }
     figures["events"]["duplicates"] = sum(n - 1 for n in keys.values() if n > 1)

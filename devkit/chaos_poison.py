@@ -26,8 +26,13 @@ REPAIRED_KINDS = ("surrogate_property", "surrogate_event")
 
 def _refused(kind: str, i: int) -> dict[str, Any]:
     mid = f"poison-{kind}-{i}"
-    base: dict[str, Any] = {"type": "track", "messageId": mid, "userId": f"poison-user-{i}", "event": "Poisoned",
-                            "properties": {"n": i}}
+    base: dict[str, Any] = {
+        "type": "track",
+        "messageId": mid,
+        "userId": f"poison-user-{i}",
+        "event": "Poisoned",
+        "properties": {"n": i},
+    }
     if kind == "surrogate_user_id":
         return base | {"userId": f"user-\ud800-{i}"}
     if kind == "nul_user_id":
@@ -66,8 +71,9 @@ def as_stored(stream: list[dict[str, Any]], refused: set[str], repaired: set[str
     """The stream as the door stores it (repairs applied, refused elements gone): what the expectation folds."""
     from klaviyo_segment.ingress.door import check_message
 
-    return [check_message(m) if m.get("messageId") in repaired else m
-            for m in stream if m.get("messageId") not in refused]
+    return [
+        check_message(m) if m.get("messageId") in repaired else m for m in stream if m.get("messageId") not in refused
+    ]
 
 
 def single_requests() -> list[dict[str, Any]]:
@@ -76,7 +82,9 @@ def single_requests() -> list[dict[str, Any]]:
     for _ in range(200):
         deep = {"n": deep}
     return [_refused(kind, 900_000 + n) for n, kind in enumerate(REFUSED_KINDS)] + [
-        {}, {"type": "track", "messageId": "poison-deep", "userId": "u", "event": "Deep", "properties": deep}]
+        {},
+        {"type": "track", "messageId": "poison-deep", "userId": "u", "event": "Deep", "properties": deep},
+    ]
 
 
 async def post_singles(url: str, secret: str) -> dict[str, Any]:
@@ -96,9 +104,11 @@ async def post_singles(url: str, secret: str) -> dict[str, Any]:
                     break
                 await asyncio.sleep(0.2)
             answers.append((response.status_code, response.text))
-    return {"requests": len(answers), "answered_4xx_with_reason": sum(
-        1 for status, text in answers if 400 <= status < 500 and len(text.strip()) > 2),
-        "statuses": sorted({status for status, _ in answers})}
+    return {
+        "requests": len(answers),
+        "answered_4xx_with_reason": sum(1 for status, text in answers if 400 <= status < 500 and len(text.strip()) > 2),
+        "statuses": sorted({status for status, _ in answers}),
+    }
 
 
 def legacy_batch(count: int, users: list[str], timestamp: str) -> tuple[list[dict[str, Any]], set[str]]:
@@ -109,8 +119,14 @@ def legacy_batch(count: int, users: list[str], timestamp: str) -> tuple[list[dic
     poison: set[str] = set()
     for i in range(count):
         mid = f"legacy-{i}"
-        message = {"type": "track", "messageId": mid, "userId": users[i % len(users)], "event": "Legacy Ping",
-                   "properties": {"n": i}, "timestamp": timestamp}
+        message = {
+            "type": "track",
+            "messageId": mid,
+            "userId": users[i % len(users)],
+            "event": "Legacy Ping",
+            "properties": {"n": i},
+            "timestamp": timestamp,
+        }
         if i % 4 == 1:
             message["properties"] = {"n": i, "name": "cut \ud800 emoji"}
             poison.add(mid)

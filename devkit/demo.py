@@ -47,9 +47,14 @@ class DemoResult:
 
 
 def sandbox_env(box: Any) -> dict[str, str]:
-    return {"KLAVIYO_API_KEY": box.klaviyo_api_key, "KLAVIYO_BASE_URL": box.klaviyo_url,
-            "SEGMENT_WRITE_KEY": box.segment_write_key, "SEGMENT_BASE_URL": box.segment_url,
-            "SEGMENT_SHARED_SECRET": box.segment_shared_secret, "KLAVIYO_WEBHOOK_SECRET": box.klaviyo_webhook_secret}
+    return {
+        "KLAVIYO_API_KEY": box.klaviyo_api_key,
+        "KLAVIYO_BASE_URL": box.klaviyo_url,
+        "SEGMENT_WRITE_KEY": box.segment_write_key,
+        "SEGMENT_BASE_URL": box.segment_url,
+        "SEGMENT_SHARED_SECRET": box.segment_shared_secret,
+        "KLAVIYO_WEBHOOK_SECRET": box.klaviyo_webhook_secret,
+    }
 
 
 async def create_lists(client: httpx.AsyncClient, names: list[str]) -> dict[str, str]:
@@ -62,14 +67,15 @@ async def create_lists(client: httpx.AsyncClient, names: list[str]) -> dict[str,
 
 
 def demo_config(lists: dict[str, str]) -> dict[str, Any]:
-    return {"audiences": {key: lists[key] for key in AUDIENCES + [CHURN_AUDIENCE]},
-            "onboarding": {"list_id": lists["Onboarding"], "max_age_days": 36500},
-            "churn": {"audience_key": CHURN_AUDIENCE, "list_id": lists["Churn Win-back"]},
-            "max_event_age_hours": 24 * 36500}
+    return {
+        "audiences": {key: lists[key] for key in AUDIENCES + [CHURN_AUDIENCE]},
+        "onboarding": {"list_id": lists["Onboarding"], "max_age_days": 36500},
+        "churn": {"audience_key": CHURN_AUDIENCE, "list_id": lists["Churn Win-back"]},
+        "max_event_age_hours": 24 * 36500,
+    }
 
 
-async def wait_drained(store: Any, ingress: Any, timeout: float,
-                       progress: Callable[[str], None] | None = None) -> bool:
+async def wait_drained(store: Any, ingress: Any, timeout: float, progress: Callable[[str], None] | None = None) -> bool:
     """True once nothing is pending/leased and the dispatcher has nothing left to start; reports the backlog
     (messages per flow still in the inbox) whenever it changes, at most every 2 s."""
     deadline = time.monotonic() + timeout
@@ -94,34 +100,55 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": round(statistics.median(ordered), 3), "p95": round(pick(0.95), 3), "n": len(ordered)}
 
 
-async def run_pipeline(box: Any, store: Any, *, count: int = 150, seed: int = 7, batch_size: int = 10,
-                       timeout: float = 150.0, progress: Progress = lambda _: None,
-                       keep: Callable[[DemoResult, str], Any] | None = None,
-                       messages: list[dict[str, Any]] | None = None) -> DemoResult:
+async def run_pipeline(
+    box: Any,
+    store: Any,
+    *,
+    count: int = 150,
+    seed: int = 7,
+    batch_size: int = 10,
+    timeout: float = 150.0,
+    progress: Progress = lambda _: None,
+    keep: Callable[[DemoResult, str], Any] | None = None,
+    messages: list[dict[str, Any]] | None = None,
+) -> DemoResult:
     """Drive every stage against ``box`` (a started sandbox); credentials must already be in os.environ."""
     from klaviyo_segment.config import AppConfig
     from klaviyo_segment.devkit.sandbox.segment.generators import generate_stream
     from klaviyo_segment.devkit.sandbox.segment.simulator import deliver
 
     result = DemoResult()
-    headers = {"Authorization": f"Klaviyo-API-Key {box.klaviyo_api_key}", "revision": KLAVIYO_REVISION,
-               "Content-Type": "application/vnd.api+json", "Accept": "application/vnd.api+json"}
+    headers = {
+        "Authorization": f"Klaviyo-API-Key {box.klaviyo_api_key}",
+        "revision": KLAVIYO_REVISION,
+        "Content-Type": "application/vnd.api+json",
+        "Accept": "application/vnd.api+json",
+    }
     async with httpx.AsyncClient(base_url=box.klaviyo_url, headers=headers, timeout=30, trust_env=False) as kl:
         progress("creating Klaviyo lists in the sandbox")
         result.lists = await create_lists(kl, AUDIENCES + [CHURN_AUDIENCE, "Onboarding", "Churn Win-back"])
         document = demo_config(result.lists)
-        ingress = await start_ingress(store, AppConfig.from_document(document), mapping_document=document,
-                                      settings=ReceiverSettings(box.segment_shared_secret, box.klaviyo_webhook_secret),
-                                      dispatcher_options={"sweep_interval": 1.0, "redispatch_after": 30.0,
-                                                          "max_in_flight": 6})
+        ingress = await start_ingress(
+            store,
+            AppConfig.from_document(document),
+            mapping_document=document,
+            settings=ReceiverSettings(box.segment_shared_secret, box.klaviyo_webhook_secret),
+            dispatcher_options={"sweep_interval": 1.0, "redispatch_after": 30.0, "max_in_flight": 6},
+        )
         try:
             await kl.post("/__sandbox/config", json={"webhook_url": f"{ingress.url}/klaviyo"})
             messages = (messages if messages is not None else generate_stream(count, seed=seed)) + [dict(INVALID)]
             result.delivered = len(messages)
             progress(f"Segment delivers {len(messages)} messages to {ingress.url}/segment")
-            report = await deliver(f"{ingress.url}/segment", messages, box.segment_shared_secret,
-                                   batch_size=batch_size, concurrency=4, seed=seed,
-                                   progress=lambda done, total: progress(f"delivered {done}/{total}"))
+            report = await deliver(
+                f"{ingress.url}/segment",
+                messages,
+                box.segment_shared_secret,
+                batch_size=batch_size,
+                concurrency=4,
+                seed=seed,
+                progress=lambda done, total: progress(f"delivered {done}/{total}"),
+            )
             result.acknowledged, result.given_up = len(report.acknowledged), len(report.given_up)
             progress("flows running (inline dispatch)")
             if not await wait_drained(store, ingress, timeout, progress):
@@ -182,8 +209,10 @@ def render(result: DemoResult, prefect_ui: str | None) -> None:
 
     console = Console()
     k = result.klaviyo
-    console.print(f"[bold]Klaviyo[/]: {k.get('profiles', 0)} profiles, {k.get('events', 0)} events, "
-                  f"subscribed {k.get('subscribed', {})}")
+    console.print(
+        f"[bold]Klaviyo[/]: {k.get('profiles', 0)} profiles, {k.get('events', 0)} events, "
+        f"subscribed {k.get('subscribed', {})}"
+    )
     console.print(_counts("Klaviyo events by metric", "metric", "events", k.get("events_by_metric")))
     console.print(_counts("Klaviyo list memberships", "list", "members", k.get("lists")))
     flows = Table(title="Flows (inline dispatch)")
@@ -191,13 +220,19 @@ def render(result: DemoResult, prefect_ui: str | None) -> None:
         flows.add_column(col)
     for flow, totals in sorted(result.flows.items()):
         lat = result.latency.get(flow, {})
-        flows.add_row(flow, str(result.runs.get(flow, 0)), *(str(totals.get(c, 0)) for c in
-                      ("received", "sent", "skipped", "failed")), f"{lat.get('p50', '-')}/{lat.get('p95', '-')}")
+        flows.add_row(
+            flow,
+            str(result.runs.get(flow, 0)),
+            *(str(totals.get(c, 0)) for c in ("received", "sent", "skipped", "failed")),
+            f"{lat.get('p50', '-')}/{lat.get('p95', '-')}",
+        )
     console.print(flows)
     runs = sum(result.runs.values())
-    console.print(f"Segment: {result.delivered} delivered, {result.acknowledged} acknowledged; "
-                  f"{result.segment_received} messages received by the Segment sandbox "
-                  f"({result.engagement_sent} engagement events sent back)")
+    console.print(
+        f"Segment: {result.delivered} delivered, {result.acknowledged} acknowledged; "
+        f"{result.segment_received} messages received by the Segment sandbox "
+        f"({result.engagement_sent} engagement events sent back)"
+    )
     console.print(f"Flow runs: {runs} ({1000 * runs / max(result.delivered, 1):.0f} per 1,000 delivered events)")
     if prefect_ui:
         console.print(f"Prefect UI: {prefect_ui}")
@@ -209,8 +244,8 @@ def render(result: DemoResult, prefect_ui: str | None) -> None:
 async def run_demo(*, keep: bool = False, count: int = 150, seed: int = 7) -> int:
     from rich.console import Console
 
-    from klaviyo_segment.ingress.serve import prefect_api, ui_url
     from klaviyo_segment.devkit.sandbox.server import Sandbox, SandboxOptions
+    from klaviyo_segment.ingress.serve import prefect_api, ui_url
     from klaviyo_segment.store import Store
 
     err = Console(stderr=True)
@@ -228,8 +263,10 @@ async def run_demo(*, keep: bool = False, count: int = 150, seed: int = 7) -> in
 
                 async def hold(res: DemoResult, url: str) -> None:
                     render(res, ui_url(api_url))
-                    err.print(f"--keep: receiver {url}/segment and {url}/klaviyo, Prefect UI {ui_url(api_url)}; "
-                              "Ctrl-C to stop")
+                    err.print(
+                        f"--keep: receiver {url}/segment and {url}/klaviyo, Prefect UI {ui_url(api_url)}; "
+                        "Ctrl-C to stop"
+                    )
                     await asyncio.Event().wait()
 
                 began = time.monotonic()
@@ -242,9 +279,14 @@ async def run_demo(*, keep: bool = False, count: int = 150, seed: int = 7) -> in
 
                 try:
                     with err.status("running") as status:
-                        result = await run_pipeline(box, store, count=count, seed=seed,
-                                                    progress=lambda m: show(status, m),
-                                                    keep=hold if keep else None)
+                        result = await run_pipeline(
+                            box,
+                            store,
+                            count=count,
+                            seed=seed,
+                            progress=lambda m: show(status, m),
+                            keep=hold if keep else None,
+                        )
                     render(result, ui_url(api_url))
                 finally:
                     await store.close()

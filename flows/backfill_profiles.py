@@ -36,8 +36,9 @@ class _ProgressArtifact:
         self.last = percent
         try:
             if self.artifact_id is None:
-                self.artifact_id = await acreate_progress_artifact(percent, key="backfill-profiles-progress",
-                                                                   description="rows read and mapped")
+                self.artifact_id = await acreate_progress_artifact(
+                    percent, key="backfill-profiles-progress", description="rows read and mapped"
+                )
             else:
                 await aupdate_progress_artifact(self.artifact_id, percent)
         except Exception as exc:  # an artifact must never fail a backfill
@@ -47,31 +48,53 @@ class _ProgressArtifact:
 async def _summary_artifact(report: BackfillReport) -> None:
     from prefect.artifacts import acreate_table_artifact
 
-    keys = ("rows", "sent", "skipped", "failed", "invalid", "warnings", "resumed_rows", "jobs_submitted",
-            "jobs_resumed", "seconds", "rejects_path", "already_complete")
+    keys = (
+        "rows",
+        "sent",
+        "skipped",
+        "failed",
+        "invalid",
+        "warnings",
+        "resumed_rows",
+        "jobs_submitted",
+        "jobs_resumed",
+        "seconds",
+        "rejects_path",
+        "already_complete",
+    )
     table = [{"metric": k, "value": str(getattr(report, k))} for k in keys]
     try:
-        await acreate_table_artifact(table=table, key="backfill-profiles-summary",
-                                     description=f"backfill of {report.input}")
+        await acreate_table_artifact(
+            table=table, key="backfill-profiles-summary", description=f"backfill of {report.input}"
+        )
     except Exception as exc:
         logger.warning("could not create the summary artifact: %s", exc)
 
 
 @flow(name=NAME, log_prints=False)
-async def backfill_profiles(input: str, format: str | None = None, list_id: str | None = None,
-                            force: bool = False, config: dict[str, Any] | None = None,
-                            config_block: str | None = None) -> dict[str, Any]:
+async def backfill_profiles(
+    input: str,
+    format: str | None = None,
+    list_id: str | None = None,
+    force: bool = False,
+    config: dict[str, Any] | None = None,
+    config_block: str | None = None,
+) -> dict[str, Any]:
     """Backfill one export (path readable by the worker). Resumes automatically; ``force`` sends it again."""
     from klaviyo_segment import runtime
     from klaviyo_segment.settings import credentials_document
 
     app_config = runtime.load_flow_config(config, config_block)
     if list_id:
-        logger.warning("adding profiles to list %s can trigger its \"Added to list\" flows", list_id)
-    report = await backfill_file(Path(input), config=app_config, raw_config=dict(credentials_document(config)),
-                                 fmt=format, options=BackfillOptions(list_ids=[list_id] if list_id else [],
-                                                                     force=force),
-                                 progress=_ProgressArtifact())
+        logger.warning('adding profiles to list %s can trigger its "Added to list" flows', list_id)
+    report = await backfill_file(
+        Path(input),
+        config=app_config,
+        raw_config=dict(credentials_document(config)),
+        fmt=format,
+        options=BackfillOptions(list_ids=[list_id] if list_id else [], force=force),
+        progress=_ProgressArtifact(),
+    )
     await _summary_artifact(report)
     return report.as_dict()
 

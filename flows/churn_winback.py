@@ -17,16 +17,24 @@ from klaviyo_segment import flowkit
 from klaviyo_segment.builders.klaviyo import format_datetime
 from klaviyo_segment.config import AppConfig, ChurnConfig
 from klaviyo_segment.flowspec import FlowSpec
-from klaviyo_segment.run_report import flow_run_name
+from klaviyo_segment.jsondict import obj
 from klaviyo_segment.membership import (
-    SUPERSEDED, Change, apply_membership, identity_of, order_changes, person_of, record_versions, resolve_profiles,
-    settle, with_aliases,
+    SUPERSEDED,
+    Change,
+    apply_membership,
+    identity_of,
+    order_changes,
+    person_of,
+    record_versions,
+    resolve_profiles,
+    settle,
+    with_aliases,
 )
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.routing import AUDIENCE_EVENTS, audience_key, is_audience_identify
+from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
 from klaviyo_segment.tasks.klaviyo_profiles import upsert_profiles
-from klaviyo_segment.jsondict import obj
 
 NAME = "churn-winback"
 NO_TRANSITION = "no churn transition"
@@ -109,7 +117,7 @@ async def flag_profiles(env: FlowEnv, changes: Sequence[Change]) -> None:
             props["churn_risk_entered_at"] = format_datetime(change.at)
         profiles.append({"id": change.profile_id, "properties": props})
     results = await env.call(upsert_profiles, profiles, env.klaviyo) if profiles else []
-    for change, result in zip(todo, results):
+    for change, result in zip(todo, results, strict=False):
         if not result.ok:
             change.failed(f"profile update failed: {flowkit.describe(result.error)}", result.error)
 
@@ -151,9 +159,18 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
         data: dict[str, Any] = {"score": score, "value_key": f"churn:{person}"}
         if state is not None:
             data["audience"] = True
-        changes.append(Change(item=item, version_key=f"churn:{person}", at=item.msg.timestamp or env.now,
-                              identity=identity, enter=bool(state), audience=churn.audience_key,
-                              list_id=churn.list_id, data=data))
+        changes.append(
+            Change(
+                item=item,
+                version_key=f"churn:{person}",
+                at=item.msg.timestamp or env.now,
+                identity=identity,
+                enter=bool(state),
+                audience=churn.audience_key,
+                list_id=churn.list_id,
+                data=data,
+            )
+        )
     await order_changes(env, changes)
     await decide(env, changes)
     await with_aliases(env, changes)
@@ -167,13 +184,27 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
     settle(todo, changes, outcomes)
 
 
-@flow(name=NAME, flow_run_name=flow_run_name, description="Churn cohort entry/exit -> churn_risk profile properties and the win-back list.",
-      log_prints=False)
-async def churn_winback(messages: list[dict[str, Any]] | None = None, batch_ids: list[str] | None = None,
-                        config: dict[str, Any] | None = None, config_block: str | None = None) -> dict[str, Any]:
+@flow(
+    name=NAME,
+    flow_run_name=flow_run_name,
+    description="Churn cohort entry/exit -> churn_risk profile properties and the win-back list.",
+    log_prints=False,
+)
+async def churn_winback(
+    messages: list[dict[str, Any]] | None = None,
+    batch_ids: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+    config_block: str | None = None,
+) -> dict[str, Any]:
     """Flag people at churn risk in Klaviyo and keep the win-back list in step with the cohort."""
     return await run_flow(NAME, messages, batch_ids, config, config_block, process)
 
 
-SPEC = FlowSpec(name=NAME, flow=churn_winback, process=process, accepts=accepts, routes=routes,
-                required_config_keys=("churn.list_id",))
+SPEC = FlowSpec(
+    name=NAME,
+    flow=churn_winback,
+    process=process,
+    accepts=accepts,
+    routes=routes,
+    required_config_keys=("churn.list_id",),
+)

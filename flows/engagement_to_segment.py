@@ -15,7 +15,7 @@ through ``process`` like every other flow.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow
@@ -23,9 +23,9 @@ from prefect import flow
 from klaviyo_segment import engagement as eng
 from klaviyo_segment.errors import ApiError, ConfigError
 from klaviyo_segment.flowspec import FlowSpec
+from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.run_state import final_state
-from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.runtime import MALFORMED, FlowEnv, Inputs, Item, delivered_key, finish, open_env, run_flow
 from klaviyo_segment.tasks.klaviyo_events import get_events
 from klaviyo_segment.tasks.klaviyo_metrics import get_metrics
@@ -48,8 +48,13 @@ def accepts(item: Item) -> str | None:
     return None
 
 
-def _outcome(item: Item, status: Status, reason: str | None = None, error: ApiError | None = None,
-             event: eng.EngagementEvent | None = None) -> Outcome:
+def _outcome(
+    item: Item,
+    status: Status,
+    reason: str | None = None,
+    error: ApiError | None = None,
+    event: eng.EngagementEvent | None = None,
+) -> Outcome:
     kind = eng.SEGMENT_EVENTS.get(event.metric) if event else eng.SEGMENT_EVENTS.get(eng.metric_of(item.raw) or "")
     return Outcome(message_id=item.key, status=status, type=kind or "klaviyo-event", reason=reason, error=error)
 
@@ -86,8 +91,9 @@ async def engagement_rules(env: FlowEnv, items: list[Item], outcomes: dict[str, 
     todo = []
     for item, event in candidates:
         if delivered_key(env.flow, item.key) in done:
-            outcomes[item.key] = _outcome(item, Status.SKIPPED, "duplicate of an already delivered messageId",
-                                          event=event)
+            outcomes[item.key] = _outcome(
+                item, Status.SKIPPED, "duplicate of an already delivered messageId", event=event
+            )
         else:
             todo.append((item, event))
     return todo
@@ -99,7 +105,7 @@ async def resolve_profiles(env: FlowEnv, todo: list[Pending], outcomes: dict[str
     found: dict[str, Any] = {}
     if ids:
         results = await env.call(get_profiles_by_identifiers, ids, env.klaviyo, field="id")
-        found = {pid: r for pid, r in zip(ids, results)}
+        found = {pid: r for pid, r in zip(ids, results, strict=False)}
     ready: list[Pending] = []
     for item, event in todo:
         if event.profile is None:
@@ -133,9 +139,12 @@ async def deliver(env: FlowEnv, todo: list[Pending], outcomes: dict[str, Outcome
     if not messages:
         return
     results = await env.call(send_to_segment, messages, env.segment, transport=env.segment_transport)
-    for (item, event), result in zip(sendable, results):
-        outcomes[item.key] = (_outcome(item, Status.SENT, event=event) if result.ok else
-                              _outcome(item, Status.FAILED, "Segment rejected the message", result.error, event))
+    for (item, event), result in zip(sendable, results, strict=False):
+        outcomes[item.key] = (
+            _outcome(item, Status.SENT, event=event)
+            if result.ok
+            else _outcome(item, Status.FAILED, "Segment rejected the message", result.error, event)
+        )
 
 
 async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]) -> None:
@@ -149,7 +158,7 @@ def _parse_since(value: str) -> datetime:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise ConfigError(f"since: not an ISO-8601 datetime: {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 async def poll_start(env: FlowEnv, since: str | None) -> datetime:
@@ -168,8 +177,9 @@ async def poll_records(env: FlowEnv, start: datetime) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     for metric in eng.METRICS:
         if metric in metric_ids:
-            response = await env.call(get_events, env.klaviyo, metric_id=metric_ids[metric], since=start,
-                                      include=["profile"])
+            response = await env.call(
+                get_events, env.klaviyo, metric_id=metric_ids[metric], since=start, include=["profile"]
+            )
             records.extend(eng.records_from_events(response, metric))
     return records
 
@@ -210,11 +220,20 @@ async def run_poll(config: dict[str, Any] | None, config_block: str | None, sinc
         return summary
 
 
-@flow(name=NAME, flow_run_name=flow_run_name, description="Klaviyo email engagement -> Segment track calls (webhook records or polling).",
-      log_prints=False)
-async def engagement_to_segment(messages: list[dict] | None = None, batch_ids: list[str] | None = None,
-                                config: dict | None = None, config_block: str | None = None,
-                                poll: bool = False, since: str | None = None) -> dict:
+@flow(
+    name=NAME,
+    flow_run_name=flow_run_name,
+    description="Klaviyo email engagement -> Segment track calls (webhook records or polling).",
+    log_prints=False,
+)
+async def engagement_to_segment(
+    messages: list[dict] | None = None,
+    batch_ids: list[str] | None = None,
+    config: dict | None = None,
+    config_block: str | None = None,
+    poll: bool = False,
+    since: str | None = None,
+) -> dict:
     """Send Klaviyo's email engagement to Segment so warehouse and audiences see it like Segment's Klaviyo
     source. Pass webhook records as ``messages`` (or ``batch_ids`` from the receiver), or ``poll=True`` for the
     scheduled ``engagement-to-segment-poll`` deployment (``since`` overrides the stored cursor)."""
@@ -222,10 +241,15 @@ async def engagement_to_segment(messages: list[dict] | None = None, batch_ids: l
         if messages is not None or batch_ids is not None:
             raise ConfigError("poll=True reads Klaviyo itself: do not pass 'messages' or 'batch_ids'")
         return final_state(await run_poll(config, config_block, since))  # Failed when records failed
-    return await run_flow(NAME, messages, batch_ids, config, config_block, process, segment=True,
-                          load_items=load_items)
+    return await run_flow(NAME, messages, batch_ids, config, config_block, process, segment=True, load_items=load_items)
 
 
 #: No ``routes``: Segment messages never feed it; the receiver's ``/klaviyo`` endpoint does.
-SPEC = FlowSpec(name=NAME, flow=engagement_to_segment, process=process, accepts=accepts, load_items=load_items,
-                sends_to_segment=True)
+SPEC = FlowSpec(
+    name=NAME,
+    flow=engagement_to_segment,
+    process=process,
+    accepts=accepts,
+    load_items=load_items,
+    sends_to_segment=True,
+)

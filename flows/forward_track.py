@@ -13,10 +13,10 @@ from prefect import flow
 
 from klaviyo_segment import flowkit
 from klaviyo_segment.flowspec import FlowSpec
-from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.mapping import EventMapping
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.routing import AUDIENCE_EVENTS
+from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
 from klaviyo_segment.segment_spec import sent_by_us
 
@@ -67,8 +67,12 @@ def _screen(env: FlowEnv, item: Item) -> str | None:
 
 def _task_event(mapping: EventMapping, item: Item, backfill: bool) -> dict[str, Any]:
     """The bulk task's item; unique_id falls back to the message key so a resend never double-counts."""
-    event: dict[str, Any] = {"metric": mapping.metric, "profile": mapping.profile, "properties": mapping.properties,
-                             "unique_id": mapping.unique_id or item.key}
+    event: dict[str, Any] = {
+        "metric": mapping.metric,
+        "profile": mapping.profile,
+        "properties": mapping.properties,
+        "unique_id": mapping.unique_id or item.key,
+    }
     for key in ("time", "value", "value_currency"):
         if getattr(mapping, key) is not None:
             event[key] = getattr(mapping, key)
@@ -112,8 +116,12 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
     await _send(env, events, owners, outcomes)
 
 
-async def _send(env: FlowEnv, events: list[dict[str, Any]], owners: list[tuple[Item, list[int], list[str]]],
-                outcomes: dict[str, Outcome]) -> None:
+async def _send(
+    env: FlowEnv,
+    events: list[dict[str, Any]],
+    owners: list[tuple[Item, list[int], list[str]]],
+    outcomes: dict[str, Outcome],
+) -> None:
     from klaviyo_segment.tasks.klaviyo_events import bulk_create_events
 
     results = await env.call(bulk_create_events, events, env.klaviyo) if events else []
@@ -128,13 +136,22 @@ async def _send(env: FlowEnv, events: list[dict[str, Any]], owners: list[tuple[I
             outcomes[item.key] = outcome(item, Status.SENT, warnings=warnings)
 
 
-@flow(name=NAME, flow_run_name=flow_run_name, description="Segment track/page/screen -> Klaviyo events (bulk create, backfill-aware).",
-      log_prints=False)
-async def forward_track(messages: list[dict[str, Any]] | None = None, batch_ids: list[str] | None = None,
-                        config: dict[str, Any] | None = None, config_block: str | None = None,
-                        replay: bool = False) -> dict[str, Any]:
+@flow(
+    name=NAME,
+    flow_run_name=flow_run_name,
+    description="Segment track/page/screen -> Klaviyo events (bulk create, backfill-aware).",
+    log_prints=False,
+)
+async def forward_track(
+    messages: list[dict[str, Any]] | None = None,
+    batch_ids: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+    config_block: str | None = None,
+    replay: bool = False,
+) -> dict[str, Any]:
     """Forward behavioural events so Klaviyo flows and segments see them; ``replay=True`` (dead-letter replays,
     re-imports) marks every event as backfill so Klaviyo flows do not fire twice."""
+
     async def steps(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]) -> None:
         env.replay = replay  # type: ignore[attr-defined]  # read by flowkit.is_backfill
         await process(env, items, outcomes)

@@ -51,14 +51,20 @@ async def read_event_messages(event_id: str, wait: float = EVENT_WAIT_SECONDS) -
     deadline = loop.time() + wait
     async with get_client() as client:
         while True:
-            page = await client.read_events(EventFilter(
-                id=EventIDFilter(id=[wanted]), occurred=EventOccurredFilter(since=now("UTC") - EVENT_LOOKBACK)),  # type: ignore[arg-type]
-                limit=1)
+            page = await client.read_events(
+                EventFilter(
+                    id=EventIDFilter(id=[wanted]),
+                    occurred=EventOccurredFilter(since=now("UTC") - EVENT_LOOKBACK),  # type: ignore[arg-type]
+                ),
+                limit=1,
+            )
             if page.events:
                 return page.events[0].payload.get("messages")
             if loop.time() >= deadline:
-                raise ConfigError(f"event {event_id} not found in Prefect's events (expired after its retention "
-                                  "period, or never stored)")
+                raise ConfigError(
+                    f"event {event_id} not found in Prefect's events (expired after its retention "
+                    "period, or never stored)"
+                )
             await asyncio.sleep(1.0)
 
 
@@ -67,9 +73,11 @@ def emit_ready(batches: dict[str, str]) -> int:
     from prefect.events import emit_event
 
     for flow_name, batch_id in batches.items():
-        emit_event(event=READY_EVENT, resource={"prefect.resource.id": f"{RESOURCE_PREFIX}{flow_name}",
-                                                "prefect.resource.name": flow_name},
-                   payload={"batch_ids": [batch_id]})
+        emit_event(
+            event=READY_EVENT,
+            resource={"prefect.resource.id": f"{RESOURCE_PREFIX}{flow_name}", "prefect.resource.name": flow_name},
+            payload={"batch_ids": [batch_id]},
+        )
     return len(batches)
 
 
@@ -89,32 +97,46 @@ async def stage(messages: Any, config_block: str | None = None) -> dict[str, Any
     try:
         entries, dead = segment_entries(payload, lambda m: [f for f in flows_for(m, config) if f in allowed])
     except Rejected as exc:  # e.g. an empty batch: nothing to stage
-        return {"received": 0, "accepted": 0, "duplicates": 0, "dead_letters": 0, "batches": {},
-                "rejected": exc.reason}
+        return {"received": 0, "accepted": 0, "duplicates": 0, "dead_letters": 0, "batches": {}, "rejected": exc.reason}
     store = await Store.open(resolve_store_url(config=credentials_document()))
     try:
         if dead:
             await store.add_dead_letters(dead)
         routes = {id(e[2]): e for e in entries}
-        result = await store.accept([e[2] for e in entries], key=lambda m: routes[id(m)][0],
-                                    route=lambda m: routes[id(m)][1])
+        result = await store.accept(
+            [e[2] for e in entries], key=lambda m: routes[id(m)][0], route=lambda m: routes[id(m)][1]
+        )
     finally:
         await store.close()
-    return {"received": len(payload), "accepted": result.accepted, "duplicates": result.duplicates,
-            "dead_letters": len(dead), "batches": dict(result.batches)}
+    return {
+        "received": len(payload),
+        "accepted": result.accepted,
+        "duplicates": result.duplicates,
+        "dead_letters": len(dead),
+        "batches": dict(result.batches),
+    }
 
 
-@flow(name=NAME, description="Stage a Segment webhook event's messages in the state store and start only the "
-      "flows that have work (one klaviyo-segment.batch.ready event each).", log_prints=False)
+@flow(
+    name=NAME,
+    description="Stage a Segment webhook event's messages in the state store and start only the "
+    "flows that have work (one klaviyo-segment.batch.ready event each).",
+    log_prints=False,
+)
 async def ingest_segment(event_id: str, config_block: str | None = None) -> dict:
     """``event_id`` is the triggering event's id (``{{ event.id }}``): the messages never become parameters."""
     from prefect.logging import get_run_logger
 
     summary = await stage(await read_event_messages(event_id), config_block)
     summary["events"] = emit_ready(summary["batches"])
-    get_run_logger().info("ingest: %d received, %d staged, %d duplicates, %d refused at the door; batches for %s",
-                          summary["received"], summary["accepted"], summary["duplicates"], summary["dead_letters"],
-                          ", ".join(sorted(summary["batches"])) or "no flow")
+    get_run_logger().info(
+        "ingest: %d received, %d staged, %d duplicates, %d refused at the door; batches for %s",
+        summary["received"],
+        summary["accepted"],
+        summary["duplicates"],
+        summary["dead_letters"],
+        ", ".join(sorted(summary["batches"])) or "no flow",
+    )
     return summary
 
 

@@ -14,19 +14,19 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from klaviyo_segment.tasks.klaviyo_profiles import get_profile_consent
-from klaviyo_segment.tasks.klaviyo_subscriptions import subscribe_profiles
 from prefect import flow
 
 from klaviyo_segment import flowkit
 from klaviyo_segment.config import AppConfig, OnboardingConfig
 from klaviyo_segment.consent import opt_out_reason
 from klaviyo_segment.flowspec import FlowSpec
-from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.mapping.models import ProfileMapping
 from klaviyo_segment.membership import Change, identity_of, person_of, settle
 from klaviyo_segment.outcomes import Outcome, Status
+from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
+from klaviyo_segment.tasks.klaviyo_profiles import get_profile_consent
+from klaviyo_segment.tasks.klaviyo_subscriptions import subscribe_profiles
 
 NAME = "onboard-new-users"
 NO_EMAIL_CONSENT = "no email consent"
@@ -51,9 +51,14 @@ def profile_attributes(env: FlowEnv, item: Item) -> dict[str, Any]:
     would race with sync-identify writing the same trait from an identify (seen in the chaos run)."""
     assert item.msg is not None
     raw = item.raw if isinstance(item.raw, dict) else {}
-    identify = {"type": "identify", "userId": raw.get("userId"), "anonymousId": raw.get("anonymousId"),
-                "timestamp": raw.get("timestamp"), "context": raw.get("context") or {},
-                "traits": dict(item.msg.context_traits)}
+    identify = {
+        "type": "identify",
+        "userId": raw.get("userId"),
+        "anonymousId": raw.get("anonymousId"),
+        "timestamp": raw.get("timestamp"),
+        "context": raw.get("context") or {},
+        "traits": dict(item.msg.context_traits),
+    }
     mapped = env.config.compiled().identify.map(identify) or []
     attrs = next((m.attributes for m in mapped if isinstance(m, ProfileMapping)), {})
     return dict(attrs)
@@ -68,10 +73,13 @@ def stated(item: Item, trait: str) -> bool:
 async def upsert(env: FlowEnv, changes: Sequence[Change]) -> None:
     todo = [c for c in changes if c.open]
     results = await flowkit.upsert_profiles(env, [c.data["attributes"] for c in todo]) if todo else []
-    for change, result in zip(todo, results):
+    for change, result in zip(todo, results, strict=False):
         if not result.ok:
-            reason = (flowkit.conflict_failure(change.item, result.error) if flowkit.is_conflict(result.error)
-                      else flowkit.api_failure(change.item, result.error, "profile upsert")).reason
+            reason = (
+                flowkit.conflict_failure(change.item, result.error)
+                if flowkit.is_conflict(result.error)
+                else flowkit.api_failure(change.item, result.error, "profile upsert")
+            ).reason
             change.failed(reason or "profile upsert failed", result.error)
         elif (result.value or {}).get("id"):  # a bulk import job returns none: consent is then read by email
             change.profile_id = result.value["id"]
@@ -84,9 +92,11 @@ def _lookups(changes: Sequence[Change]) -> list[tuple[str, list[Change], list[st
     by_id = [c for c in todo if c.profile_id]
     by_email = [c for c in todo if not c.profile_id and c.data["attributes"].get("email")]
     by_phone = [c for c in todo if not c.profile_id and not c.data["attributes"].get("email") and c.data["sms"]]
-    return [("id", by_id, [c.profile_id or "" for c in by_id]),
-            ("email", by_email, [c.data["attributes"]["email"] for c in by_email]),
-            ("phone_number", by_phone, [c.data["phone"] for c in by_phone])]
+    return [
+        ("id", by_id, [c.profile_id or "" for c in by_id]),
+        ("email", by_email, [c.data["attributes"]["email"] for c in by_email]),
+        ("phone_number", by_phone, [c.data["phone"] for c in by_phone]),
+    ]
 
 
 async def check_consent(env: FlowEnv, changes: Sequence[Change]) -> None:
@@ -97,7 +107,7 @@ async def check_consent(env: FlowEnv, changes: Sequence[Change]) -> None:
         if not group:
             continue
         results = await env.call(get_profile_consent, values, env.klaviyo, field=field)
-        for change, result in zip(group, results):
+        for change, result in zip(group, results, strict=False):
             if not result.ok:
                 change.failed(f"consent lookup failed: {flowkit.describe(result.error)}", result.error)
                 continue
@@ -121,11 +131,31 @@ async def subscribe(env: FlowEnv, changes: Sequence[Change]) -> None:
             change.skip = ALREADY
     for sms in (False, True):
         group = [c for c in todo if c.open and c.data["sms"] == sms]
-        entries = [{k: v for k, v in (("id", c.profile_id), ("email", c.data["email"]),
-                                      ("phone_number", c.data["phone"] if sms else None)) if v} for c in group]
-        results = await env.call(subscribe_profiles, entries, env.klaviyo, list_id=env.config.onboarding.list_id,
-                                 custom_source="Segment onboarding", sms=sms) if group else []
-        for change, result in zip(group, results):
+        entries = [
+            {
+                k: v
+                for k, v in (
+                    ("id", c.profile_id),
+                    ("email", c.data["email"]),
+                    ("phone_number", c.data["phone"] if sms else None),
+                )
+                if v
+            }
+            for c in group
+        ]
+        results = (
+            await env.call(
+                subscribe_profiles,
+                entries,
+                env.klaviyo,
+                list_id=env.config.onboarding.list_id,
+                custom_source="Segment onboarding",
+                sms=sms,
+            )
+            if group
+            else []
+        )
+        for change, result in zip(group, results, strict=False):
             if result.ok:
                 change.done = True
             else:
@@ -157,9 +187,15 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
             outcomes[item.key] = outcome(item, Status.SKIPPED, "no email or SMS-consented phone to subscribe")
             continue
         identity = identity_of(item.msg)
-        changes.append(Change(item=item, version_key=f"onboard:{person_of(item.msg, identity)}", at=at,
-                              identity=identity, data={"attributes": attributes, "email": email, "phone": phone,
-                                                       "sms": sms}))
+        changes.append(
+            Change(
+                item=item,
+                version_key=f"onboard:{person_of(item.msg, identity)}",
+                at=at,
+                identity=identity,
+                data={"attributes": attributes, "email": email, "phone": phone, "sms": sms},
+            )
+        )
     done = await env.store.is_done([c.version_key for c in changes]) if changes else set()
     seen: set[str] = set()
     for change in changes:  # oldest sign-up per person goes first; the rest are redeliveries
@@ -172,14 +208,27 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
     settle(todo, changes, outcomes)
 
 
-@flow(name=NAME, flow_run_name=flow_run_name, description="Sign-ups -> profile with all traits -> consent-safe subscription to the onboarding list.",
-      log_prints=False)
-async def onboard_new_users(messages: list[dict[str, Any]] | None = None, batch_ids: list[str] | None = None,
-                            config: dict[str, Any] | None = None, config_block: str | None = None
-                            ) -> dict[str, Any]:
+@flow(
+    name=NAME,
+    flow_run_name=flow_run_name,
+    description="Sign-ups -> profile with all traits -> consent-safe subscription to the onboarding list.",
+    log_prints=False,
+)
+async def onboard_new_users(
+    messages: list[dict[str, Any]] | None = None,
+    batch_ids: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+    config_block: str | None = None,
+) -> dict[str, Any]:
     """Welcome new users once: profile upsert, consent check, subscription (email; SMS only with consent)."""
     return await run_flow(NAME, messages, batch_ids, config, config_block, process)
 
 
-SPEC = FlowSpec(name=NAME, flow=onboard_new_users, process=process, accepts=accepts, routes=routes,
-                required_config_keys=("onboarding.list_id",))
+SPEC = FlowSpec(
+    name=NAME,
+    flow=onboard_new_users,
+    process=process,
+    accepts=accepts,
+    routes=routes,
+    required_config_keys=("onboarding.list_id",),
+)

@@ -53,8 +53,9 @@ async def _load(config: dict[str, Any] | None, flow_name: str | None, ids: list[
     return letters
 
 
-async def replay_group(name: str, letters: list[Any], config: dict[str, Any] | None,
-                       config_block: str | None) -> tuple[dict[str, Any], list[str]]:
+async def replay_group(
+    name: str, letters: list[Any], config: dict[str, Any] | None, config_block: str | None
+) -> tuple[dict[str, Any], list[str]]:
     """Replay one flow's dead letters; returns (that flow's summary, ids of the dead letters to resolve)."""
     from klaviyo_segment.flows import get_spec
 
@@ -62,17 +63,24 @@ async def replay_group(name: str, letters: list[Any], config: dict[str, Any] | N
     messages = [mark_replay(d.message, d.message_id) for d in letters]
     async with runtime.open_env(name, config, config_block=config_block, segment=spec.sends_to_segment) as env:
         summary = await runtime.process_spec(env, spec, messages)
-        resolved = [d.id for d, o in zip(letters, summary["outcomes"])
-                    if o["status"] in (Status.SENT.value, Status.SKIPPED.value)]
+        resolved = [
+            d.id
+            for d, o in zip(letters, summary["outcomes"], strict=False)
+            if o["status"] in (Status.SENT.value, Status.SKIPPED.value)
+        ]
         if resolved:
             await env.store.resolve_dead_letters(resolved)
     return summary, resolved
 
 
-@flow(name=NAME, description="Replay dead letters through their flows; resolve the ones that now succeed.",
-      log_prints=False)
-async def replay_dead_letters(flow: str | None = None, ids: list[str] | None = None,
-                              config: dict | None = None, config_block: str | None = None) -> dict:
+@flow(
+    name=NAME,
+    description="Replay dead letters through their flows; resolve the ones that now succeed.",
+    log_prints=False,
+)
+async def replay_dead_letters(
+    flow: str | None = None, ids: list[str] | None = None, config: dict | None = None, config_block: str | None = None
+) -> dict:
     """Retry what failed (after an outage, a fixed mapping or a granted scope) without re-sending what
     succeeded. ``flow`` and ``ids`` narrow the selection; both empty = every dead letter. Dead letters of a flow
     that cannot be replayed here (e.g. ``backfill-profiles`` rows) stay and are reported as failed."""
@@ -88,17 +96,32 @@ async def replay_dead_letters(flow: str | None = None, ids: list[str] | None = N
         try:
             summary, resolved = await replay_group(name, group, config, config_block)
         except ConfigError as exc:  # e.g. a flow whose required config key is now missing: keep its letters
-            per_flow[name] = {"flow": name, "received": len(group), "sent": 0, "skipped": 0,
-                              "failed": len(group), "error": str(exc)}
+            per_flow[name] = {
+                "flow": name,
+                "received": len(group),
+                "sent": 0,
+                "skipped": 0,
+                "failed": len(group),
+                "error": str(exc),
+            }
             totals.update(received=len(group), failed=len(group))
             continue
         outcomes.extend(summary.pop("outcomes"))
         per_flow[name] = summary
         resolved_ids.extend(resolved)
         totals.update({k: summary[k] for k in ("received", "sent", "skipped", "failed")})
-    return {"flow": NAME, "received": totals["received"], "sent": totals["sent"], "skipped": totals["skipped"],
-            "failed": totals["failed"], "resolved": len(resolved_ids), "remaining": len(letters) - len(resolved_ids),
-            "resolved_ids": resolved_ids, "flows": per_flow, "outcomes": outcomes}
+    return {
+        "flow": NAME,
+        "received": totals["received"],
+        "sent": totals["sent"],
+        "skipped": totals["skipped"],
+        "failed": totals["failed"],
+        "resolved": len(resolved_ids),
+        "remaining": len(letters) - len(resolved_ids),
+        "resolved_ids": resolved_ids,
+        "flows": per_flow,
+        "outcomes": outcomes,
+    }
 
 
 SPEC = FlowSpec(name=NAME, flow=replay_dead_letters)

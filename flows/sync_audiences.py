@@ -15,16 +15,23 @@ from prefect import flow
 
 from klaviyo_segment.config import AppConfig
 from klaviyo_segment.flowspec import FlowSpec
-from klaviyo_segment.run_report import flow_run_name
+from klaviyo_segment.jsondict import obj
 from klaviyo_segment.membership import (
-    Change, apply_membership, identity_of, order_changes, person_of, record_versions, resolve_profiles, settle,
+    Change,
+    apply_membership,
+    identity_of,
+    order_changes,
+    person_of,
+    record_versions,
+    resolve_profiles,
+    settle,
     with_aliases,
 )
 from klaviyo_segment.outcomes import Outcome, Status
 from klaviyo_segment.routing import AUDIENCE_EVENTS, audience_key, is_audience_identify
+from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
 from klaviyo_segment.tasks.klaviyo_lists import get_or_create_lists
-from klaviyo_segment.jsondict import obj
 
 NAME = "sync-audiences"
 
@@ -81,8 +88,10 @@ def list_id_of(item: Item, key: str, config: AppConfig) -> str | None:
     personas = item.msg.context.get("personas") if item.msg else None
     if isinstance(personas, dict):
         settings = personas.get("audience_settings")
-        for value in ((settings or {}).get("listId") if isinstance(settings, dict) else None,
-                      personas.get("external_audience_id")):
+        for value in (
+            (settings or {}).get("listId") if isinstance(settings, dict) else None,
+            personas.get("external_audience_id"),
+        ):
             if value:
                 return str(value)
     return None
@@ -99,7 +108,7 @@ async def create_lists(env: FlowEnv, changes: Sequence[Change]) -> None:
                 change.skip = f"unknown audience {change.audience}"
         return
     results = await env.call(get_or_create_lists, names, env.klaviyo)
-    found = dict(zip(names, results))
+    found = dict(zip(names, results, strict=False))
     for change in changes:
         if change.open and not change.list_id:
             result = found[change.audience]
@@ -126,8 +135,17 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
         person = person_of(item.msg, identity)
         at = item.msg.timestamp or env.now
         for key, member in states:
-            changes.append(Change(item=item, version_key=f"audience:{key}:{person}", at=at, identity=identity,
-                                  enter=member, audience=key, list_id=list_id_of(item, key, env.config)))
+            changes.append(
+                Change(
+                    item=item,
+                    version_key=f"audience:{key}:{person}",
+                    at=at,
+                    identity=identity,
+                    enter=member,
+                    audience=key,
+                    list_id=list_id_of(item, key, env.config),
+                )
+            )
     await order_changes(env, changes)
     await create_lists(env, changes)
     await with_aliases(env, changes)
@@ -137,10 +155,18 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
     settle(todo, changes, outcomes)
 
 
-@flow(name=NAME, flow_run_name=flow_run_name, description="Segment Engage audience membership -> Klaviyo list membership, newest change wins.",
-      log_prints=False)
-async def sync_audiences(messages: list[dict[str, Any]] | None = None, batch_ids: list[str] | None = None,
-                         config: dict[str, Any] | None = None, config_block: str | None = None) -> dict[str, Any]:
+@flow(
+    name=NAME,
+    flow_run_name=flow_run_name,
+    description="Segment Engage audience membership -> Klaviyo list membership, newest change wins.",
+    log_prints=False,
+)
+async def sync_audiences(
+    messages: list[dict[str, Any]] | None = None,
+    batch_ids: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+    config_block: str | None = None,
+) -> dict[str, Any]:
     """Mirror Engage audiences into Klaviyo lists; redelivered or reordered changes never undo newer ones."""
     return await run_flow(NAME, messages, batch_ids, config, config_block, process)
 

@@ -20,18 +20,12 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
-from klaviyo_segment.tasks.klaviyo_profiles import get_profile_consent
-from klaviyo_segment.tasks.klaviyo_subscriptions import (
-    subscribe_profiles,
-    unsubscribe_profiles,
-)
 from prefect import flow
 
 from klaviyo_segment import flowkit
 from klaviyo_segment.config import AppConfig, ConsentConfig
 from klaviyo_segment.consent import opted_out_after
 from klaviyo_segment.flowspec import FlowSpec
-from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.membership import (
     SUPERSEDED,
     Change,
@@ -42,8 +36,14 @@ from klaviyo_segment.membership import (
     settle,
 )
 from klaviyo_segment.outcomes import Outcome, Status
+from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
 from klaviyo_segment.services.identity import normalize_phone
+from klaviyo_segment.tasks.klaviyo_profiles import get_profile_consent
+from klaviyo_segment.tasks.klaviyo_subscriptions import (
+    subscribe_profiles,
+    unsubscribe_profiles,
+)
 
 NAME = "sync-consent"
 DISABLED = "consent sync is disabled (consent.enabled: false)"
@@ -60,9 +60,11 @@ def wanted(msg: Any, consent: ConsentConfig) -> list[tuple[str, bool]]:
             return [(channel, True) for channel in consent.event_channels]
         return []
     if msg.type == "identify":
-        return [(channel, msg.traits[trait]) for channel, trait in (("email", consent.email_trait),
-                                                                      ("sms", consent.sms_trait))
-                if trait and isinstance(msg.traits.get(trait), bool)]
+        return [
+            (channel, msg.traits[trait])
+            for channel, trait in (("email", consent.email_trait), ("sms", consent.sms_trait))
+            if trait and isinstance(msg.traits.get(trait), bool)
+        ]
     return []
 
 
@@ -118,7 +120,7 @@ async def check_later_opt_outs(env: FlowEnv, changes: Sequence[Change]) -> None:
             continue
         values = [c.data[CHANNEL_IDENTIFIER[channel]] for c in group]
         results = await env.call(get_profile_consent, values, env.klaviyo, field=field)
-        for change, result in zip(group, results):
+        for change, result in zip(group, results, strict=False):
             if not result.ok:
                 change.failed(f"consent lookup failed: {flowkit.describe(result.error)}", result.error)
             elif opted_out_after((result.value or {}).get(channel), change.at, list_id):
@@ -140,21 +142,30 @@ async def apply(env: FlowEnv, changes: Sequence[Change], subscribe: bool) -> Non
         groups = [g for g in per_item.values() if any(c.data["channel"] == "sms" for c in g) == sms]
         entries = []
         for group in groups:
-            entry = {field: c.data[CHANNEL_IDENTIFIER[c.data["channel"]]] for c in group
-                     for field in (("email",) if c.data["channel"] == "email" else ("phone_number",))}
+            entry = {
+                field: c.data[CHANNEL_IDENTIFIER[c.data["channel"]]]
+                for c in group
+                for field in (("email",) if c.data["channel"] == "email" else ("phone_number",))
+            }
             if subscribe and consent.historical_import:
                 entry["consented_at"] = _consented_at(group[0])
             entries.append(entry)
         if not entries:
             continue
         if subscribe:
-            results = await env.call(subscribe_profiles, entries, env.klaviyo, list_id=consent.list_id,
-                                     custom_source=consent.custom_source,
-                                     historical_import=consent.historical_import, sms=sms)
+            results = await env.call(
+                subscribe_profiles,
+                entries,
+                env.klaviyo,
+                list_id=consent.list_id,
+                custom_source=consent.custom_source,
+                historical_import=consent.historical_import,
+                sms=sms,
+            )
         else:
             results = await env.call(unsubscribe_profiles, entries, env.klaviyo, list_id=consent.list_id, sms=sms)
         what = "subscribe" if subscribe else "unsubscribe"
-        for group, result in zip(groups, results):
+        for group, result in zip(groups, results, strict=False):
             for change in group:
                 if result.ok:
                     change.done = True
@@ -180,8 +191,16 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
         person = person_of(item.msg, identity)
         at = item.msg.timestamp or env.now
         for channel, subscribe in states:
-            changes.append(Change(item=item, version_key=f"consent:{channel}:{person}", at=at, identity=identity,
-                                  enter=subscribe, data={"channel": channel, **ids}))
+            changes.append(
+                Change(
+                    item=item,
+                    version_key=f"consent:{channel}:{person}",
+                    at=at,
+                    identity=identity,
+                    enter=subscribe,
+                    data={"channel": channel, **ids},
+                )
+            )
     tie_to_unsubscribe(changes)
     await order_changes(env, changes)
     await check_later_opt_outs(env, changes)
@@ -191,10 +210,18 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
     settle(todo, changes, outcomes)
 
 
-@flow(name=NAME, flow_run_name=flow_run_name, description="Segment consent events/traits -> Klaviyo subscribe/unsubscribe per channel, newest "
-      "change wins.", log_prints=False)
-async def sync_consent(messages: list[dict[str, Any]] | None = None, batch_ids: list[str] | None = None,
-                       config: dict[str, Any] | None = None, config_block: str | None = None) -> dict[str, Any]:
+@flow(
+    name=NAME,
+    flow_run_name=flow_run_name,
+    description="Segment consent events/traits -> Klaviyo subscribe/unsubscribe per channel, newest change wins.",
+    log_prints=False,
+)
+async def sync_consent(
+    messages: list[dict[str, Any]] | None = None,
+    batch_ids: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+    config_block: str | None = None,
+) -> dict[str, Any]:
     """Mirror consent changes into Klaviyo; an older subscribe never undoes a newer opt-out."""
     return await run_flow(NAME, messages, batch_ids, config, config_block, process)
 

@@ -2,7 +2,8 @@
 
 Steps: common rules -> alias/group bookkeeping -> map identifies (remembered anonymous traits merged in) ->
 collapse several identifies of one person into one request (timestamp order, later wins) -> upsert (bulk job for
-large batches) -> add to the list an identify names (``integrations.Klaviyo.listId`` / ``list_id``) -> deletes (lookup, deletion job per profile, purge of local traces).
+large batches) -> add to the list an identify names (``integrations.Klaviyo.listId`` / ``list_id``) -> deletes
+(lookup, deletion job per profile, purge of local traces).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from klaviyo_segment import flowkit
 from klaviyo_segment.errors import ApiError
 from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.identify_lists import add_to_lists, list_id_of
-from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.mapping import ProfileMapping
 from klaviyo_segment.outcomes import ItemResult, Outcome, Status
+from klaviyo_segment.run_report import flow_run_name
 from klaviyo_segment.runtime import FlowEnv, Item, common_rules, outcome, run_flow
 
 NAME = "sync-identify"
@@ -55,8 +56,11 @@ async def _aliases(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]
     userId's profile (reported on the message)."""
     learnt: dict[str, dict[str, Any]] = {}
     merges: list[tuple[Item, dict[str, Any]]] = []
-    known = await flowkit.resolve_aliases(env, [i.msg.previous_id for i in items if i.msg and i.msg.previous_id]) \
-        if env.config.identity.merge_anonymous else {}
+    known = (
+        await flowkit.resolve_aliases(env, [i.msg.previous_id for i in items if i.msg and i.msg.previous_id])
+        if env.config.identity.merge_anonymous
+        else {}
+    )
     for item in items:
         assert item.msg is not None and item.msg.previous_id
         target = item.msg.user_id or item.msg.anonymous_id
@@ -64,8 +68,16 @@ async def _aliases(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]
             learnt.setdefault(item.msg.previous_id, {}).update({"user_id": target})
             before = flowkit.alias_identity(known.get(item.msg.previous_id))
             if item.msg.user_id and (before.get("email") or before.get("phone")):
-                merges.append((item, {"external_id": item.msg.user_id, "email": before.get("email"),
-                                      "phone_number": before.get("phone")}))
+                merges.append(
+                    (
+                        item,
+                        {
+                            "external_id": item.msg.user_id,
+                            "email": before.get("email"),
+                            "phone_number": before.get("phone"),
+                        },
+                    )
+                )
         outcomes[item.key] = outcome(item, Status.SKIPPED, "alias recorded")
     if learnt:
         await env.store.put_aliases(learnt)
@@ -75,8 +87,9 @@ async def _aliases(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]
         if note:
             outcomes[item.key] = outcome(item, Status.SENT, f"alias recorded; {note}")
         elif not result.ok:
-            outcomes[item.key] = outcome(item, Status.SKIPPED, "alias recorded; profiles not merged: "
-                                         f"{flowkit.describe(result.error)}")
+            outcomes[item.key] = outcome(
+                item, Status.SKIPPED, f"alias recorded; profiles not merged: {flowkit.describe(result.error)}"
+            )
 
 
 def _map(env: FlowEnv, message: dict[str, Any]) -> ProfileMapping | str | None:
@@ -116,13 +129,16 @@ async def _identifies(env: FlowEnv, items: list[Item], outcomes: dict[str, Outco
             continue
         if anon:
             attrs = mapped.attributes
-            ids = {"user_id": attrs.get("external_id"), "email": attrs.get("email"),
-                   "phone": attrs.get("phone_number")}
+            ids = {"user_id": attrs.get("external_id"), "email": attrs.get("email"), "phone": attrs.get("phone_number")}
             learnt[anon] = {**learnt.get(anon, {}), **{k: v for k, v in ids.items() if v}}
         candidates.append((item, mapped))
     if remembered or learnt:
-        await env.store.put_aliases({a: {**({"traits": remembered[a]} if a in remembered else {}),
-                                         **learnt.get(a, {})} for a in {*remembered, *learnt}})
+        await env.store.put_aliases(
+            {
+                a: {**({"traits": remembered[a]} if a in remembered else {}), **learnt.get(a, {})}
+                for a in {*remembered, *learnt}
+            }
+        )
     candidates = await _after_deletes(env, candidates, outcomes)
     people = flowkit.People()
     for item, mapped in candidates:  # timestamp order: the later claimant of an email is the one that fails
@@ -131,15 +147,16 @@ async def _identifies(env: FlowEnv, items: list[Item], outcomes: dict[str, Outco
             error = ApiError(code="identity_conflict", detail=conflict)
             outcomes[item.key] = outcome(item, Status.FAILED, conflict, error, mapped.warnings)
     members = await flowkit.newer_only(env, people.members(), outcomes, people.warnings)
-    requests = await _claimed_by_others(env, [(group, flowkit.merged_attributes(group)) for group in members], outcomes,
-                                        people.warnings)
+    requests = await _claimed_by_others(
+        env, [(group, flowkit.merged_attributes(group)) for group in members], outcomes, people.warnings
+    )
     results = await flowkit.upsert_profiles(env, [attrs for _, attrs in requests])
     results = await _without_taken_phones(env, requests, results, people.warnings)
     if env.config.identity.merge_anonymous:
         results = await _merge_anonymous(env, requests, results, people.warnings)
     list_failures = await _list_adds(env, requests, results)
     applied = []
-    for pos, ((contributors, attrs), result) in enumerate(zip(requests, results, strict=True)):
+    for pos, ((contributors, _attrs), result) in enumerate(zip(requests, results, strict=True)):
         for item, mapping in contributors:  # each message keeps its own mapping warnings
             warnings = [*mapping.warnings, *people.warnings.get(item.key, [])]
             if result.ok and pos in list_failures:
@@ -158,8 +175,9 @@ async def _identifies(env: FlowEnv, items: list[Item], outcomes: dict[str, Outco
 Request = tuple[list[tuple[Item, ProfileMapping]], dict[str, Any]]
 
 
-async def _claimed_by_others(env: FlowEnv, requests: list[Request], outcomes: dict[str, Outcome],
-                             warnings: dict[str, list[str]]) -> list[Request]:
+async def _claimed_by_others(
+    env: FlowEnv, requests: list[Request], outcomes: dict[str, Outcome], warnings: dict[str, list[str]]
+) -> list[Request]:
     """Never update another person's profile: Klaviyo matches profile-import on any identifier, so a phone or
     email whose profile carries a different userId would move that profile to this person. The phone is left off
     (with a warning); an email taken by another userId fails the person as ``identity_conflict``. Identifiers the
@@ -181,18 +199,26 @@ async def _claimed_by_others(env: FlowEnv, requests: list[Request], outcomes: di
     for field, values in todo.items():
         if values:
             found = await env.call(tp.get_profiles_by_identifiers, values, env.klaviyo, field=field)
-            owners.update({f"{field}:{v}": (r.value or {}).get("attributes") or {}
-                           for v, r in zip(values, found, strict=True) if r.ok and r.value})
+            owners.update(
+                {
+                    f"{field}:{v}": (r.value or {}).get("attributes") or {}
+                    for v, r in zip(values, found, strict=True)
+                    if r.ok and r.value
+                }
+            )
     out: list[Request] = []
     for members, attrs in requests:
         user = attrs.get("external_id")
         email_owner = (owners.get(f"email:{attrs.get('email')}") or {}).get("external_id")
         if email_owner not in (None, user):
-            reason = (f"identity_conflict: email already belongs to another person (userId {email_owner!r}); "
-                      f"userId {user!r} cannot claim it")
+            reason = (
+                f"identity_conflict: email already belongs to another person (userId {email_owner!r}); "
+                f"userId {user!r} cannot claim it"
+            )
             for item, mapped in members:
-                outcomes[item.key] = outcome(item, Status.FAILED, reason,
-                                             ApiError(code="identity_conflict", detail=reason), mapped.warnings)
+                outcomes[item.key] = outcome(
+                    item, Status.FAILED, reason, ApiError(code="identity_conflict", detail=reason), mapped.warnings
+                )
             continue
         if (owners.get(f"phone_number:{attrs.get('phone_number')}") or {}).get("external_id") not in (None, user):
             attrs = {k: v for k, v in attrs.items() if k != "phone_number"}
@@ -211,9 +237,14 @@ async def _merge(env: FlowEnv, identities: list[dict[str, Any]]) -> list[ItemRes
     when the other profile belongs to another userId)."""
     from klaviyo_segment.tasks import identity as ti
 
-    return await env.call(ti.resolve_identities, identities, env.klaviyo,
-                          default_region=env.config.phone_default_country,
-                          cache=flowkit.StoreIdentityCache(env.store), merge=True)
+    return await env.call(
+        ti.resolve_identities,
+        identities,
+        env.klaviyo,
+        default_region=env.config.phone_default_country,
+        cache=flowkit.StoreIdentityCache(env.store),
+        merge=True,
+    )
 
 
 def _merged_note(value: dict[str, Any] | None) -> str | None:
@@ -222,12 +253,16 @@ def _merged_note(value: dict[str, Any] | None) -> str | None:
     return f"merged Klaviyo profile {', '.join(value.get('merged') or [])} into {value.get('profile_id')}"
 
 
-async def _merge_anonymous(env: FlowEnv, requests: list[Request], results: list[ItemResult],
-                           warnings: dict[str, list[str]]) -> list[ItemResult]:
+async def _merge_anonymous(
+    env: FlowEnv, requests: list[Request], results: list[ItemResult], warnings: dict[str, list[str]]
+) -> list[ItemResult]:
     """``identity.merge_anonymous``: a 409 because the email/phone sits on a profile without a userId (an
     anonymous visitor or an email-only lead) merges that profile into the person's, then upserts again."""
-    todo = [i for i, ((_, attrs), r) in enumerate(zip(requests, results, strict=True))
-            if not r.ok and r.error is not None and r.error.code == "duplicate_profile" and attrs.get("external_id")]
+    todo = [
+        i
+        for i, ((_, attrs), r) in enumerate(zip(requests, results, strict=True))
+        if not r.ok and r.error is not None and r.error.code == "duplicate_profile" and attrs.get("external_id")
+    ]
     if not todo:
         return results
     results = list(results)
@@ -244,8 +279,9 @@ async def _merge_anonymous(env: FlowEnv, requests: list[Request], results: list[
     return results
 
 
-async def _after_deletes(env: FlowEnv, candidates: list[tuple[Item, ProfileMapping]],
-                         outcomes: dict[str, Outcome]) -> list[tuple[Item, ProfileMapping]]:
+async def _after_deletes(
+    env: FlowEnv, candidates: list[tuple[Item, ProfileMapping]], outcomes: dict[str, Outcome]
+) -> list[tuple[Item, ProfileMapping]]:
     """A delete is final against anything older: an identify from before the person's delete (a re-run batch,
     a retry, a replay) is skipped instead of re-creating the deleted profile."""
     if not candidates:
@@ -261,17 +297,22 @@ async def _after_deletes(env: FlowEnv, candidates: list[tuple[Item, ProfileMappi
     return keep
 
 
-async def _without_taken_phones(env: FlowEnv, requests: list[Request],
-                                results: list[ItemResult], warnings: dict[str, list[str]]) -> list[ItemResult]:
+async def _without_taken_phones(
+    env: FlowEnv, requests: list[Request], results: list[ItemResult], warnings: dict[str, list[str]]
+) -> list[ItemResult]:
     """Klaviyo answers 409 when an identifier already belongs to another profile (another run's person). A phone
     is a shared identifier (company lines): send the person's update without it, once, with a warning. An email
     or userId conflict stays a failure: never update another person's profile."""
-    retry = [i for i, ((_, attrs), r) in enumerate(zip(requests, results, strict=True))
-             if not r.ok and r.error is not None and r.error.code == "duplicate_profile" and attrs.get("phone_number")]
+    retry = [
+        i
+        for i, ((_, attrs), r) in enumerate(zip(requests, results, strict=True))
+        if not r.ok and r.error is not None and r.error.code == "duplicate_profile" and attrs.get("phone_number")
+    ]
     if not retry:
         return results
-    again = await flowkit.upsert_profiles(env, [{k: v for k, v in requests[i][1].items() if k != "phone_number"}
-                                                for i in retry])
+    again = await flowkit.upsert_profiles(
+        env, [{k: v for k, v in requests[i][1].items() if k != "phone_number"} for i in retry]
+    )
     results = list(results)
     for i, result in zip(retry, again, strict=True):
         results[i] = result
@@ -281,8 +322,9 @@ async def _without_taken_phones(env: FlowEnv, requests: list[Request],
     return results
 
 
-async def _list_adds(env: FlowEnv, requests: list[tuple[list[tuple[Item, ProfileMapping]], dict[str, Any]]],
-                     results: list[Any]) -> dict[int, str]:
+async def _list_adds(
+    env: FlowEnv, requests: list[tuple[list[tuple[Item, ProfileMapping]], dict[str, Any]]], results: list[Any]
+) -> dict[int, str]:
     """Add upserted profiles to the list their identify names (latest message of the person wins)."""
     wanted, positions = [], []
     for pos, ((contributors, attrs), result) in enumerate(zip(requests, results, strict=True)):
@@ -309,11 +351,21 @@ async def _deletes(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]
         assert item.msg is not None
         known = flowkit.alias_identity(aliases.get(item.msg.anonymous_id or ""))
         user_id = item.msg.user_id or known.get("user_id")
-        people.append({k: v for k, v in {"external_id": user_id, "email": known.get("email"),
-                                         "phone": known.get("phone")}.items() if v})
-    resolved = await env.call(ti.resolve_identities, people, env.klaviyo,
-                              default_region=env.config.phone_default_country,
-                              cache=flowkit.StoreIdentityCache(env.store), verify_cached=True)
+        people.append(
+            {
+                k: v
+                for k, v in {"external_id": user_id, "email": known.get("email"), "phone": known.get("phone")}.items()
+                if v
+            }
+        )
+    resolved = await env.call(
+        ti.resolve_identities,
+        people,
+        env.klaviyo,
+        default_region=env.config.phone_default_country,
+        cache=flowkit.StoreIdentityCache(env.store),
+        verify_cached=True,
+    )
     jobs: list[tuple[int, str]] = []  # (item position, profile id)
     for pos, result in enumerate(resolved):
         if result.ok:
@@ -324,8 +376,9 @@ async def _deletes(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]
             jobs += [(pos, p) for p in dict.fromkeys(result.error.meta.get("profile_ids", {}).values())]
         else:
             outcomes[items[pos].key] = flowkit.api_failure(items[pos], result.error, "profile lookup")
-    deleted = await env.call(tv.request_profile_deletions, [{"id": pid} for _, pid in jobs], env.klaviyo) \
-        if jobs else []
+    deleted = (
+        await env.call(tv.request_profile_deletions, [{"id": pid} for _, pid in jobs], env.klaviyo) if jobs else []
+    )
     errors = {pos: r.error for (pos, _), r in zip(jobs, deleted, strict=True) if not r.ok}
     for pos, item in enumerate(items):
         if item.key in outcomes:
@@ -336,23 +389,41 @@ async def _deletes(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]
         assert item.msg is not None
         from klaviyo_segment.backfill import purge_rejects
 
-        person = {"user_id": item.msg.user_id, "anonymous_id": item.msg.anonymous_id,
-                  "email": people[pos].get("email"), "phone": people[pos].get("phone")}
+        person = {
+            "user_id": item.msg.user_id,
+            "anonymous_id": item.msg.anonymous_id,
+            "email": people[pos].get("email"),
+            "phone": people[pos].get("phone"),
+        }
         await env.store.purge_person(person)
         await purge_rejects(env.store, person)  # backfill rejects files hold rows about this person too
         # Final against anything older: a re-run batch or a retry from before this delete must not re-create.
-        await env.store.put_tombstones({"external_id": item.msg.user_id, "email": people[pos].get("email"),
-                                        "phone_number": people[pos].get("phone")}, item.msg.timestamp or env.now)
+        await env.store.put_tombstones(
+            {
+                "external_id": item.msg.user_id,
+                "email": people[pos].get("email"),
+                "phone_number": people[pos].get("phone"),
+            },
+            item.msg.timestamp or env.now,
+        )
         if any(p == pos for p, _ in jobs):
             outcomes[item.key] = outcome(item, Status.SENT, "deletion requested")
         else:
             outcomes[item.key] = outcome(item, Status.SKIPPED, "no Klaviyo profile found; local traces purged")
 
 
-@flow(name=NAME, flow_run_name=flow_run_name, description="Segment identify/alias/delete -> Klaviyo profiles (upsert, identity, deletion).",
-      log_prints=False)
-async def sync_identify(messages: list[dict[str, Any]] | None = None, batch_ids: list[str] | None = None,
-                        config: dict[str, Any] | None = None, config_block: str | None = None) -> dict[str, Any]:
+@flow(
+    name=NAME,
+    flow_run_name=flow_run_name,
+    description="Segment identify/alias/delete -> Klaviyo profiles (upsert, identity, deletion).",
+    log_prints=False,
+)
+async def sync_identify(
+    messages: list[dict[str, Any]] | None = None,
+    batch_ids: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+    config_block: str | None = None,
+) -> dict[str, Any]:
     """Keep Klaviyo profiles in step with Segment identities: one request per person per batch, identity
     conflicts reported instead of duplicated, and deletions honoured in Klaviyo and in our own store."""
     return await run_flow(NAME, messages, batch_ids, config, config_block, process)

@@ -42,9 +42,24 @@ logger = logging.getLogger("klaviyo_segment.backfill")
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 #: Columns read as text from CSV: type inference would turn zip codes and phone numbers into integers.
-TEXT_COLUMNS = {"userId", "user_id", "anonymousId", "anonymous_id", "email", "phone", "phone_number",
-                "phoneNumber", "firstName", "first_name", "lastName", "last_name", "company", "company.name",
-                "title", "avatar"}
+TEXT_COLUMNS = {
+    "userId",
+    "user_id",
+    "anonymousId",
+    "anonymous_id",
+    "email",
+    "phone",
+    "phone_number",
+    "phoneNumber",
+    "firstName",
+    "first_name",
+    "lastName",
+    "last_name",
+    "company",
+    "company.name",
+    "title",
+    "avatar",
+}
 NO_IDENTIFIER = "no email, phone or userId (profile imports cannot carry anonymous_id)"
 REJECTS_KEY = "backfill:rejects-files"
 #: Wrapper bytes per profile in the body: ``{"type":"profile","attributes":...}`` plus the separating comma.
@@ -92,8 +107,16 @@ def content_hash(path: Path) -> str:
 
 def checkpoint_name(digest: str, template: CompiledTemplate, list_ids: Sequence[str]) -> str:
     """Same file + same mapping + same lists = same chunks; anything else is a different backfill."""
-    config = json.dumps({"template": template.spec, "country": template._country, "lists": sorted(list_ids),
-                         "revision": constants.KLAVIYO_REVISION}, sort_keys=True, default=str)
+    config = json.dumps(
+        {
+            "template": template.spec,
+            "country": template._country,
+            "lists": sorted(list_ids),
+            "revision": constants.KLAVIYO_REVISION,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return f"backfill:{digest[:32]}:{hashlib.sha256(config.encode()).hexdigest()[:16]}"
 
 
@@ -148,8 +171,7 @@ class RejectsWriter:
     def write_scanned(self, lf: pl.LazyFrame, reasons: dict[int, str]) -> None:
         """Klaviyo's verdict arrives after the slice is gone: fetch just those rows with a streaming scan."""
         if reasons:
-            picked = (lf.with_row_index("__row").filter(pl.col("__row").is_in(list(reasons)))
-                      .collect(engine="streaming"))
+            picked = lf.with_row_index("__row").filter(pl.col("__row").is_in(list(reasons))).collect(engine="streaming")
             self._write_picked(picked, reasons)
 
     def close(self) -> None:
@@ -214,8 +236,15 @@ ProgressFn = Callable[[int, int | None, BackfillReport], Any]
 class _Run:
     """State of one backfill: the checkpoint document and the chunk being filled."""
 
-    def __init__(self, store: Any, client: Any, name: str, state: dict[str, Any], report: BackfillReport,
-                 options: BackfillOptions) -> None:
+    def __init__(
+        self,
+        store: Any,
+        client: Any,
+        name: str,
+        state: dict[str, Any],
+        report: BackfillReport,
+        options: BackfillOptions,
+    ) -> None:
         self.store, self.client, self.name, self.state = store, client, name, state
         self.report, self.options = report, options
         self.lock = asyncio.Lock()
@@ -272,8 +301,9 @@ class _Run:
                 await self.save()
             else:
                 self.report.jobs_resumed += 1
-            status, errors = await await_import_job(client, job_id, items, poll_interval=opts.poll_interval,
-                                             timeout=opts.job_timeout)
+            status, errors = await await_import_job(
+                client, job_id, items, poll_interval=opts.poll_interval, timeout=opts.job_timeout
+            )
         except KlaviyoAPIError as exc:
             self.state["jobs"].pop(k, None)
             self._fail_all(rows, error_reason(error_of(exc)))
@@ -297,9 +327,15 @@ def _fresh_state() -> dict[str, Any]:
     return {"status": "running", "done": [], "jobs": {}, "failed": {}, "sent": 0}
 
 
-async def run_backfill(store: Any, client: Any, template: CompiledTemplate, path: Path, fmt: str | None = None,
-                       options: BackfillOptions | None = None, progress: ProgressFn | None = None
-                       ) -> BackfillReport:
+async def run_backfill(
+    store: Any,
+    client: Any,
+    template: CompiledTemplate,
+    path: Path,
+    fmt: str | None = None,
+    options: BackfillOptions | None = None,
+    progress: ProgressFn | None = None,
+) -> BackfillReport:
     """Backfill one file; see the module docstring. Raises ConfigError for unusable input (exit 2)."""
     options = options or BackfillOptions()
     started = time.monotonic()
@@ -380,17 +416,22 @@ async def run_backfill(store: Any, client: Any, template: CompiledTemplate, path
     return report
 
 
-async def _report_progress(progress: ProgressFn | None, done: int, total: int | None,
-                           report: BackfillReport) -> None:
+async def _report_progress(progress: ProgressFn | None, done: int, total: int | None, report: BackfillReport) -> None:
     if progress is not None:
         result = progress(done, total, report)
         if inspect.isawaitable(result):
             await result
 
 
-async def backfill_file(path: Path, *, config: Any = None, raw_config: dict[str, Any] | None = None,
-                        fmt: str | None = None, options: BackfillOptions | None = None,
-                        progress: ProgressFn | None = None) -> BackfillReport:
+async def backfill_file(
+    path: Path,
+    *,
+    config: Any = None,
+    raw_config: dict[str, Any] | None = None,
+    fmt: str | None = None,
+    options: BackfillOptions | None = None,
+    progress: ProgressFn | None = None,
+) -> BackfillReport:
     """Resolve credentials, store and template (the CLI and the flow share this), then :func:`run_backfill`.
 
     ``config`` is the AppConfig (templates, phone country); ``raw_config`` the document holding credentials.

@@ -185,11 +185,13 @@ class AppConfig(_Strict):
         for i, name in enumerate(names):
             where = f"templates.{kind}[{i}]"
             if name in self.custom_templates:
-                template = compile_template(self.custom_templates[name], name=name,
-                                            phone_default_country=self.phone_default_country)
+                template = compile_template(
+                    self.custom_templates[name], name=name, phone_default_country=self.phone_default_country
+                )
             elif name in BUILTIN_TEMPLATES:
-                template = compile_template(name, phone_default_country=self.phone_default_country,
-                                            event_names=self.track.event_names)
+                template = compile_template(
+                    name, phone_default_country=self.phone_default_country, event_names=self.track.event_names
+                )
             else:
                 known = [*BUILTIN_TEMPLATES, *self.custom_templates]
                 raise ConfigError(f"{where}: unknown template {name!r} (known: {', '.join(known)})")
@@ -205,8 +207,10 @@ class AppConfig(_Strict):
         for key in required_config_keys(flow_name):
             section, field = key.split(".")
             if not getattr(getattr(self, section), field):
-                raise ConfigError(f"flow {flow_name!r} needs config key {key!r} (set it in the config file or the "
-                                  "mapping-tables block)")
+                raise ConfigError(
+                    f"flow {flow_name!r} needs config key {key!r} (set it in the config file or the "
+                    "mapping-tables block)"
+                )
 
     def mapping_document(self) -> dict[str, Any]:
         """The document stored in the MappingTables block: everything except secrets."""

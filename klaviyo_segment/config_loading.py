@@ -22,8 +22,9 @@ def load_process_config(path: Path | None) -> tuple[AppConfig, dict[str, Any] | 
         set_process_config(None)
         return AppConfig(), None
     config = load_config(path)
-    set_process_config(config.model_dump(mode="python", exclude_unset=True, context={"secrets": True})
-                       | secrets_of(config))
+    set_process_config(
+        config.model_dump(mode="python", exclude_unset=True, context={"secrets": True}) | secrets_of(config)
+    )
     return config, config.mapping_document()
 
 
@@ -31,8 +32,10 @@ def secrets_of(config: AppConfig) -> dict[str, Any]:
     """The credential sections with their secret values revealed (``klaviyo``/``segment``, when set)."""
     out: dict[str, Any] = {}
     for section in ("klaviyo", "segment"):
-        values = {k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v)
-                  for k, v in getattr(config, section).model_dump(exclude_none=True).items()}
+        values = {
+            k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v)
+            for k, v in getattr(config, section).model_dump(exclude_none=True).items()
+        }
         if values:
             out[section] = values
     return out

@@ -63,7 +63,8 @@ def opted_out_after(channel_state: Mapping[str, Any] | None, moment: datetime, l
         return stamp is not None and stamp > moment
 
     marketing = _marketing(channel_state)
-    if marketing.get("consent") == "UNSUBSCRIBED" and (later(marketing.get("consent_timestamp"))
-                                                       or later(marketing.get("last_updated"))):
+    if marketing.get("consent") == "UNSUBSCRIBED" and (
+        later(marketing.get("consent_timestamp")) or later(marketing.get("last_updated"))
+    ):
         return True
     return any(later(s.get("timestamp")) for _, s in _suppressions(marketing, list_id))

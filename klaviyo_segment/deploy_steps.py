@@ -16,12 +16,16 @@ VARIABLE = "KLAVIYO_SEGMENT_PROJECT_DIR"
 
 def _checked(directory: str | None) -> Path:
     if not directory or "{{" in directory:
-        raise ValueError(f"${VARIABLE} is not set: set it to the absolute path of the klaviyo-segment checkout "
-                         f"the workers run (e.g. `{VARIABLE}=$PWD prefect deploy --all`)")
+        raise ValueError(
+            f"${VARIABLE} is not set: set it to the absolute path of the klaviyo-segment checkout "
+            f"the workers run (e.g. `{VARIABLE}=$PWD prefect deploy --all`)"
+        )
     path = Path(directory)
     if not path.is_absolute() or not (path / "flows").is_dir():
-        raise ValueError(f"${VARIABLE}={directory!r} is not the absolute path of a klaviyo-segment checkout "
-                         "(it has no flows/ directory)")
+        raise ValueError(
+            f"${VARIABLE}={directory!r} is not the absolute path of a klaviyo-segment checkout "
+            "(it has no flows/ directory)"
+        )
     return path
 
 

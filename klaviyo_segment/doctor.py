@@ -68,8 +68,7 @@ def _error_text(response: httpx.Response) -> str:
 
 
 def _is_revision_error(response: httpx.Response) -> bool:
-    return response.status_code == 410 or (
-        response.status_code == 400 and "revision" in _error_text(response).lower())
+    return response.status_code == 410 or (response.status_code == 400 and "revision" in _error_text(response).lower())
 
 
 async def _request(client: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> httpx.Response | str:
@@ -101,12 +100,16 @@ def _write_check(scope: str, outcome: httpx.Response | str) -> Check:
     if status == 403:
         return Check(name, False, "scope missing (HTTP 403)", SCOPE_FIX.format(scope=scope))
     if outcome.is_success:
-        return Check(name, False, f"the API accepted an invalid probe body (HTTP {status})",
-                     "report this: doctor's write probe must never be accepted")
+        return Check(
+            name,
+            False,
+            f"the API accepted an invalid probe body (HTTP {status})",
+            "report this: doctor's write probe must never be accepted",
+        )
     return Check(name, False, f"HTTP {status}: {_error_text(outcome)}", "see the error; rerun doctor")
 
 
-async def check_klaviyo(credentials: "KlaviyoCredentials") -> list[Check]:
+async def check_klaviyo(credentials: KlaviyoCredentials) -> list[Check]:
     """Auth first: with a rejected key every scope probe would only repeat the same 401."""
     paths = _operation_paths()
     async with credentials.get_client() as client:
@@ -115,46 +118,74 @@ async def check_klaviyo(credentials: "KlaviyoCredentials") -> list[Check]:
         if isinstance(first, str):
             return [Check("Klaviyo API", False, first, "check the network and KLAVIYO_BASE_URL")]
         if first.status_code == 401 or (first.status_code == 400 and not _is_revision_error(first)):
-            return [Check("Klaviyo API key", False, f"rejected (HTTP {first.status_code}): {_error_text(first)}",
-                          AUTH_FIX)]
+            return [
+                Check("Klaviyo API key", False, f"rejected (HTTP {first.status_code}): {_error_text(first)}", AUTH_FIX)
+            ]
         if _is_revision_error(first):
-            return [Check("Klaviyo API key", True, "accepted"),
-                    Check(f"Klaviyo revision {credentials.revision}", False,
-                          f"rejected (HTTP {first.status_code}): {_error_text(first)}",
-                          "upgrade klaviyo-segment; run `klaviyo-segment check-revision` against the new spec")]
+            return [
+                Check("Klaviyo API key", True, "accepted"),
+                Check(
+                    f"Klaviyo revision {credentials.revision}",
+                    False,
+                    f"rejected (HTTP {first.status_code}): {_error_text(first)}",
+                    "upgrade klaviyo-segment; run `klaviyo-segment check-revision` against the new spec",
+                ),
+            ]
         rest = await asyncio.gather(
             *(_request(client, "GET", paths[op], params=query) for _, op, query in READ_PROBES[1:]),
             *(_request(client, "POST", paths[op], json=INVALID_BODY) for _, op in WRITE_PROBES),
         )
     reads = [first, *rest[: len(READ_PROBES) - 1]]
-    writes = rest[len(READ_PROBES) - 1:]
+    writes = rest[len(READ_PROBES) - 1 :]
     checks = [Check("Klaviyo API key", True, "accepted")]
     revision_ok = any(isinstance(r, httpx.Response) and r.is_success for r in reads)
-    checks.append(Check(f"Klaviyo revision {credentials.revision}", revision_ok,
-                        "accepted" if revision_ok else "unknown: no read succeeded to prove it",
-                        "" if revision_ok else "grant at least one read scope, then rerun doctor"))
-    checks += [_read_check(scope, r) for (scope, _, _), r in zip(READ_PROBES, reads)]
-    checks += [_write_check(scope, r) for (scope, _), r in zip(WRITE_PROBES, writes)]
+    checks.append(
+        Check(
+            f"Klaviyo revision {credentials.revision}",
+            revision_ok,
+            "accepted" if revision_ok else "unknown: no read succeeded to prove it",
+            "" if revision_ok else "grant at least one read scope, then rerun doctor",
+        )
+    )
+    checks += [_read_check(scope, r) for (scope, _, _), r in zip(READ_PROBES, reads, strict=False)]
+    checks += [_write_check(scope, r) for (scope, _), r in zip(WRITE_PROBES, writes, strict=False)]
     return checks
 
 
-async def check_segment(credentials: "SegmentCredentials") -> list[Check]:
+async def check_segment(credentials: SegmentCredentials) -> list[Check]:
     """An empty batch tracks nothing; any HTTP answer proves reachability (and nothing more)."""
     async with credentials.get_client() as client:
         outcome = await _request(client, "POST", "/v1/batch", json={"batch": []})
     target = credentials.resolved_base_url
     if isinstance(outcome, str):
-        return [Check("Segment reachability", False, f"{target}: {outcome}",
-                      "check the network, SEGMENT_REGION / SEGMENT_BASE_URL")]
+        return [
+            Check(
+                "Segment reachability",
+                False,
+                f"{target}: {outcome}",
+                "check the network, SEGMENT_REGION / SEGMENT_BASE_URL",
+            )
+        ]
     if outcome.status_code >= 500:
-        return [Check("Segment reachability", False, f"{target}: HTTP {outcome.status_code}",
-                      "Segment is failing; retry later")]
-    return [Check("Segment reachability", True,
-                  f"{target} answered HTTP {outcome.status_code}; the write key itself cannot be verified "
-                  "(Segment answers 200 even for a wrong key): check events arrive in the source's Debugger")]
+        return [
+            Check(
+                "Segment reachability",
+                False,
+                f"{target}: HTTP {outcome.status_code}",
+                "Segment is failing; retry later",
+            )
+        ]
+    return [
+        Check(
+            "Segment reachability",
+            True,
+            f"{target} answered HTTP {outcome.status_code}; the write key itself cannot be verified "
+            "(Segment answers 200 even for a wrong key): check events arrive in the source's Debugger",
+        )
+    ]
 
 
-async def run_doctor(klaviyo: "KlaviyoCredentials | None", segment: "SegmentCredentials | None") -> list[Check]:
+async def run_doctor(klaviyo: KlaviyoCredentials | None, segment: SegmentCredentials | None) -> list[Check]:
     """All checks; a side that is not configured is reported by the caller (with its ConfigError as the fix)."""
     results = await asyncio.gather(
         check_klaviyo(klaviyo) if klaviyo is not None else asyncio.sleep(0, result=[]),

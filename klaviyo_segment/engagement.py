@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from klaviyo_segment.builders.segment import build_track
@@ -85,8 +85,10 @@ def split_records(raws: Iterable[Any]) -> list[Any]:
 def record_key(raw: Any) -> str:
     """The Klaviyo event id (``external_id``), else the payload's id, else a content hash."""
     if isinstance(raw, dict):
-        for value in (raw.get("external_id"), (raw.get("payload") or {}).get("id")
-                      if isinstance(raw.get("payload"), dict) else None):
+        for value in (
+            raw.get("external_id"),
+            (raw.get("payload") or {}).get("id") if isinstance(raw.get("payload"), dict) else None,
+        ):
             if isinstance(value, (str, int)) and str(value):
                 return str(value)
         if isinstance(raw.get("messageId"), str) and raw["messageId"]:
@@ -122,10 +124,10 @@ def _parse_datetime(attrs: Mapping[str, Any]) -> datetime:
     value = attrs.get("datetime")
     if isinstance(value, str) and value:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     stamp = attrs.get("timestamp")
     if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
-        return datetime.fromtimestamp(stamp, timezone.utc)
+        return datetime.fromtimestamp(stamp, UTC)
     raise ValueError("payload.attributes: needs datetime or timestamp")
 
 
@@ -149,10 +151,14 @@ def parse_record(raw: Any) -> EngagementEvent | str:
         return f"invalid record: {exc}"
     rel = ((payload.get("relationships") or {}).get("profile") or {}).get("data") or {}
     props = attrs.get("event_properties")
-    return EngagementEvent(event_id=str(event_id), metric=metric, datetime=when,
-                           profile_id=rel.get("id") if isinstance(rel, dict) else None,
-                           properties=dict(props) if isinstance(props, dict) else {},
-                           profile=raw.get("profile") if isinstance(raw.get("profile"), dict) else None)
+    return EngagementEvent(
+        event_id=str(event_id),
+        metric=metric,
+        datetime=when,
+        profile_id=rel.get("id") if isinstance(rel, dict) else None,
+        properties=dict(props) if isinstance(props, dict) else {},
+        profile=raw.get("profile") if isinstance(raw.get("profile"), dict) else None,
+    )
 
 
 def segment_properties(event: EngagementEvent, email: str | None) -> dict[str, Any]:
@@ -201,9 +207,15 @@ def to_track(event: EngagementEvent, profile: Mapping[str, Any] | None) -> dict[
     context: dict[str, Any] = {"integration": {"name": "klaviyo"}}
     if email:
         context["traits"] = {"email": email}
-    return build_track(SEGMENT_EVENTS[event.metric], user_id=user_id, anonymous_id=anonymous_id,
-                       properties=segment_properties(event, email), timestamp=event.datetime,
-                       message_id=message_id_for(event.event_id), context=context)
+    return build_track(
+        SEGMENT_EVENTS[event.metric],
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        properties=segment_properties(event, email),
+        timestamp=event.datetime,
+        message_id=message_id_for(event.event_id),
+        context=context,
+    )
 
 
 def records_from_events(response: Mapping[str, Any], metric: str) -> list[dict[str, Any]]:

@@ -31,8 +31,14 @@ class APIError(KlaviyoSegmentError):
 
     service = "api"
 
-    def __init__(self, status: int | None, errors: list[ApiError] | None = None, *, message: str | None = None,
-                 retryable: bool = False) -> None:
+    def __init__(
+        self,
+        status: int | None,
+        errors: list[ApiError] | None = None,
+        *,
+        message: str | None = None,
+        retryable: bool = False,
+    ) -> None:
         self.status = status
         self.errors = errors or []
         self.retryable = retryable

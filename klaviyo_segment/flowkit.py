@@ -98,8 +98,11 @@ def with_alias_identity(raw: Mapping[str, Any], alias: Mapping[str, Any]) -> dic
 def is_backfill(env: FlowEnv, item: Item) -> bool:
     """Replays and events older than ``max_event_age_hours`` must not trigger Klaviyo flows as if new."""
     assert item.msg is not None
-    return (bool(getattr(env, "replay", False)) or bool(item.msg.context.get("replay"))
-            or is_old(item.msg, env.now, env.config.max_event_age_hours))
+    return (
+        bool(getattr(env, "replay", False))
+        or bool(item.msg.context.get("replay"))
+        or is_old(item.msg, env.now, env.config.max_event_age_hours)
+    )
 
 
 def map_message(chain: Any, message: Mapping[str, Any], kind: type[T]) -> list[T] | str | None:
@@ -129,8 +132,13 @@ def api_failure(item: Item, error: ApiError | None, what: str, warnings: Sequenc
 def conflict_failure(item: Item, error: ApiError | None, warnings: Sequence[str] = ()) -> Outcome:
     """The identity policy of ``services.identity``: never create a third profile, report both ids instead."""
     ids = (error.meta.get("duplicate_profile_id") or error.meta.get("profile_ids")) if error else None
-    return outcome(item, Status.FAILED, f"identifier conflict: identifiers belong to different Klaviyo profiles"
-                   f"{f' ({ids})' if ids else ''}", error, warnings)
+    return outcome(
+        item,
+        Status.FAILED,
+        f"identifier conflict: identifiers belong to different Klaviyo profiles{f' ({ids})' if ids else ''}",
+        error,
+        warnings,
+    )
 
 
 def is_conflict(error: ApiError | None) -> bool:
@@ -192,15 +200,21 @@ def _person(members: Members) -> str | None:
     return next((k for k in keys if k.startswith("external_id:")), keys[0] if keys else None)
 
 
-async def newer_only(env: FlowEnv, people: Sequence[Members], outcomes: dict[str, Outcome],
-                     warnings: dict[str, list[str]]) -> list[Members]:
+async def newer_only(
+    env: FlowEnv, people: Sequence[Members], outcomes: dict[str, Outcome], warnings: dict[str, list[str]]
+) -> list[Members]:
     """Newest wins across runs: drop each message's traits that an already applied, newer message set (a retry
     or replay of an older identify must not set ``plan`` back). A message left with nothing to say is skipped."""
     from klaviyo_segment.store.people import version_key
 
     persons = [_person(m) for m in people]
-    wanted = {version_key(p, f) for p, members in zip(persons, people) if p
-              for _, mapped in members for f in trait_fields(mapped.attributes)}
+    wanted = {
+        version_key(p, f)
+        for p, members in zip(persons, people, strict=False)
+        if p
+        for _, mapped in members
+        for f in trait_fields(mapped.attributes)
+    }
     stored = await env.store.get_versions(sorted(wanted)) if wanted else {}
     out: list[Members] = []
     for person, members in zip(persons, people, strict=True):
@@ -208,17 +222,20 @@ async def newer_only(env: FlowEnv, people: Sequence[Members], outcomes: dict[str
         for item, mapped in members:
             when = item.msg.timestamp if item.msg is not None else None
             fields = trait_fields(mapped.attributes)
-            older = [f for f in fields if person and when is not None
-                     and (stored.get(version_key(person, f)) or when) > when]
+            older = [
+                f for f in fields if person and when is not None and (stored.get(version_key(person, f)) or when) > when
+            ]
             if not older:
                 kept.append((item, mapped))
             elif len(older) == len(fields):
-                outcomes[item.key] = outcome(item, Status.SKIPPED, "skipped: older than the applied version",
-                                             warnings=mapped.warnings)
+                outcomes[item.key] = outcome(
+                    item, Status.SKIPPED, "skipped: older than the applied version", warnings=mapped.warnings
+                )
             else:
                 kept.append((item, ProfileMapping(_without(mapped.attributes, older), mapped.warnings)))
                 warnings.setdefault(item.key, []).append(
-                    f"older than the applied version, left out: {', '.join(older)}")
+                    f"older than the applied version, left out: {', '.join(older)}"
+                )
         if kept:
             out.append(kept)
     return out
@@ -297,8 +314,10 @@ class People:
         email_key = f"email:{attrs['email'].strip().lower()}" if isinstance(attrs.get("email"), str) else None
         email_owner = self.owner.get(email_key) if email_key else None
         if email_owner is not None and user and email_owner.user_id not in (None, user):
-            return (f"identity_conflict: email already belongs to another person (userId {email_owner.user_id!r}); "
-                    f"userId {user!r} cannot claim it")
+            return (
+                f"identity_conflict: email already belongs to another person (userId {email_owner.user_id!r}); "
+                f"userId {user!r} cannot claim it"
+            )
         if email_owner is not None and email_owner is not group:
             group = self._fold(group, email_owner)
         phone = attrs.get("phone_number")

@@ -30,14 +30,16 @@ def list_id_of(message: Mapping[str, Any]) -> str | None:
                 return str(options["listId"])
     for section in ("traits", "properties"):
         values = message.get(section)
-        if isinstance(values, Mapping) and isinstance(values.get(LIST_ID_TRAIT), (str, int)) \
-                and str(values[LIST_ID_TRAIT]).strip():
+        if (
+            isinstance(values, Mapping)
+            and isinstance(values.get(LIST_ID_TRAIT), (str, int))
+            and str(values[LIST_ID_TRAIT]).strip()
+        ):
             return str(values[LIST_ID_TRAIT]).strip()
     return None
 
 
-async def add_to_lists(env: FlowEnv, wanted: Sequence[tuple[str, Mapping[str, Any], ItemResult]]
-                       ) -> dict[int, str]:
+async def add_to_lists(env: FlowEnv, wanted: Sequence[tuple[str, Mapping[str, Any], ItemResult]]) -> dict[int, str]:
     """``wanted`` = (list id, upserted attributes, upsert result) per request. Returns request position ->
     failure reason for the ones whose list add failed (the others were added)."""
     from klaviyo_segment.tasks.identity import resolve_identities
@@ -46,18 +48,28 @@ async def add_to_lists(env: FlowEnv, wanted: Sequence[tuple[str, Mapping[str, An
     failures: dict[int, str] = {}
     ids: dict[int, str] = {}
     lookup: list[int] = []
-    for pos, (_, attrs, result) in enumerate(wanted):
+    for pos, (_, _attrs, result) in enumerate(wanted):
         pid = (result.value or {}).get("id") if result.value else None
         if pid:
             ids[pos] = pid
         else:
             lookup.append(pos)  # a bulk import job returns no ids: look the profiles up
     if lookup:
-        people = [{"email": wanted[p][1].get("email"), "phone": wanted[p][1].get("phone_number"),
-                   "user_id": wanted[p][1].get("external_id")} for p in lookup]
-        found = await env.call(resolve_identities, [{k: v for k, v in x.items() if v} for x in people],
-                               env.klaviyo, default_region=env.config.phone_default_country,
-                               cache=flowkit.StoreIdentityCache(env.store))
+        people = [
+            {
+                "email": wanted[p][1].get("email"),
+                "phone": wanted[p][1].get("phone_number"),
+                "user_id": wanted[p][1].get("external_id"),
+            }
+            for p in lookup
+        ]
+        found = await env.call(
+            resolve_identities,
+            [{k: v for k, v in x.items() if v} for x in people],
+            env.klaviyo,
+            default_region=env.config.phone_default_country,
+            cache=flowkit.StoreIdentityCache(env.store),
+        )
         for pos, result in zip(lookup, found, strict=True):
             pid = (result.value or {}).get("profile_id") if result.ok else None
             if pid:
@@ -65,7 +77,7 @@ async def add_to_lists(env: FlowEnv, wanted: Sequence[tuple[str, Mapping[str, An
             else:
                 failures[pos] = f"list add failed: profile not found after upsert ({flowkit.describe(result.error)})"
     by_list: dict[str, list[int]] = {}
-    for pos, pid in ids.items():
+    for pos in ids:
         by_list.setdefault(wanted[pos][0], []).append(pos)
     for list_id, positions in by_list.items():
         profile_ids = list(dict.fromkeys(ids[p] for p in positions))

@@ -25,8 +25,7 @@ def failure_text(exc: BaseException) -> str:
 ISOLATION_BUDGET = 128
 
 
-async def process_isolated(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome],
-                           process: Processor) -> None:
+async def process_isolated(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome], process: Processor) -> None:
     """Run ``process`` over all items; when it raises, bisect to find the messages that make it raise and fail
     only those (reason: the exception), delivering the rest. Re-running a half is safe: every send is
     idempotent (unique ids, upserts), and delivered marks are only written by ``finish``.
@@ -67,8 +66,9 @@ async def process_isolated(env: FlowEnv, items: list[Item], outcomes: dict[str, 
     for item in items:
         exc = poisoned.get(item.key)
         if exc is not None:
-            logger.warning("%s: message %s failed on its own and is dead-lettered: %s", env.flow, item.key,
-                           failure_text(exc))
+            logger.warning(
+                "%s: message %s failed on its own and is dead-lettered: %s", env.flow, item.key, failure_text(exc)
+            )
             outcomes[item.key] = outcome(item, Status.FAILED, f"processing error: {failure_text(exc)}")
 
 
@@ -77,8 +77,11 @@ def refuse_unstorable_keys(items: Sequence[Item], outcomes: dict[str, Outcome]) 
     marked delivered nor matched later: it fails up front, before anything is sent for it."""
     for item in items:
         if item.key not in outcomes and ("\x00" in item.key or _has_surrogate(item.key)):
-            outcomes[item.key] = outcome(item, Status.FAILED, "messageId contains a NUL character or a lone "
-                                         "UTF-16 surrogate, which the store cannot hold")
+            outcomes[item.key] = outcome(
+                item,
+                Status.FAILED,
+                "messageId contains a NUL character or a lone UTF-16 surrogate, which the store cannot hold",
+            )
 
 
 def _has_surrogate(text: str) -> bool:
@@ -89,5 +92,8 @@ def _is_message_error(exc: BaseException) -> bool:
     """Errors only a message's content can cause (text a codec or PostgreSQL refuses, absurd nesting): a message
     failing with one is poison even when it is alone in its run."""
     text = str(exc)
-    return (isinstance(exc, (UnicodeError, RecursionError)) or "invalid byte sequence" in text
-            or "unsupported Unicode escape sequence" in text)
+    return (
+        isinstance(exc, (UnicodeError, RecursionError))
+        or "invalid byte sequence" in text
+        or "unsupported Unicode escape sequence" in text
+    )

@@ -18,13 +18,13 @@ from typing import Any
 from klaviyo_segment import flowkit
 from klaviyo_segment.errors import ApiError
 from klaviyo_segment.flowkit import alias_identity, resolve_aliases
+from klaviyo_segment.jsondict import obj
 from klaviyo_segment.mapping import ProfileMapping
 from klaviyo_segment.outcomes import ItemResult, Outcome, Status
 from klaviyo_segment.runtime import FlowEnv, Item, outcome
 from klaviyo_segment.segment_spec import SegmentMessage
 from klaviyo_segment.tasks.identity import resolve_identities
 from klaviyo_segment.tasks.klaviyo_lists import add_profiles_to_list, remove_profiles_from_list
-from klaviyo_segment.jsondict import obj
 
 SUPERSEDED = "superseded by a newer change"
 OLDER = "older than the applied change"
@@ -114,8 +114,9 @@ async def record_versions(env: FlowEnv, changes: Sequence[Change]) -> None:
         await env.store.apply_versions(done)
 
 
-async def resolve_profiles(env: FlowEnv, changes: Sequence[Change],
-                           create: Callable[[Change], bool] = lambda c: c.enter) -> None:
+async def resolve_profiles(
+    env: FlowEnv, changes: Sequence[Change], create: Callable[[Change], bool] = lambda c: c.enter
+) -> None:
     """Set ``profile_id`` on open changes with one batched lookup; missing profiles are created (profile-import
     or a bulk job) when ``create(change)`` (adds), else the change is skipped "no Klaviyo profile"."""
     todo = [c for c in changes if c.open and not c.profile_id]
@@ -124,7 +125,7 @@ async def resolve_profiles(env: FlowEnv, changes: Sequence[Change],
         return
     created = await flowkit.upsert_profiles(env, [_new_profile(env, group[0], dict(k)) for k, group in missing.items()])
     again: list[Change] = []
-    for group, result in zip(missing.values(), created):
+    for group, result in zip(missing.values(), created, strict=False):
         for change in group:
             if not result.ok:
                 change.failed(f"profile create failed: {flowkit.describe(result.error)}", result.error)
@@ -148,24 +149,34 @@ def _new_profile(env: FlowEnv, change: Change, identifiers: dict[str, Any]) -> d
     traits = context.get("traits")
     if not isinstance(traits, dict) or not traits:
         return identifiers
-    message = {"type": "identify", "userId": raw.get("userId"), "anonymousId": raw.get("anonymousId"),
-               "traits": traits, "context": {k: context[k] for k in ("timezone", "ip") if k in context}}
+    message = {
+        "type": "identify",
+        "userId": raw.get("userId"),
+        "anonymousId": raw.get("anonymousId"),
+        "traits": traits,
+        "context": {k: context[k] for k in ("timezone", "ip") if k in context},
+    }
     mapped = flowkit.map_message(env.config.compiled().identify, message, ProfileMapping)
     if not isinstance(mapped, list) or not mapped:  # unusable traits: the identifiers still make the profile
         return identifiers
     return {**mapped[0].attributes, **identifiers}
 
 
-async def _lookup(env: FlowEnv, todo: Sequence[Change], create: Callable[[Change], bool]
-                  ) -> dict[tuple[tuple[str, str], ...], list[Change]]:
+async def _lookup(
+    env: FlowEnv, todo: Sequence[Change], create: Callable[[Change], bool]
+) -> dict[tuple[tuple[str, str], ...], list[Change]]:
     """One batched identity lookup; returns the changes to create, grouped by their (normalised) identifiers."""
     if not todo:
         return {}
-    results = await env.call(resolve_identities, [c.identity for c in todo], env.klaviyo,
-                             default_region=env.config.phone_default_country,
-                             cache=flowkit.StoreIdentityCache(env.store))
+    results = await env.call(
+        resolve_identities,
+        [c.identity for c in todo],
+        env.klaviyo,
+        default_region=env.config.phone_default_country,
+        cache=flowkit.StoreIdentityCache(env.store),
+    )
     missing: dict[tuple[tuple[str, str], ...], list[Change]] = {}
-    for change, result in zip(todo, results):
+    for change, result in zip(todo, results, strict=False):
         if not result.ok:
             if flowkit.is_conflict(result.error):
                 change.failed(flowkit.conflict_failure(change.item, result.error).reason or "", result.error)
@@ -192,7 +203,7 @@ async def apply_membership(env: FlowEnv, changes: Sequence[Change]) -> None:
         ids = list(dict.fromkeys(c.profile_id for c in group if c.profile_id))
         task = add_profiles_to_list if enter else remove_profiles_from_list
         results: list[ItemResult] = await env.call(task, list_id, ids, env.klaviyo)
-        by_id = dict(zip(ids, results))
+        by_id = dict(zip(ids, results, strict=False))
         for change in group:
             result = by_id[change.profile_id or ""]
             if result.ok:

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-_ANY = re.compile(r'^any\((\w+),\[(.*)\]\)$')
+_ANY = re.compile(r"^any\((\w+),\[(.*)\]\)$")
 _EQUALS = re.compile(r'^equals\((\w+),"(.*)"\)$')
 
 
@@ -66,22 +66,40 @@ class Recorder:
         if method == "POST" and path in ("/api/profile-import", "/api/profiles"):
             attributes = (body or {}).get("data", {}).get("attributes", {})
             pid = (body or {}).get("data", {}).get("id") or _profile_id(attributes)
-            return httpx.Response(201, headers=jsonapi,
-                                  json={"data": {"type": "profile", "id": pid, "attributes": attributes}})
+            return httpx.Response(
+                201, headers=jsonapi, json={"data": {"type": "profile", "id": pid, "attributes": attributes}}
+            )
         if path.startswith("/api/profile-bulk-import-jobs"):
             return self._bulk_job(method, path)
         if method == "GET" and path == "/api/lists":
             return httpx.Response(200, headers=jsonapi, json={"data": [], "links": {}})
         if method == "POST" and path == "/api/lists":
             name = (body or {}).get("data", {}).get("attributes", {}).get("name", "?")
-            return httpx.Response(201, headers=jsonapi, json={"data": {"type": "list", "id": placeholder(
-                "list", "name", name), "attributes": {"name": name}}})
+            return httpx.Response(
+                201,
+                headers=jsonapi,
+                json={"data": {"type": "list", "id": placeholder("list", "name", name), "attributes": {"name": name}}},
+            )
         if method == "GET" and path == "/api/metrics":
-            names = ["Received Email", "Opened Email", "Clicked Email", "Bounced Email", "Unsubscribed",
-                     "Marked Email as Spam"]
-            return httpx.Response(200, headers=jsonapi, json={"data": [
-                {"type": "metric", "id": placeholder("metric", "name", n), "attributes": {"name": n}}
-                for n in names], "links": {}})
+            names = [
+                "Received Email",
+                "Opened Email",
+                "Clicked Email",
+                "Bounced Email",
+                "Unsubscribed",
+                "Marked Email as Spam",
+            ]
+            return httpx.Response(
+                200,
+                headers=jsonapi,
+                json={
+                    "data": [
+                        {"type": "metric", "id": placeholder("metric", "name", n), "attributes": {"name": n}}
+                        for n in names
+                    ],
+                    "links": {},
+                },
+            )
         if method == "GET":
             return httpx.Response(200, headers=jsonapi, json={"data": [], "links": {}})
         if "/relationships/" in path:
@@ -112,15 +130,26 @@ class Recorder:
         jsonapi = {"content-type": "application/vnd.api+json"}
         if method == "POST":
             self._counter += 1
-            job = {"type": "profile-bulk-import-job", "id": f"{{job:{self._counter}}}",
-                   "attributes": {"status": "queued"}}
+            job = {
+                "type": "profile-bulk-import-job",
+                "id": f"{{job:{self._counter}}}",
+                "attributes": {"status": "queued"},
+            }
             return httpx.Response(202, headers=jsonapi, json={"data": job})
         if path.endswith("/import-errors"):
             return httpx.Response(200, headers=jsonapi, json={"data": [], "links": {}})
         job_id = path.rsplit("/", 1)[-1]
-        return httpx.Response(200, headers=jsonapi, json={"data": {
-            "type": "profile-bulk-import-job", "id": job_id,
-            "attributes": {"status": "complete", "total_count": 0, "completed_count": 0, "failed_count": 0}}})
+        return httpx.Response(
+            200,
+            headers=jsonapi,
+            json={
+                "data": {
+                    "type": "profile-bulk-import-job",
+                    "id": job_id,
+                    "attributes": {"status": "complete", "total_count": 0, "completed_count": 0, "failed_count": 0},
+                }
+            },
+        )
 
 
 class NoPacer:
@@ -133,8 +162,9 @@ class NoPacer:
         return None
 
 
-async def preview_flow(flow: str, messages: list[Any], config: dict[str, Any] | None
-                       ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+async def preview_flow(
+    flow: str, messages: list[Any], config: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run ``flow``'s steps on ``messages`` against the recorder. Returns (request lines, summary)."""
     from klaviyo_segment import runtime
     from klaviyo_segment.flows import get_spec
@@ -142,8 +172,14 @@ async def preview_flow(flow: str, messages: list[Any], config: dict[str, Any] | 
     spec = get_spec(flow)
     recorder = Recorder()
     async with httpx.AsyncClient(base_url="https://a.klaviyo.com", transport=recorder.transport()) as http:
-        async with runtime.open_env(flow, config, preview=True, http=http, pacer=NoPacer(),
-                                    segment=spec.sends_to_segment,
-                                    segment_transport=recorder.transport()) as env:
+        async with runtime.open_env(
+            flow,
+            config,
+            preview=True,
+            http=http,
+            pacer=NoPacer(),
+            segment=spec.sends_to_segment,
+            segment_transport=recorder.transport(),
+        ) as env:
             summary = await runtime.process_spec(env, spec, messages)
     return recorder.lines(), summary

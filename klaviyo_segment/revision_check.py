@@ -13,9 +13,10 @@ are not.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from klaviyo_segment.constants import schema_path
 from klaviyo_segment.errors import ConfigError
@@ -53,6 +54,7 @@ class OperationReport:
 
 
 # ---------------------------------------------------------------- loading (full OpenAPI or trimmed file)
+
 
 def _deref(node: Any, spec: Mapping[str, Any], stack: tuple[str, ...] = ()) -> Any:
     """Resolve $refs and OpenAPI ``nullable`` so a full spec flattens exactly like the trimmed files."""
@@ -92,9 +94,14 @@ def trim_openapi(spec: Mapping[str, Any], operation_ids: Iterable[str] | None = 
             schema = first.get("schema")
             params = [_deref(p, spec) for p in op.get("parameters", [])]
             ops[op["operationId"]] = {
-                "method": method.upper(), "path": path, "scopes": op.get("x-klaviyo-scopes", []),
-                "parameters": [{k: p[k] for k in ("name", "in", "required", "schema") if k in p}
-                               for p in params if p.get("in") in ("query", "path")],
+                "method": method.upper(),
+                "path": path,
+                "scopes": op.get("x-klaviyo-scopes", []),
+                "parameters": [
+                    {k: p[k] for k in ("name", "in", "required", "schema") if k in p}
+                    for p in params
+                    if p.get("in") in ("query", "path")
+                ],
                 "request_schema": _deref(schema, spec) if schema else None,
             }
     return {"revision": spec.get("info", {}).get("version"), "operations": ops}
@@ -114,6 +121,7 @@ def load_operations(path: Path, operation_ids: Iterable[str] | None = None) -> d
 
 
 # ---------------------------------------------------------------- flattening
+
 
 def _types(node: Mapping[str, Any]) -> set[str]:
     raw = node.get("type")
@@ -137,8 +145,9 @@ def flatten(schema: Mapping[str, Any] | None, prefix: str = "", required: bool =
         return out
     enum = schema.get("enum")
     if prefix:
-        out[prefix] = FieldInfo(frozenset(_types(schema)), required,
-                                frozenset(map(str, enum)) if enum is not None else None)
+        out[prefix] = FieldInfo(
+            frozenset(_types(schema)), required, frozenset(map(str, enum)) if enum is not None else None
+        )
     variants = [schema, *schema.get("allOf", [])]
     variants += [v for key in ("oneOf", "anyOf") for v in schema.get(key, []) if isinstance(v, Mapping)]
     for variant in variants:
@@ -150,9 +159,13 @@ def flatten(schema: Mapping[str, Any] | None, prefix: str = "", required: bool =
                 if previous is None:
                     out[path] = info
                 else:
-                    out[path] = FieldInfo(previous.types | info.types, previous.required and info.required,
-                                          previous.enum if info.enum is None else
-                                          (info.enum if previous.enum is None else previous.enum | info.enum))
+                    out[path] = FieldInfo(
+                        previous.types | info.types,
+                        previous.required and info.required,
+                        previous.enum
+                        if info.enum is None
+                        else (info.enum if previous.enum is None else previous.enum | info.enum),
+                    )
         if isinstance(variant.get("items"), Mapping):
             out.update(flatten(variant["items"], f"{prefix}[]", True))
     return out
@@ -163,8 +176,9 @@ def _parameter_fields(op: Mapping[str, Any]) -> dict[str, FieldInfo]:
     for p in op.get("parameters", []):
         schema = p.get("schema") or {}
         enum = schema.get("enum") or (schema.get("items") or {}).get("enum")
-        out[f"{p.get('in')}:{p['name']}"] = FieldInfo(frozenset(_types(schema)), bool(p.get("required")),
-                                                      frozenset(map(str, enum)) if enum else None)
+        out[f"{p.get('in')}:{p['name']}"] = FieldInfo(
+            frozenset(_types(schema)), bool(p.get("required")), frozenset(map(str, enum)) if enum else None
+        )
     return out
 
 
@@ -173,6 +187,7 @@ def operation_fields(op: Mapping[str, Any]) -> dict[str, FieldInfo]:
 
 
 # ---------------------------------------------------------------- comparison
+
 
 def _some(values: list[str], limit: int = 5) -> str:
     shown = ", ".join(values[:limit])
@@ -186,8 +201,9 @@ def _parent(path: str) -> str:
 def compare_operation(op_id: str, used: Mapping[str, Any], other: Mapping[str, Any]) -> OperationReport:
     report = OperationReport(op_id)
     if (used["method"], used["path"]) != (other["method"], other["path"]):
-        report.changes.append(Change("operation", "", f"{used['method']} {used['path']} is now "
-                                                      f"{other['method']} {other['path']}", True))
+        report.changes.append(
+            Change("operation", "", f"{used['method']} {used['path']} is now {other['method']} {other['path']}", True)
+        )
     old, new = operation_fields(used), operation_fields(other)
     removed = sorted(set(old) - set(new))
     added = sorted(set(new) - set(old))
@@ -196,35 +212,51 @@ def compare_operation(op_id: str, used: Mapping[str, Any], other: Mapping[str, A
     added_top = [p for p in added if _parent(p) not in added]
     renamed: dict[str, str] = {}
     for path in removed_top:
-        candidates = [a for a in added_top if a not in renamed.values() and _parent(a) == _parent(path)
-                      and new[a].types == old[path].types]
+        candidates = [
+            a
+            for a in added_top
+            if a not in renamed.values() and _parent(a) == _parent(path) and new[a].types == old[path].types
+        ]
         if len(candidates) == 1:
             renamed[path] = candidates[0]
     for path in removed_top:
         if path in renamed:
-            report.changes.append(Change("renamed", path, f"renamed to {renamed[path]}? (same type "
-                                                          f"{old[path].type_label}, same parent)", True))
+            report.changes.append(
+                Change(
+                    "renamed",
+                    path,
+                    f"renamed to {renamed[path]}? (same type {old[path].type_label}, same parent)",
+                    True,
+                )
+            )
         else:
             report.changes.append(Change("removed", path, f"field removed ({old[path].type_label})", True))
     for path in added_top:
         if path in renamed.values():
             continue
         info = new[path]
-        report.changes.append(Change("added", path, f"field added ({info.type_label}"
-                                                    f"{', required' if info.required else ''})",
-                                     info.required and _parent(path) not in added))
+        report.changes.append(
+            Change(
+                "added",
+                path,
+                f"field added ({info.type_label}{', required' if info.required else ''})",
+                info.required and _parent(path) not in added,
+            )
+        )
     for path in sorted(set(old) & set(new)):
         a, b = old[path], new[path]
         if a.types != b.types:
             narrowed = bool(a.types - b.types) and bool(b.types)
             report.changes.append(Change("type", path, f"type {a.type_label} -> {b.type_label}", narrowed))
         if a.required != b.required:
-            report.changes.append(Change("required", path, "optional -> required" if b.required
-                                         else "required -> optional", b.required))
+            report.changes.append(
+                Change("required", path, "optional -> required" if b.required else "required -> optional", b.required)
+            )
         if a.enum != b.enum and a.enum is not None and b.enum is not None:
             lost, gained = sorted(a.enum - b.enum), sorted(b.enum - a.enum)
             parts = ([f"values removed {_some(lost)}"] if lost else []) + (
-                [f"values added {_some(gained)}"] if gained else [])
+                [f"values added {_some(gained)}"] if gained else []
+            )
             report.changes.append(Change("enum", path, "; ".join(parts), bool(lost)))
     return report
 
@@ -240,8 +272,9 @@ def compare(used: Mapping[str, Any], other: Mapping[str, Any]) -> list[Operation
     return reports
 
 
-def check_revision(spec: Path, base: Path | None = None) -> tuple[dict[str, Any], dict[str, Any],
-                                                                  list[OperationReport]]:
+def check_revision(
+    spec: Path, base: Path | None = None
+) -> tuple[dict[str, Any], dict[str, Any], list[OperationReport]]:
     """Load both sides and compare; returns (used, other, reports)."""
     used = load_operations(base or schema_path())
     other = load_operations(spec, used["operations"].keys())

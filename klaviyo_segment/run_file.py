@@ -33,8 +33,14 @@ class Totals:
     skipped/failed outcomes (a million failed messages must not be held in memory for a table of 500)."""
 
     def __init__(self, flow: str) -> None:
-        self.summary: dict[str, Any] = {"flow": flow, "received": 0, "sent": 0, "skipped": 0, "failed": 0,
-                                        "reasons": {}}
+        self.summary: dict[str, Any] = {
+            "flow": flow,
+            "received": 0,
+            "sent": 0,
+            "skipped": 0,
+            "failed": 0,
+            "reasons": {},
+        }
         self.reasons: Counter[str] = Counter()
         self.outcomes: list[dict[str, Any]] = []
         self.more = 0  # skipped/failed outcomes not kept
@@ -58,8 +64,15 @@ class Totals:
         self.summary["reasons"] = dict(sorted(self.reasons.items()))
 
 
-async def stage_file(store: Any, flow: str, path: Path, owner: str, lease_seconds: float,
-                     progress: Progress, batch_size: int = BATCH_SIZE) -> tuple[list[str], int]:
+async def stage_file(
+    store: Any,
+    flow: str,
+    path: Path,
+    owner: str,
+    lease_seconds: float,
+    progress: Progress,
+    batch_size: int = BATCH_SIZE,
+) -> tuple[list[str], int]:
     """Stream ``path`` into leased inbox batches; returns (batch ids, message count). A broken file (ConfigError)
     removes what was staged, so nothing of it is delivered (as before: the whole file is refused)."""
     from klaviyo_segment.inputs import iter_messages
@@ -85,8 +98,15 @@ async def stage_file(store: Any, flow: str, path: Path, owner: str, lease_second
     return ids, count
 
 
-async def run_file(spec: FlowSpec, path: Path, document: dict[str, Any] | None, progress: Progress, *,
-                   batch_size: int = BATCH_SIZE, batches_per_run: int = BATCHES_PER_RUN) -> Totals:
+async def run_file(
+    spec: FlowSpec,
+    path: Path,
+    document: dict[str, Any] | None,
+    progress: Progress,
+    *,
+    batch_size: int = BATCH_SIZE,
+    batches_per_run: int = BATCHES_PER_RUN,
+) -> Totals:
     """Stage ``path``, then one flow run per ``batches_per_run`` batches; their summaries added up."""
     from klaviyo_segment.runtime import lease_seconds
     from klaviyo_segment.settings import credentials_document, resolve_store_url
@@ -101,7 +121,7 @@ async def run_file(spec: FlowSpec, path: Path, document: dict[str, Any] | None, 
     totals = Totals(spec.name)
     progress("delivering", 0, count)
     for start in range(0, len(ids), batches_per_run):
-        part, rest = ids[start:start + batches_per_run], ids[start:]
+        part, rest = ids[start : start + batches_per_run], ids[start:]
         store = await Store.open(resolve_store_url(config=credentials_document(document)))
         try:  # the batches still waiting keep their lease for as long as the runs before them take
             await store.renew_staged(rest, owner, lease_seconds())

@@ -25,8 +25,9 @@ TOP_REASONS = 3
 MAX_DEAD_LETTER_LINES = 50
 
 
-def run_name(flow: str, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None,
-             message_count: int | None = None) -> str:
+def run_name(
+    flow: str, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None, message_count: int | None = None
+) -> str:
     """``forward-track · 5000 msgs · batch 3f2a91…``: flow, message count and first batch id, never content."""
     parts = [flow]
     count = message_count if message_count is not None else None if messages is None else len(messages)
@@ -49,8 +50,11 @@ def flow_run_name() -> str:
 
     params = flow_run.parameters or {}
     messages, batch_ids = params.get("messages"), params.get("batch_ids")
-    name = run_name(str(flow_run.flow_name), messages if isinstance(messages, list) else None,
-                    batch_ids if isinstance(batch_ids, list) else None)
+    name = run_name(
+        str(flow_run.flow_name),
+        messages if isinstance(messages, list) else None,
+        batch_ids if isinstance(batch_ids, list) else None,
+    )
     if params.get("poll"):
         name += " · poll"
     return name
@@ -96,8 +100,10 @@ def _run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
 
 def summary_line(summary: dict[str, Any]) -> str:
     """``forward-track: received 3, sent 0, skipped 0, failed 3; top reasons: failed: 403 ... (3)``."""
-    line = (f"{summary['flow']}: received {summary['received']}, sent {summary['sent']}, "
-            f"skipped {summary['skipped']}, failed {summary['failed']}")
+    line = (
+        f"{summary['flow']}: received {summary['received']}, sent {summary['sent']}, "
+        f"skipped {summary['skipped']}, failed {summary['failed']}"
+    )
     reasons = Counter(summary.get("reasons") or {}).most_common(TOP_REASONS)
     if reasons:
         line += "; top reasons: " + "; ".join(f"{reason} ({n})" for reason, n in reasons)
@@ -106,8 +112,10 @@ def summary_line(summary: dict[str, Any]) -> str:
 
 def dead_letter_line(flow: str, dead_letter_id: str, out: Outcome) -> str:
     status = f" (HTTP {out.error.status})" if out.error is not None and out.error.status else ""
-    return redact(f"dead letter {dead_letter_id}: {flow} message {out.message_id} ({out.type or 'unknown'}) "
-                  f"failed{status}: {out.reason or 'failed'}")
+    return redact(
+        f"dead letter {dead_letter_id}: {flow} message {out.message_id} ({out.type or 'unknown'}) "
+        f"failed{status}: {out.reason or 'failed'}"
+    )
 
 
 def log_run(flow: str, summary: dict[str, Any], failed: Sequence[tuple[str, Outcome]]) -> None:
@@ -117,8 +125,11 @@ def log_run(flow: str, summary: dict[str, Any], failed: Sequence[tuple[str, Outc
     for dl_id, out in failed[:MAX_DEAD_LETTER_LINES]:
         log.warning("%s", dead_letter_line(flow, dl_id, out))
     if len(failed) > MAX_DEAD_LETTER_LINES:
-        log.warning("... and %d more dead letters (`klaviyo-segment dead-letters list --flow %s`)",
-                    len(failed) - MAX_DEAD_LETTER_LINES, flow)
+        log.warning(
+            "... and %d more dead letters (`klaviyo-segment dead-letters list --flow %s`)",
+            len(failed) - MAX_DEAD_LETTER_LINES,
+            flow,
+        )
 
 
 def log_resolved(flow: str, count: int) -> None:

@@ -28,8 +28,10 @@ def failure_message(summary: dict[str, Any]) -> str | None:
     if not failed:
         return None
     received = int(summary.get("received") or 0)
-    return f"{failed} of {received} messages failed — see dead letters (sent {summary.get('sent', 0)}, " \
-           f"skipped {summary.get('skipped', 0)})"
+    return (
+        f"{failed} of {received} messages failed — see dead letters (sent {summary.get('sent', 0)}, "
+        f"skipped {summary.get('skipped', 0)})"
+    )
 
 
 def final_state(summary: dict[str, Any]) -> Any:

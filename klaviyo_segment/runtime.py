@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ class FlowEnv:
     preview: bool = False
     #: Preview only: where Segment requests go instead of the network.
     segment_transport: Any = None
-    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
     run_id: str = field(default_factory=lambda: f"local-{uuid.uuid4().hex[:12]}")
 
     async def call(self, task: Any, *args: Any, **kwargs: Any) -> Any:
@@ -95,8 +95,10 @@ def load_flow_config(config: dict[str, Any] | None, config_block: str | None = N
     block = load_saved_block(MappingTables, config_block or "default")
     if block is None:
         if config_block:
-            raise ConfigError(f"mapping-tables block {config_block!r} not found (create it with "
-                              "`klaviyo-segment blocks apply --config FILE --name NAME`)")
+            raise ConfigError(
+                f"mapping-tables block {config_block!r} not found (create it with "
+                "`klaviyo-segment blocks apply --config FILE --name NAME`)"
+            )
         return AppConfig()
     return block.to_config()
 
@@ -112,10 +114,17 @@ def _current_run_id() -> str | None:
 
 
 @asynccontextmanager
-async def open_env(flow: str, config: dict[str, Any] | None = None, *, config_block: str | None = None,
-                   preview: bool = False, http: httpx.AsyncClient | None = None, segment: bool = False,
-                   pacer: Any = None, segment_transport: httpx.AsyncBaseTransport | None = None
-                   ) -> AsyncIterator[FlowEnv]:
+async def open_env(
+    flow: str,
+    config: dict[str, Any] | None = None,
+    *,
+    config_block: str | None = None,
+    preview: bool = False,
+    http: httpx.AsyncClient | None = None,
+    segment: bool = False,
+    pacer: Any = None,
+    segment_transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[FlowEnv]:
     """Everything a flow run needs, closed again at the end. Preview uses a throwaway store."""
     from klaviyo_segment.clients.klaviyo import KlaviyoClient
     from klaviyo_segment.settings import credentials_document, resolve_klaviyo, resolve_segment, resolve_store_url
@@ -147,8 +156,15 @@ async def open_env(flow: str, config: dict[str, Any] | None = None, *, config_bl
     store = await Store.open(store_url)
     try:
         async with KlaviyoClient(credentials, http=http, pacer=pacer) as client:
-            env = FlowEnv(flow=flow, config=app_config, store=store, klaviyo=client, segment=segment_credentials,
-                          preview=preview, segment_transport=segment_transport)
+            env = FlowEnv(
+                flow=flow,
+                config=app_config,
+                store=store,
+                klaviyo=client,
+                segment=segment_credentials,
+                preview=preview,
+                segment_transport=segment_transport,
+            )
             env.run_id = _current_run_id() or env.run_id
             yield env
     finally:
@@ -164,17 +180,19 @@ class Inputs:
 def _parse(index: int, raw: Any) -> tuple[Item, Outcome | None]:
     key = message_key(raw, index)
     if isinstance(raw, dict) and MALFORMED in raw:
-        return Item(index, key, raw), Outcome(message_id=key, status=Status.FAILED,
-                                              reason=f"malformed JSON: {raw[MALFORMED]}")
+        return Item(index, key, raw), Outcome(
+            message_id=key, status=Status.FAILED, reason=f"malformed JSON: {raw[MALFORMED]}"
+        )
     parsed = parse_message(raw)
     if isinstance(parsed, str):
-        return Item(index, key, raw), Outcome(message_id=key, status=Status.FAILED, reason=parsed,
-                                              type=raw.get("type") if isinstance(raw, dict) else None)
+        return Item(index, key, raw), Outcome(
+            message_id=key, status=Status.FAILED, reason=parsed, type=raw.get("type") if isinstance(raw, dict) else None
+        )
     return Item(index, key, raw, parsed), None
 
 
-#: A flow's optional ``load_items(raws)`` (``FlowSpec.load_items``): its own items and pre-recorded outcomes, for inputs that are
-#: not Segment messages (engagement-to-segment takes Klaviyo webhook records).
+#: A flow's optional ``load_items(raws)`` (``FlowSpec.load_items``): its own items and pre-recorded outcomes, for
+#: inputs that are not Segment messages (engagement-to-segment takes Klaviyo webhook records).
 ItemLoader = Callable[[list[Any]], tuple[list[Item], dict[str, Outcome]]]
 
 
@@ -190,8 +208,9 @@ def load_segment_items(raws: list[Any]) -> tuple[list[Item], dict[str, Outcome]]
     return items, outcomes
 
 
-async def load_inputs(env: FlowEnv, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None,
-                      load_items: ItemLoader | None = None) -> tuple[Inputs, dict[str, Outcome]]:
+async def load_inputs(
+    env: FlowEnv, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None, load_items: ItemLoader | None = None
+) -> tuple[Inputs, dict[str, Outcome]]:
     """Exactly one of ``messages``/``batch_ids``; batches are leased so a dead worker's batch is retaken.
     ``load_items`` (a flow's ``FlowSpec.load_items``) turns the raw inputs into items; default: Segment messages."""
     if (messages is None) == (batch_ids is None):
@@ -202,8 +221,9 @@ async def load_inputs(env: FlowEnv, messages: Sequence[Any] | None, batch_ids: S
         batches = await env.store.lease(list(batch_ids), env.run_id, lease_seconds())
         if len(batches) < len(set(batch_ids)):  # batches `klaviyo-segment run` staged for this run (leased by it)
             got = {b.id for b in batches}
-            batches += await env.store.take_over_staged([i for i in batch_ids if i not in got], env.run_id,
-                                                        lease_seconds())
+            batches += await env.store.take_over_staged(
+                [i for i in batch_ids if i not in got], env.run_id, lease_seconds()
+            )
         raws = [m for b in batches for m in b.messages]
         leased = [b.id for b in batches]
     else:
@@ -212,14 +232,22 @@ async def load_inputs(env: FlowEnv, messages: Sequence[Any] | None, batch_ids: S
     return Inputs(items=items, batch_ids=leased), outcomes
 
 
-def outcome(item: Item, status: Status, reason: str | None = None, error: ApiError | None = None,
-            warnings: Sequence[str] = ()) -> Outcome:
-    return Outcome(message_id=item.key, status=status, type=item.msg.type if item.msg else None, reason=reason,
-                   error=error, warnings=list(warnings))
+def outcome(
+    item: Item, status: Status, reason: str | None = None, error: ApiError | None = None, warnings: Sequence[str] = ()
+) -> Outcome:
+    return Outcome(
+        message_id=item.key,
+        status=status,
+        type=item.msg.type if item.msg else None,
+        reason=reason,
+        error=error,
+        warnings=list(warnings),
+    )
 
 
-async def common_rules(env: FlowEnv, items: Sequence[Item], outcomes: dict[str, Outcome],
-                       accepts: Callable[[Item], str | None]) -> list[Item]:
+async def common_rules(
+    env: FlowEnv, items: Sequence[Item], outcomes: dict[str, Outcome], accepts: Callable[[Item], str | None]
+) -> list[Item]:
     """Apply what every flow honours, in order: parse failures, 'not for this flow', Segment's integrations
     opt-out, duplicates inside the input, and messages this flow already delivered. Returns the rest."""
     todo: list[Item] = []
@@ -260,9 +288,11 @@ async def finish(env: FlowEnv, inputs: Inputs, outcomes: dict[str, Outcome]) -> 
         if out is None:  # a flow bug must not lose a message: count it as failed and keep it
             out = outcomes[item.key] = outcome(item, Status.FAILED, "internal: no outcome recorded")
         if item.key in seen:
-            ordered.append(out.model_copy(update={"status": Status.SKIPPED,
-                                                  "reason": "duplicate messageId in this batch"})
-                           if out.status != Status.SKIPPED else out)
+            ordered.append(
+                out.model_copy(update={"status": Status.SKIPPED, "reason": "duplicate messageId in this batch"})
+                if out.status != Status.SKIPPED
+                else out
+            )
             continue
         seen.add(item.key)
         ordered.append(out)
@@ -274,10 +304,18 @@ async def finish(env: FlowEnv, inputs: Inputs, outcomes: dict[str, Outcome]) -> 
         failed = [o for o in ordered if o.status == Status.FAILED]
         dead_letter_ids: list[str] = []
         if failed:
-            dead_letter_ids = await env.store.add_dead_letters([
-                DeadLetterIn(flow=env.flow, message=_as_dict(raws.get(o.message_id)), message_id=o.message_id,
-                             reason=o.reason or "failed", error=o.error.model_dump() if o.error else None)
-                for o in failed])
+            dead_letter_ids = await env.store.add_dead_letters(
+                [
+                    DeadLetterIn(
+                        flow=env.flow,
+                        message=_as_dict(raws.get(o.message_id)),
+                        message_id=o.message_id,
+                        reason=o.reason or "failed",
+                        error=o.error.model_dump() if o.error else None,
+                    )
+                    for o in failed
+                ]
+            )
             await maybe_emit_threshold_event(env.store, env.config.dead_letters.threshold)
         sent_ids = [o.message_id for o in ordered if o.status == Status.SENT]
         if sent_ids:
@@ -288,7 +326,7 @@ async def finish(env: FlowEnv, inputs: Inputs, outcomes: dict[str, Outcome]) -> 
             await env.store.complete(batch_id, env.run_id, status=status)
         await _artifact(env, ordered)
         await run_report.rename_run(env.flow, inputs.batch_ids, len(inputs.items))
-        run_report.log_run(env.flow, summary, list(zip(dead_letter_ids, failed)))
+        run_report.log_run(env.flow, summary, list(zip(dead_letter_ids, failed, strict=False)))
     summary["outcomes"] = [o.model_dump(mode="json", exclude_defaults=True) for o in ordered]
     return summary
 
@@ -316,8 +354,11 @@ async def maybe_emit_threshold_event(store: Any, threshold: int) -> bool:
             return False
         from prefect.events import emit_event
 
-        emit_event(event=THRESHOLD_EVENT, resource={"prefect.resource.id": THRESHOLD_RESOURCE},
-                   payload={"count": count, "threshold": threshold})
+        emit_event(
+            event=THRESHOLD_EVENT,
+            resource={"prefect.resource.id": THRESHOLD_RESOURCE},
+            payload={"count": count, "threshold": threshold},
+        )
         return True
     except Exception as exc:
         logger.warning("could not emit %s: %s", THRESHOLD_EVENT, exc)
@@ -342,9 +383,9 @@ async def _artifact(env: FlowEnv, outcomes: Sequence[Outcome]) -> None:
     # Keyed by attempt: a retried run shows "attempt 2" next to attempt 1 instead of two identical cards.
     key = f"{env.flow}-outcomes" if attempt == 1 else f"{env.flow}-outcomes-attempt-{attempt}"
     try:
-        await acreate_table_artifact(table=table, key=key,
-                                     description=f"{env.flow}: per-message outcomes of this run "
-                                                 f"(attempt {attempt})")
+        await acreate_table_artifact(
+            table=table, key=key, description=f"{env.flow}: per-message outcomes of this run (attempt {attempt})"
+        )
     except Exception as exc:  # an artifact must never fail a run that delivered its messages
         logger.warning("could not create the outcomes artifact: %s", exc)
 
@@ -356,9 +397,17 @@ def is_old(msg: SegmentMessage, now: datetime, hours: float) -> bool:
 Processor = Callable[[FlowEnv, list[Item], dict[str, Outcome]], Awaitable[None]]
 
 
-async def run_flow(flow: str, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None,
-                   config: dict[str, Any] | None, config_block: str | None, process: Processor,
-                   *, segment: bool = False, load_items: ItemLoader | None = None) -> Any:
+async def run_flow(
+    flow: str,
+    messages: Sequence[Any] | None,
+    batch_ids: Sequence[str] | None,
+    config: dict[str, Any] | None,
+    config_block: str | None,
+    process: Processor,
+    *,
+    segment: bool = False,
+    load_items: ItemLoader | None = None,
+) -> Any:
     """The skeleton of every event flow: open, load, process (the template's steps), finish.
 
     Returns the summary (the run ends Completed) or, when any message failed, a Failed state carrying it
@@ -369,8 +418,13 @@ async def run_flow(flow: str, messages: Sequence[Any] | None, batch_ids: Sequenc
         return final_state(await process_inputs(env, messages, batch_ids, process, load_items))
 
 
-async def process_inputs(env: FlowEnv, messages: Sequence[Any] | None, batch_ids: Sequence[str] | None,
-                         process: Processor, load_items: ItemLoader | None = None) -> dict[str, Any]:
+async def process_inputs(
+    env: FlowEnv,
+    messages: Sequence[Any] | None,
+    batch_ids: Sequence[str] | None,
+    process: Processor,
+    load_items: ItemLoader | None = None,
+) -> dict[str, Any]:
     """Load, process and finish in an open env: the one sequence a run, a preview and a replay share.
 
     Processing is isolated per message (:func:`process_isolated`): a message that makes the template raise is
@@ -404,4 +458,3 @@ async def process_spec(env: FlowEnv, spec: FlowSpec, messages: Sequence[Any]) ->
     """``process_inputs`` for an event flow's spec (its ``process`` and optional ``load_items``)."""
     assert spec.process is not None, f"{spec.name} is not an event flow"
     return await process_inputs(env, messages, None, spec.process, spec.load_items)
-

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -47,7 +47,7 @@ class SegmentMessage(BaseModel):
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
+            return value.replace(tzinfo=UTC)
         return value
 
     @field_validator("context", "integrations", "traits", "properties", mode="before")
@@ -56,7 +56,7 @@ class SegmentMessage(BaseModel):
         return {} if value is None else value
 
     @model_validator(mode="after")
-    def _required_by_type(self) -> "SegmentMessage":
+    def _required_by_type(self) -> SegmentMessage:
         if self.type == "delete":
             if not self.user_id and not self.anonymous_id:
                 raise ValueError("a delete needs userId or anonymousId")

@@ -21,8 +21,9 @@ them. Secrets are ``SecretStr`` so a settings object printed in a log or traceba
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -106,13 +107,17 @@ def env_settings() -> EnvSettings:
 
 
 #: block field -> (EnvSettings attribute, environment variable), per block type (README "Configuration").
-KLAVIYO_ENV = {"api_key": ("klaviyo_api_key", c.ENV_KLAVIYO_API_KEY),
-               "base_url": ("klaviyo_base_url", c.ENV_KLAVIYO_BASE_URL),
-               "webhook_secret": ("klaviyo_webhook_secret", c.ENV_KLAVIYO_WEBHOOK_SECRET)}
-SEGMENT_ENV = {"write_key": ("segment_write_key", c.ENV_SEGMENT_WRITE_KEY),
-               "base_url": ("segment_base_url", c.ENV_SEGMENT_BASE_URL),
-               "region": ("segment_region", c.ENV_SEGMENT_REGION),
-               "shared_secret": ("segment_shared_secret", c.ENV_SEGMENT_SHARED_SECRET)}
+KLAVIYO_ENV = {
+    "api_key": ("klaviyo_api_key", c.ENV_KLAVIYO_API_KEY),
+    "base_url": ("klaviyo_base_url", c.ENV_KLAVIYO_BASE_URL),
+    "webhook_secret": ("klaviyo_webhook_secret", c.ENV_KLAVIYO_WEBHOOK_SECRET),
+}
+SEGMENT_ENV = {
+    "write_key": ("segment_write_key", c.ENV_SEGMENT_WRITE_KEY),
+    "base_url": ("segment_base_url", c.ENV_SEGMENT_BASE_URL),
+    "region": ("segment_region", c.ENV_SEGMENT_REGION),
+    "shared_secret": ("segment_shared_secret", c.ENV_SEGMENT_SHARED_SECRET),
+}
 
 
 class ProcessConfig:
@@ -150,11 +155,15 @@ def credentials_document(config: Mapping[str, Any] | None = None) -> Mapping[str
     """The document credentials are resolved from: the process' (CLI ``--config``) else ``config``."""
     return ProcessConfig.get() or config or {}
 
+
 #: How a user sets each required value: named in the ConfigError.
-KLAVIYO_REQUIRED = {"api_key": f"--api-key, ${c.ENV_KLAVIYO_API_KEY}, config key klaviyo.api_key "
-                               "or a saved 'Klaviyo Credentials' block"}
-SEGMENT_REQUIRED = {"write_key": f"--write-key, ${c.ENV_SEGMENT_WRITE_KEY}, config key segment.write_key "
-                                 "or a saved 'Segment Credentials' block"}
+KLAVIYO_REQUIRED = {
+    "api_key": f"--api-key, ${c.ENV_KLAVIYO_API_KEY}, config key klaviyo.api_key or a saved 'Klaviyo Credentials' block"
+}
+SEGMENT_REQUIRED = {
+    "write_key": f"--write-key, ${c.ENV_SEGMENT_WRITE_KEY}, config key segment.write_key "
+    "or a saved 'Segment Credentials' block"
+}
 
 
 def load_saved_block(cls: type[B], name: str) -> B | None:
@@ -180,7 +189,7 @@ def load_saved_block(cls: type[B], name: str) -> B | None:
 
 
 def block_label(cls: type[Any]) -> str:
-    """"mapping tables" for MappingTables: how error messages name a block type."""
+    """ "mapping tables" for MappingTables: how error messages name a block type."""
     import re
 
     return re.sub(r"(?<!^)(?=[A-Z])", " ", cls.__name__).lower()
@@ -212,9 +221,16 @@ def _block_values(block: Any) -> dict[str, Any]:
     return {name: getattr(block, name) for name in type(block).model_fields if _set(getattr(block, name, None))}
 
 
-def resolve_fields(fields: list[str], *, flags: Mapping[str, Any], env: Mapping[str, Any],
-                   config: Mapping[str, Any], block: Callable[[], Any | None], required: Mapping[str, str],
-                   force_block: bool) -> tuple[dict[str, Any], dict[str, str]]:
+def resolve_fields(
+    fields: list[str],
+    *,
+    flags: Mapping[str, Any],
+    env: Mapping[str, Any],
+    config: Mapping[str, Any],
+    block: Callable[[], Any | None],
+    required: Mapping[str, str],
+    force_block: bool,
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Merge the layers per field; returns (values, source of each value) so `doctor` can show provenance.
     ``env`` holds the environment's value per field (see :func:`env_layer`)."""
     values: dict[str, Any] = {}
@@ -236,8 +252,10 @@ def resolve_fields(fields: list[str], *, flags: Mapping[str, Any], env: Mapping[
             missing = [f for f in required if f not in values]
             if not missing:
                 raise
-            raise ConfigError(f"{missing[0]} is not set: set it with {required[missing[0]]} "
-                              f"(the saved block could not be used: {exc})") from exc
+            raise ConfigError(
+                f"{missing[0]} is not set: set it with {required[missing[0]]} "
+                f"(the saved block could not be used: {exc})"
+            ) from exc
         if saved is not None:
             for field, value in _block_values(saved).items():
                 if field in fields and field not in values:
@@ -255,9 +273,16 @@ def env_layer(mapping: Mapping[str, tuple[str, str]], settings: EnvSettings | No
     return {field: getattr(current, attr) for field, (attr, _var) in mapping.items()}
 
 
-def _resolve(cls: type[B], env: Mapping[str, Any], required: Mapping[str, str], section: str,
-             flags: Mapping[str, Any] | None, config: Mapping[str, Any] | None, block_name: str,
-             loader: BlockLoader | None) -> B:
+def _resolve(
+    cls: type[B],
+    env: Mapping[str, Any],
+    required: Mapping[str, str],
+    section: str,
+    flags: Mapping[str, Any] | None,
+    config: Mapping[str, Any] | None,
+    block_name: str,
+    loader: BlockLoader | None,
+) -> B:
     conf = _section(config, section)
     name = conf.pop("block", None) or block_name
     fields = [f for f in cls.model_fields if not f.startswith("_")]
@@ -265,8 +290,13 @@ def _resolve(cls: type[B], env: Mapping[str, Any], required: Mapping[str, str], 
     conf = {k: v for k, v in conf.items() if k in fields}
     load = loader or load_saved_block
     values, _ = resolve_fields(
-        fields, flags={k: v for k, v in (flags or {}).items() if k in fields}, env=env, config=conf,
-        block=lambda: load(cls, name), required=required, force_block="block" in _section(config, section),
+        fields,
+        flags={k: v for k, v in (flags or {}).items() if k in fields},
+        env=env,
+        config=conf,
+        block=lambda: load(cls, name),
+        required=required,
+        force_block="block" in _section(config, section),
     )
     try:
         return cls(**values)
@@ -276,28 +306,43 @@ def _resolve(cls: type[B], env: Mapping[str, Any], required: Mapping[str, str], 
         raise ConfigError(f"{section}.{key}: {err['msg']}") from exc
 
 
-def resolve_klaviyo(flags: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None,
-                    block_name: str = DEFAULT_BLOCK_NAME, *, loader: BlockLoader | None = None
-                    ) -> "KlaviyoCredentials":
+def resolve_klaviyo(
+    flags: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    block_name: str = DEFAULT_BLOCK_NAME,
+    *,
+    loader: BlockLoader | None = None,
+) -> KlaviyoCredentials:
     """KlaviyoCredentials from flags (block field names as keys), env, config section ``klaviyo`` and block."""
     from klaviyo_segment.blocks.klaviyo import KlaviyoCredentials
 
-    return _resolve(KlaviyoCredentials, env_layer(KLAVIYO_ENV), KLAVIYO_REQUIRED, "klaviyo", flags, config,
-                    block_name, loader)
+    return _resolve(
+        KlaviyoCredentials, env_layer(KLAVIYO_ENV), KLAVIYO_REQUIRED, "klaviyo", flags, config, block_name, loader
+    )
 
 
-def resolve_segment(flags: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None,
-                    block_name: str = DEFAULT_BLOCK_NAME, *, loader: BlockLoader | None = None
-                    ) -> "SegmentCredentials":
+def resolve_segment(
+    flags: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    block_name: str = DEFAULT_BLOCK_NAME,
+    *,
+    loader: BlockLoader | None = None,
+) -> SegmentCredentials:
     """SegmentCredentials likewise (section ``segment``); an explicit base_url wins over region."""
     from klaviyo_segment.blocks.segment import SegmentCredentials
 
-    return _resolve(SegmentCredentials, env_layer(SEGMENT_ENV), SEGMENT_REQUIRED, "segment", flags, config,
-                    block_name, loader)
+    return _resolve(
+        SegmentCredentials, env_layer(SEGMENT_ENV), SEGMENT_REQUIRED, "segment", flags, config, block_name, loader
+    )
 
 
-def resolve_store_url(flags: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None, *,
-                      loader: BlockLoader | None = None, block_name: str = DEFAULT_BLOCK_NAME) -> str:
+def resolve_store_url(
+    flags: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    *,
+    loader: BlockLoader | None = None,
+    block_name: str = DEFAULT_BLOCK_NAME,
+) -> str:
     """State-store URL: flag ``store_url`` > $KLAVIYO_SEGMENT_STORE_URL > config ``store.url`` > the saved
     'Klaviyo Segment State Store' block (document ``default``) > SQLite in $KLAVIYO_SEGMENT_HOME.
 
@@ -364,10 +409,12 @@ def warn_if_local_store_on_pool(url: str) -> bool:
     pool = getattr(getattr(ctx, "flow_run", None), "work_pool_name", None) if ctx else None
     if not pool:
         return False
-    message = (f"the state store is a local SQLite file ({url}) while this worker runs deployment runs from work "
-               f"pool {pool!r}: de-duplication, batch leases and dead letters do not span workers. Save the "
-               f"'Klaviyo Segment State Store' block (document {DEFAULT_BLOCK_NAME!r}) with a PostgreSQL URL, or "
-               f"set ${c.ENV_STORE_URL} on every worker")
+    message = (
+        f"the state store is a local SQLite file ({url}) while this worker runs deployment runs from work "
+        f"pool {pool!r}: de-duplication, batch leases and dead letters do not span workers. Save the "
+        f"'Klaviyo Segment State Store' block (document {DEFAULT_BLOCK_NAME!r}) with a PostgreSQL URL, or "
+        f"set ${c.ENV_STORE_URL} on every worker"
+    )
     # klaviyo_segment.* records reach the flow run's logs (run_logs.route_to_prefect) and the worker's console
     logging.getLogger("klaviyo_segment.settings").warning("%s", message)
     return True

@@ -12,6 +12,7 @@ tests can check that the emulator answers exactly in the spec's shapes (an inven
 
 Usage: python scripts/gen_klaviyo_schema.py [SPEC_DIR]   (default: ../shared/klaviyo-openapi)
 """
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,29 @@ from pathlib import Path
 from typing import Any
 
 OPERATIONS = [
-    "create_or_update_profile", "create_profile", "update_profile", "get_profiles", "get_profile",
-    "merge_profiles", "bulk_import_profiles", "get_bulk_import_profiles_job",
-    "get_errors_for_bulk_import_profiles_job", "create_event", "bulk_create_events", "get_events",
-    "get_metrics", "get_lists", "get_list", "create_list", "add_profiles_to_list",
-    "remove_profiles_from_list", "get_profiles_for_list", "bulk_subscribe_profiles",
-    "bulk_unsubscribe_profiles", "request_profile_deletion", "get_accounts",
+    "create_or_update_profile",
+    "create_profile",
+    "update_profile",
+    "get_profiles",
+    "get_profile",
+    "merge_profiles",
+    "bulk_import_profiles",
+    "get_bulk_import_profiles_job",
+    "get_errors_for_bulk_import_profiles_job",
+    "create_event",
+    "bulk_create_events",
+    "get_events",
+    "get_metrics",
+    "get_lists",
+    "get_list",
+    "create_list",
+    "add_profiles_to_list",
+    "remove_profiles_from_list",
+    "get_profiles_for_list",
+    "bulk_subscribe_profiles",
+    "bulk_unsubscribe_profiles",
+    "request_profile_deletion",
+    "get_accounts",
 ]
 DROP_KEYS = {"description", "example", "examples", "title", "externalDocs", "x-klaviyo-operation-aliases"}
 OUT = Path(__file__).resolve().parent.parent / "klaviyo_segment" / "schema"
@@ -87,8 +105,11 @@ def trim(spec: dict[str, Any]) -> dict[str, Any]:
                 "method": method.upper(),
                 "path": path,
                 "scopes": op.get("x-klaviyo-scopes", []),
-                "ratelimit": {"burst": _rate(rate.get("burst")), "steady": _rate(rate.get("steady")),
-                              "daily": _rate(rate.get("daily"))},
+                "ratelimit": {
+                    "burst": _rate(rate.get("burst")),
+                    "steady": _rate(rate.get("steady")),
+                    "daily": _rate(rate.get("daily")),
+                },
                 "filters": op.get("x-klaviyo-filters"),
                 "parameters": params,
                 "request_schema": _resolve(schema, spec) if schema else None,
@@ -177,8 +198,10 @@ def main(argv: list[str]) -> int:
         missing = sorted(set(OPERATIONS) - set(trimmed["operations"]))
         target = OUT / f"klaviyo-{trimmed['revision']}.json"
         target.write_text(json.dumps(trimmed, indent=1, sort_keys=True) + "\n")
-        print(f"{target.name}: {len(trimmed['operations'])} operations"
-              + (f", absent in this revision: {', '.join(missing)}" if missing else ""))
+        print(
+            f"{target.name}: {len(trimmed['operations'])} operations"
+            + (f", absent in this revision: {', '.join(missing)}" if missing else "")
+        )
     responses = response_schemas(json.loads((spec_dir / RESPONSE_REVISION).read_text()))
     RESPONSES_OUT.mkdir(parents=True, exist_ok=True)
     target = RESPONSES_OUT / f"response-schemas-{responses['revision']}.json"

@@ -14,9 +14,16 @@ from klaviyo_segment.tasks._common import TASK_OPTIONS
 
 
 @task(name="klaviyo-resolve-identities", **TASK_OPTIONS)
-async def resolve_identities(identities: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient, *,
-                             default_region: str = "US", cache: svc.IdentityCache | None = None,
-                             merge: bool = False, verify_cached: bool = False) -> list[ItemResult]:
+async def resolve_identities(
+    identities: Sequence[Mapping[str, Any]],
+    credentials: CredentialsOrClient,
+    *,
+    default_region: str = "US",
+    cache: svc.IdentityCache | None = None,
+    merge: bool = False,
+    verify_cached: bool = False,
+) -> list[ItemResult]:
     """See :func:`klaviyo_segment.services.identity.resolve_identities`."""
-    return await svc.resolve_identities(identities, credentials, default_region=default_region, cache=cache,
-                                        merge=merge, verify_cached=verify_cached)
+    return await svc.resolve_identities(
+        identities, credentials, default_region=default_region, cache=cache, merge=merge, verify_cached=verify_cached
+    )

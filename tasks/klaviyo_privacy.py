@@ -13,7 +13,8 @@ from klaviyo_segment.tasks._common import TASK_OPTIONS
 
 
 @task(name="klaviyo-request-profile-deletions", **TASK_OPTIONS)
-async def request_profile_deletions(identities: Sequence[Mapping[str, str]], credentials: CredentialsOrClient, *,
-                                    concurrency: int = 3) -> list[ItemResult]:
+async def request_profile_deletions(
+    identities: Sequence[Mapping[str, str]], credentials: CredentialsOrClient, *, concurrency: int = 3
+) -> list[ItemResult]:
     """See :func:`klaviyo_segment.services.privacy.request_profile_deletions`."""
     return await svc.request_profile_deletions(identities, credentials, concurrency=concurrency)

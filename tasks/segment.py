@@ -14,7 +14,11 @@ from klaviyo_segment.services import segment as svc
 
 
 @task(name="send-to-segment", description="Send track/identify messages to Segment's /v1/batch in chunks.")
-async def send_to_segment(messages: list[dict[str, Any]], credentials: SegmentCredentials | SegmentClient, *,
-                          transport: httpx.AsyncBaseTransport | None = None) -> list[ItemResult]:
+async def send_to_segment(
+    messages: list[dict[str, Any]],
+    credentials: SegmentCredentials | SegmentClient,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> list[ItemResult]:
     """See :func:`klaviyo_segment.services.segment.send_to_segment`."""
     return await svc.send_to_segment(messages, credentials, transport=transport)

@@ -15,8 +15,14 @@ pytest_plugins = [
 
 #: Documented credential variables, plus every ``KLAVIYO_SEGMENT_*`` setting (scrubbed by prefix).
 _USER_ENV = (
-    "KLAVIYO_API_KEY", "KLAVIYO_BASE_URL", "KLAVIYO_WEBHOOK_SECRET", "SEGMENT_WRITE_KEY", "SEGMENT_BASE_URL",
-    "SEGMENT_REGION", "SEGMENT_SHARED_SECRET", "SEGMENT_WEBHOOK_TOKEN",
+    "KLAVIYO_API_KEY",
+    "KLAVIYO_BASE_URL",
+    "KLAVIYO_WEBHOOK_SECRET",
+    "SEGMENT_WRITE_KEY",
+    "SEGMENT_BASE_URL",
+    "SEGMENT_REGION",
+    "SEGMENT_SHARED_SECRET",
+    "SEGMENT_WEBHOOK_TOKEN",
 )
 _USER_ENV_PREFIX = "KLAVIYO_SEGMENT_"
 
@@ -47,8 +53,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for proc in psutil.process_iter(["ppid", "cmdline", "create_time"]):
         try:
             cmdline = " ".join(proc.info["cmdline"] or [])
-            if (proc.info["ppid"] == 1 and "prefect.server.api.server" in cmdline
-                    and proc.info["create_time"] >= _SESSION_START):
+            if (
+                proc.info["ppid"] == 1
+                and "prefect.server.api.server" in cmdline
+                and proc.info["create_time"] >= _SESSION_START
+            ):
                 proc.terminate()
         except (psutil.Error, TypeError):
             continue

@@ -7,7 +7,7 @@ ran (targets missed or not), 1 when one could not run, 2 for an unknown name or 
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -47,12 +47,17 @@ def _backfill(options: Any) -> Any:
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
-        name: Optional[str] = typer.Argument(None, help=f"One of: {', '.join(NAMES)}. Omit to run all."),
-        scale: Optional[float] = typer.Option(None, "--scale", help="Sandbox rate limits scale=F (default 1 = "
-                                              "Klaviyo's real limits for delivery, profiles, latency; 0.1 for the "
-                                              "others). Ratios are to the ceiling at that scale."),
-        messages: Optional[int] = typer.Option(None, "--messages", help="Messages per benchmark (default: "
-                                               "enough to fill the measured windows)."),
+        name: str | None = typer.Argument(None, help=f"One of: {', '.join(NAMES)}. Omit to run all."),
+        scale: float | None = typer.Option(
+            None,
+            "--scale",
+            help="Sandbox rate limits scale=F (default 1 = "
+            "Klaviyo's real limits for delivery, profiles, latency; 0.1 for the "
+            "others). Ratios are to the ceiling at that scale.",
+        ),
+        messages: int | None = typer.Option(
+            None, "--messages", help="Messages per benchmark (default: enough to fill the measured windows)."
+        ),
         quick: bool = typer.Option(False, "--quick", help="Span one steady window and small sizes (smoke use)."),
         windows: int = typer.Option(3, "--windows", help="Steady (60 s) windows the throughput runs span."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document as the last stdout line."),
@@ -76,8 +81,11 @@ def register(app: typer.Typer) -> None:
 
         def live(bench_name: str, figure: Any) -> None:
             """Each figure on stderr as soon as it is measured; the table/JSON still follows at the end."""
-            target = "" if figure.target is None else f" (target {'<=' if figure.lower_is_better else '>='}" \
-                                                      f"{figure.target:g})"
+            target = (
+                ""
+                if figure.target is None
+                else f" (target {'<=' if figure.lower_is_better else '>='}{figure.target:g})"
+            )
             value = "-" if figure.value is None else f"{figure.value:,.3f}"
             typer.echo(f"bench: {bench_name}: {figure.name}: {value} {figure.unit}{target}", err=True)
 
@@ -85,16 +93,25 @@ def register(app: typer.Typer) -> None:
 
         results = []
         for bench_name, function in functions.items():
-            options = Options(scale=scale if scale is not None else _default_scale(bench_name), messages=messages,
-                              quick=quick, windows=windows)
+            options = Options(
+                scale=scale if scale is not None else _default_scale(bench_name),
+                messages=messages,
+                quick=quick,
+                windows=windows,
+            )
             typer.echo(f"bench: running {bench_name} (scale={options.scale:g}) ...", err=True)
             result = run_one(bench_name, function, options)
             results.append(result)
             if not as_json:
                 typer.echo(render([result], as_json=False, options=options))
         if as_json:
-            typer.echo(render(results, as_json=True, options=Options(scale=scale or 0.1, messages=messages,
-                                                                   quick=quick, windows=windows)))
+            typer.echo(
+                render(
+                    results,
+                    as_json=True,
+                    options=Options(scale=scale or 0.1, messages=messages, quick=quick, windows=windows),
+                )
+            )
         raise typer.Exit(1 if any(r.error for r in results) else 0)
 
 

@@ -34,7 +34,7 @@ async def _deliver(url: str, secret: str, messages: list[dict[str, Any]], batch:
 
     from klaviyo_segment.ingress.signatures import js_stringify, segment_signature
 
-    chunks = [messages[i:i + batch] for i in range(0, len(messages), batch)]
+    chunks = [messages[i : i + batch] for i in range(0, len(messages), batch)]
     gate = asyncio.Semaphore(concurrency)
     retries = 0
 
@@ -106,8 +106,12 @@ async def _setup_sandbox(box: Any, faults: str, seed: int) -> dict[str, Any]:
 
     from klaviyo_segment.devkit.demo import AUDIENCES, CHURN_AUDIENCE, create_lists, demo_config
 
-    headers = {"Authorization": f"Klaviyo-API-Key {box.klaviyo_api_key}", "revision": KLAVIYO_REVISION,
-               "Content-Type": "application/vnd.api+json", "Accept": "application/vnd.api+json"}
+    headers = {
+        "Authorization": f"Klaviyo-API-Key {box.klaviyo_api_key}",
+        "revision": KLAVIYO_REVISION,
+        "Content-Type": "application/vnd.api+json",
+        "Accept": "application/vnd.api+json",
+    }
     async with httpx.AsyncClient(base_url=box.klaviyo_url, headers=headers, timeout=30, trust_env=False) as kl:
         lists = await create_lists(kl, AUDIENCES + [CHURN_AUDIENCE, "Onboarding", "Churn Win-back"])
         (await kl.post("/__sandbox/config", json={"faults": faults, "seed": seed})).raise_for_status()
@@ -140,7 +144,7 @@ def chaos_stream(count: int, seed: int) -> list[dict[str, Any]]:
         name = names[scenarios] if first else gen.rng.choices(names, weights)[0]
         scenarios += 1
         sequence = gen.scenario(name, first=first)[: count - len(keyed)]
-        for key, message in zip(sorted(gen.rng.random() for _ in sequence), sequence):
+        for key, message in zip(sorted(gen.rng.random() for _ in sequence), sequence, strict=False):
             keyed.append((key, len(keyed), message))
     clock = DEFAULT_START
     stream = [message for _, _, message in sorted(keyed, key=lambda k: (k[0], k[1]))]
@@ -165,9 +169,12 @@ def _spawn_worker(store_url: str, document: dict[str, Any], env: dict[str, str])
     import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "-m", "klaviyo_segment.devkit.cli.chaos", store_url,
-                             json.dumps(document)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "klaviyo_segment.devkit.cli.chaos", store_url, json.dumps(document)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def _worker(store_url: str, document: dict[str, Any]) -> None:
@@ -180,9 +187,14 @@ async def _worker(store_url: str, document: dict[str, Any]) -> None:
     # A killed worker's batches come back within a CI budget: the runtime reads the lease at lease time.
     os.environ[ENV_LEASE_SECONDS] = str(WORKER_LEASE_SECONDS)
     store = await Store.open(store_url)
-    await start_ingress(store, AppConfig.from_document(document), settings=ReceiverSettings(), dispatch="inline",
-                        mapping_document=document, dispatcher_options={"sweep_interval": 1.0, "max_messages": 1000,
-                                                                 "redispatch_after": 5.0})
+    await start_ingress(
+        store,
+        AppConfig.from_document(document),
+        settings=ReceiverSettings(),
+        dispatch="inline",
+        mapping_document=document,
+        dispatcher_options={"sweep_interval": 1.0, "max_messages": 1000, "redispatch_after": 5.0},
+    )
     await asyncio.Event().wait()
 
 
@@ -190,10 +202,20 @@ async def _worker(store_url: str, document: dict[str, Any]) -> None:
 WORKER_LEASE_SECONDS = 30.0
 
 
-async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULTS, store_url: str | None = None,
-                    max_seconds: float = 900.0, batch: int = 100, kill_after: float | None = 2.0,
-                    invalid_every: int = 97, rate_scale: float = 1.0, poison_every: int | None = 89,
-                    legacy: int = 40) -> dict[str, Any]:
+async def run_chaos(
+    messages: int,
+    *,
+    seed: int = 7,
+    faults: str = DEFAULT_FAULTS,
+    store_url: str | None = None,
+    max_seconds: float = 900.0,
+    batch: int = 100,
+    kill_after: float | None = 2.0,
+    invalid_every: int = 97,
+    rate_scale: float = 1.0,
+    poison_every: int | None = 89,
+    legacy: int = 40,
+) -> dict[str, Any]:
     """One bounded chaos run; returns the figures. ``kill_after``: SIGKILL the worker that many seconds after
     its first Klaviyo request, then start a new one (None: no kill). ``rate_scale`` scales the sandbox's limits
     and the workers' pacing together: identifies are paced by Klaviyo's 700/min, which a CI budget cannot wait
@@ -202,15 +224,14 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
     import sys
     from datetime import UTC, datetime
 
-    from klaviyo_segment.devkit.chaos_expect import compare, expected_state
     from klaviyo_segment.clients.global_limits import ENV_RATE_SCALE
     from klaviyo_segment.config import AppConfig
+    from klaviyo_segment.devkit import chaos_poison as poison
+    from klaviyo_segment.devkit.chaos_expect import compare, expected_state
+    from klaviyo_segment.devkit.sandbox.server import Sandbox, SandboxOptions
     from klaviyo_segment.ingress.receiver import ReceiverSettings
     from klaviyo_segment.ingress.runner import start_ingress
-    from klaviyo_segment.devkit.sandbox.server import Sandbox, SandboxOptions
     from klaviyo_segment.store import Store
-
-    from klaviyo_segment.devkit import chaos_poison as poison
 
     stream, invalid = _with_invalid(chaos_stream(messages, seed), invalid_every)
     refused: set[str] = set()
@@ -225,17 +246,25 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
         config = AppConfig.from_document(document)
         stored = poison.as_stored(stream, refused, repaired)
         keep = sorted(expected_state(stored, invalid, config, datetime.now(UTC)).profiles)[:5]
-        legacy_messages, legacy_poison = poison.legacy_batch(legacy, keep, stored[-1]["timestamp"]) \
-            if legacy and keep else ([], set())
-        env = {**os.environ, "KLAVIYO_API_KEY": box.klaviyo_api_key, "KLAVIYO_BASE_URL": box.klaviyo_url,
-               "SEGMENT_WRITE_KEY": box.segment_write_key, "SEGMENT_BASE_URL": box.segment_url,
-               "KLAVIYO_SEGMENT_STORE_URL": url, ENV_RATE_SCALE: str(rate_scale)}
+        legacy_messages, legacy_poison = (
+            poison.legacy_batch(legacy, keep, stored[-1]["timestamp"]) if legacy and keep else ([], set())
+        )
+        env = {
+            **os.environ,
+            "KLAVIYO_API_KEY": box.klaviyo_api_key,
+            "KLAVIYO_BASE_URL": box.klaviyo_url,
+            "SEGMENT_WRITE_KEY": box.segment_write_key,
+            "SEGMENT_BASE_URL": box.segment_url,
+            "KLAVIYO_SEGMENT_STORE_URL": url,
+            ENV_RATE_SCALE: str(rate_scale),
+        }
         store = await Store.open(url)
         worker = None
         kills = 0
         try:
-            ingress = await start_ingress(store, config, settings=ReceiverSettings(segment_secret="chaos"),
-                                          dispatch=None)
+            ingress = await start_ingress(
+                store, config, settings=ReceiverSettings(segment_secret="chaos"), dispatch=None
+            )
             if legacy_messages:  # as batches stored before the door existed: straight into the store
                 await store.accept(legacy_messages, key=lambda m: m["messageId"], route=lambda m: ["forward-track"])
             worker = _spawn_worker(url, document, env)
@@ -250,8 +279,11 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
                     kills += 1
                     worker = _spawn_worker(url, document, env)
                 retries = await delivery
-                print(f"chaos: {len(stream)} messages accepted after {time.monotonic() - started:.1f}s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"chaos: {len(stream)} messages accepted after {time.monotonic() - started:.1f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 try:  # a run out of time still reports how far it got, and what Klaviyo holds by then
                     await _drain(store, started + max_seconds)
                     backlog: dict[str, int] = {}
@@ -268,29 +300,44 @@ async def run_chaos(messages: int, *, seed: int = 7, faults: str = DEFAULT_FAULT
             await store.close()
         seen = _snapshot(box.klaviyo_url)
     stats = seen["stats"]
-    expected = expected_state(stored + [m for m in legacy_messages if m["messageId"] not in legacy_poison],
-                              invalid, config, datetime.now(UTC))
+    expected = expected_state(
+        stored + [m for m in legacy_messages if m["messageId"] not in legacy_poison], invalid, config, datetime.now(UTC)
+    )
     dead_ids = {d.message_id for d in dead}
     invalid = invalid | refused | legacy_poison  # every one of them must be a dead letter, with a reason
     return {
-        "messages": len(stream), "sent_message_flow_pairs": sent, "invalid": len(invalid),
+        "messages": len(stream),
+        "sent_message_flow_pairs": sent,
+        "invalid": len(invalid),
         "dead_letters": len(dead),
         "dead_letters_not_invalid": sorted(dead_ids - invalid)[:20],
         "invalid_not_dead_lettered": sorted(invalid - dead_ids)[:20],
         "dead_letters_without_reason": sum(1 for d in dead if not d.reason),
-        "klaviyo_requests": stats["requests_total"], "faults": stats["faults"],
+        "klaviyo_requests": stats["requests_total"],
+        "faults": stats["faults"],
         "klaviyo_retried": sum(n for k, n in stats["faults"].items() if k != "latency") + stats["throttled_total"],
-        "throttled_429": stats["throttled_total"], "receiver_retries": retries, "worker_kills": kills,
-        "duration_s": round(time.monotonic() - started, 1), "backlog_left": backlog,
-        "expected": {"events": len(expected.events), "profiles": len(expected.profiles),
-                     "list_members": sum(sum(m.values()) for m in expected.lists.values()),
-                     "subscriptions": len(expected.subscribed), "churn_flags": len(expected.churn),
-                     "deleted_people": len(expected.deleted)},
+        "throttled_429": stats["throttled_total"],
+        "receiver_retries": retries,
+        "worker_kills": kills,
+        "duration_s": round(time.monotonic() - started, 1),
+        "backlog_left": backlog,
+        "expected": {
+            "events": len(expected.events),
+            "profiles": len(expected.profiles),
+            "list_members": sum(sum(m.values()) for m in expected.lists.values()),
+            "subscriptions": len(expected.subscribed),
+            "churn_flags": len(expected.churn),
+            "deleted_people": len(expected.deleted),
+        },
         "exactness": compare(expected, seen["profiles"], seen["events"], seen["lists"]),
-        "poison": {"batch_elements_refused": len(refused), "repaired_delivered": len(repaired),
-                   "legacy_stored": len(legacy_messages), "legacy_poison": len(legacy_poison),
-                   "dead_letters_by_flow": dict(sorted(Counter(d.flow for d in dead).items())),
-                   "single_requests": singles},
+        "poison": {
+            "batch_elements_refused": len(refused),
+            "repaired_delivered": len(repaired),
+            "legacy_stored": len(legacy_messages),
+            "legacy_poison": len(legacy_poison),
+            "dead_letters_by_flow": dict(sorted(Counter(d.flow for d in dead).items())),
+            "single_requests": singles,
+        },
     }
 
 
@@ -299,8 +346,7 @@ def failed_checks(figures: dict[str, Any]) -> list[str]:
     from klaviyo_segment.devkit.chaos_expect import failures
 
     failed = failures(figures["exactness"])
-    for key in ("backlog_left", "dead_letters_without_reason", "dead_letters_not_invalid",
-                "invalid_not_dead_lettered"):
+    for key in ("backlog_left", "dead_letters_without_reason", "dead_letters_not_invalid", "invalid_not_dead_lettered"):
         if figures[key]:
             failed.append(key)
     singles = figures.get("poison", {}).get("single_requests") or {}
@@ -314,19 +360,19 @@ def chaos_command(
     seed: int = typer.Option(7, "--seed", help="Seed of the stream and of the fault draws (replayable)."),
     faults: str = typer.Option(DEFAULT_FAULTS, "--faults", help="Sandbox fault spec (see `sandbox --help`)."),
     max_seconds: float = typer.Option(7200.0, "--max-seconds", help="Bound on the whole run."),
-    rate_scale: float = typer.Option(1.0, "--rate-scale", help="Scale the sandbox's rate limits and the pacing "
-                                     "together (1 = Klaviyo's real limits)."),
+    rate_scale: float = typer.Option(
+        1.0, "--rate-scale", help="Scale the sandbox's rate limits and the pacing together (1 = Klaviyo's real limits)."
+    ),
 ) -> None:
     """Run the chaos test at scale against a local sandbox and print its figures as JSON (exit 1 on a failed check)."""
     from klaviyo_segment import devkit
 
-    devkit.require('chaos')
+    devkit.require("chaos")
     from klaviyo_segment.errors import ConfigError
 
     if messages < 1 or not rate_scale > 0:
         raise ConfigError("--messages must be >= 1 and --rate-scale > 0")
-    figures = asyncio.run(run_chaos(messages, seed=seed, faults=faults, max_seconds=max_seconds,
-                                    rate_scale=rate_scale))
+    figures = asyncio.run(run_chaos(messages, seed=seed, faults=faults, max_seconds=max_seconds, rate_scale=rate_scale))
     typer.echo(json.dumps(figures, indent=2))
     if failed_checks(figures):
         raise typer.Exit(1)

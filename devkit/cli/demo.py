@@ -8,8 +8,9 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        keep: bool = typer.Option(False, "--keep", help="Keep everything running (explore the Prefect UI) "
-                                                        "until Ctrl-C."),
+        keep: bool = typer.Option(
+            False, "--keep", help="Keep everything running (explore the Prefect UI) until Ctrl-C."
+        ),
         count: int = typer.Option(150, "--count", help="Segment messages in the replayed stream."),
         seed: int = typer.Option(7, "--seed", help="Stream seed (same seed, same stream)."),
     ) -> None:
@@ -19,7 +20,7 @@ def register(app: typer.Typer) -> None:
         """
         from klaviyo_segment import devkit
 
-        devkit.require('demo')
+        devkit.require("demo")
         import asyncio
         import logging
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from klaviyo_segment.errors import ConfigError
 from klaviyo_segment.devkit.sandbox.klaviyo.app import KlaviyoSandboxConfig, create_app
 from klaviyo_segment.devkit.sandbox.segment.app import create_app as create_segment_app
 from klaviyo_segment.devkit.sandbox.segment.serve import serve_in_thread
+from klaviyo_segment.errors import ConfigError
 
 
 @dataclass
@@ -51,14 +51,23 @@ class Sandbox:
         self.klaviyo_url = ""
         self.segment_url = ""
         self._stops: list[Callable[[], None]] = []
-        self.klaviyo_app = create_app(KlaviyoSandboxConfig(
-            api_key=self.klaviyo_api_key, webhook_secret=self.klaviyo_webhook_secret,
-            webhook_url=self.options.webhook_url, webhook_id="01" + _derive(seed, "webhook-id", 24).upper(),
-            account_id=_derive(seed, "account", 6), public_key=_derive(seed, "public", 6),
-            scopes=frozenset(self.options.scopes) if self.options.scopes is not None else None,
-            rate_limits=self.options.rate_limits, faults=self.options.faults, seed=seed,
-            strict_bulk=self.options.strict_bulk, import_delay=self.options.import_delay,
-            example_lists=self.options.example_lists))
+        self.klaviyo_app = create_app(
+            KlaviyoSandboxConfig(
+                api_key=self.klaviyo_api_key,
+                webhook_secret=self.klaviyo_webhook_secret,
+                webhook_url=self.options.webhook_url,
+                webhook_id="01" + _derive(seed, "webhook-id", 24).upper(),
+                account_id=_derive(seed, "account", 6),
+                public_key=_derive(seed, "public", 6),
+                scopes=frozenset(self.options.scopes) if self.options.scopes is not None else None,
+                rate_limits=self.options.rate_limits,
+                faults=self.options.faults,
+                seed=seed,
+                strict_bulk=self.options.strict_bulk,
+                import_delay=self.options.import_delay,
+                example_lists=self.options.example_lists,
+            )
+        )
         self.segment_app = create_segment_app(self.segment_write_key)
 
     def start(self) -> Sandbox:
@@ -79,20 +88,27 @@ class Sandbox:
 
     def info(self) -> dict[str, str]:
         """The JSON line of the contract (base URLs without /api or /v1)."""
-        return {"klaviyo": self.klaviyo_url, "segment": self.segment_url, "klaviyo_api_key": self.klaviyo_api_key,
-                "klaviyo_webhook_secret": self.klaviyo_webhook_secret, "segment_write_key": self.segment_write_key,
-                "segment_shared_secret": self.segment_shared_secret}
+        return {
+            "klaviyo": self.klaviyo_url,
+            "segment": self.segment_url,
+            "klaviyo_api_key": self.klaviyo_api_key,
+            "klaviyo_webhook_secret": self.klaviyo_webhook_secret,
+            "segment_write_key": self.segment_write_key,
+            "segment_shared_secret": self.segment_shared_secret,
+        }
 
     def __enter__(self) -> Sandbox:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     async def __aenter__(self) -> Sandbox:
         return self.start()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from klaviyo_segment import constants
@@ -19,16 +19,44 @@ from klaviyo_segment.builders.limits import email_problem, event_time_problem, m
 T = TypeVar("T")
 Body = dict[str, Any]
 
-LOCATION_FIELDS = frozenset({"address1", "address2", "city", "country", "latitude", "longitude", "region", "zip",
-                             "timezone", "ip"})
-PROFILE_FIELDS = frozenset({"email", "phone_number", "external_id", "_kx", "first_name", "last_name",
-                            "organization", "locale", "title", "image", "location", "properties"})
+LOCATION_FIELDS = frozenset(
+    {"address1", "address2", "city", "country", "latitude", "longitude", "region", "zip", "timezone", "ip"}
+)
+PROFILE_FIELDS = frozenset(
+    {
+        "email",
+        "phone_number",
+        "external_id",
+        "_kx",
+        "first_name",
+        "last_name",
+        "organization",
+        "locale",
+        "title",
+        "image",
+        "location",
+        "properties",
+    }
+)
 #: Event profiles may also carry anonymous_id (profile-import cannot).
 EVENT_PROFILE_FIELDS = PROFILE_FIELDS | {"anonymous_id"}
 IDENTIFIER_FIELDS = ("id", "email", "phone_number", "external_id", "anonymous_id", "_kx")
 PROFILE_META_FIELDS = frozenset({"patch_properties", "patch_identifiers"})
-EVENT_FIELDS = frozenset({"metric", "service", "profile", "profile_id", "profile_meta", "properties", "time",
-                          "value", "value_currency", "unique_id", "backfill"})
+EVENT_FIELDS = frozenset(
+    {
+        "metric",
+        "service",
+        "profile",
+        "profile_id",
+        "profile_meta",
+        "properties",
+        "time",
+        "value",
+        "value_currency",
+        "unique_id",
+        "backfill",
+    }
+)
 
 
 def _unknown(kind: str, given: Iterable[str], allowed: Iterable[str]) -> None:
@@ -42,8 +70,8 @@ def format_datetime(value: datetime | str) -> str:
     if isinstance(value, str):
         return value
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def profile_attributes(attributes: Mapping[str, Any], *, allowed: frozenset[str] = PROFILE_FIELDS) -> Body:
@@ -61,8 +89,13 @@ def profile_attributes(attributes: Mapping[str, Any], *, allowed: frozenset[str]
     return out
 
 
-def _profile_resource(attributes: Mapping[str, Any], *, profile_id: str | None = None,
-                      meta: Mapping[str, Any] | None = None, allowed: frozenset[str] = PROFILE_FIELDS) -> Body:
+def _profile_resource(
+    attributes: Mapping[str, Any],
+    *,
+    profile_id: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+    allowed: frozenset[str] = PROFILE_FIELDS,
+) -> Body:
     resource: Body = {"type": "profile", "attributes": profile_attributes(attributes, allowed=allowed)}
     if profile_id:
         resource["id"] = profile_id
@@ -76,8 +109,9 @@ def has_identifier(attributes: Mapping[str, Any], profile_id: str | None = None)
     return bool(profile_id) or any(attributes.get(k) for k in IDENTIFIER_FIELDS if k != "id")
 
 
-def profile_import_body(attributes: Mapping[str, Any], *, profile_id: str | None = None,
-                        meta: Mapping[str, Any] | None = None) -> Body:
+def profile_import_body(
+    attributes: Mapping[str, Any], *, profile_id: str | None = None, meta: Mapping[str, Any] | None = None
+) -> Body:
     """``POST /api/profile-import`` (create_or_update_profile)."""
     if not has_identifier(attributes, profile_id):
         raise ValueError("profile: needs an id, email, phone_number, external_id or _kx")
@@ -111,8 +145,9 @@ def _event_profile(event: Mapping[str, Any]) -> Body:
     if not has_identifier(attrs, event.get("profile_id")):
         raise ValueError("event: the profile needs an email, phone_number, external_id, anonymous_id, _kx or id")
     _check_email(attrs)
-    return _profile_resource(attrs, profile_id=event.get("profile_id"), meta=event.get("profile_meta"),
-                             allowed=EVENT_PROFILE_FIELDS)
+    return _profile_resource(
+        attrs, profile_id=event.get("profile_id"), meta=event.get("profile_meta"), allowed=EVENT_PROFILE_FIELDS
+    )
 
 
 def _event_attributes(event: Mapping[str, Any]) -> Body:
@@ -148,8 +183,11 @@ def identity_key(event: Mapping[str, Any]) -> tuple[Any, ...]:
     """Who an event is about, for grouping and for the bulk endpoint's "same profile and metric" duplicate rule."""
     profile = event.get("profile") or {}
     email = profile.get("email")
-    return (event.get("profile_id"), email.strip().lower() if isinstance(email, str) else email,
-            *(profile.get(k) for k in ("phone_number", "external_id", "anonymous_id", "_kx")))
+    return (
+        event.get("profile_id"),
+        email.strip().lower() if isinstance(email, str) else email,
+        *(profile.get(k) for k in ("phone_number", "external_id", "anonymous_id", "_kx")),
+    )
 
 
 @dataclass
@@ -163,8 +201,9 @@ class BulkEventsPlan:
     duplicates: dict[int, int] = field(default_factory=dict)
 
 
-def bulk_create_events_body(events: Sequence[Mapping[str, Any]], indices: Sequence[int] | None = None
-                            ) -> BulkEventsPlan:
+def bulk_create_events_body(
+    events: Sequence[Mapping[str, Any]], indices: Sequence[int] | None = None
+) -> BulkEventsPlan:
     """``POST /api/event-bulk-create-jobs``: events grouped per profile, in-request duplicate unique_ids removed
     (the endpoint fails the whole request on them). ``indices`` label the events (default 0..n-1)."""
     labels = list(indices) if indices is not None else list(range(len(events)))
@@ -186,13 +225,13 @@ def bulk_create_events_body(events: Sequence[Mapping[str, Any]], indices: Sequen
         if key not in group_of:
             group_of[key] = len(groups)
             groups.append([])
-            entries.append({"type": "event-bulk-create",
-                            "attributes": {"profile": {"data": profile}, "events": {"data": []}}})
+            entries.append(
+                {"type": "event-bulk-create", "attributes": {"profile": {"data": profile}, "events": {"data": []}}}
+            )
         n = group_of[key]
         groups[n].append(label)
         entries[n]["attributes"]["events"]["data"].append({"type": "event", "attributes": attrs})
-    body = {"data": {"type": "event-bulk-create-job",
-                     "attributes": {"events-bulk-create": {"data": entries}}}}
+    body = {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": entries}}}}
     return BulkEventsPlan(body=body, groups=groups, duplicates=duplicates)
 
 
@@ -244,11 +283,18 @@ def subscription_profile(profile: Mapping[str, Any], *, sms: bool = False, histo
     return entry
 
 
-def subscribe_body(profiles: Sequence[Mapping[str, Any]], *, list_id: str | None = None,
-                   custom_source: str | None = None, historical_import: bool = False, sms: bool = False) -> Body:
+def subscribe_body(
+    profiles: Sequence[Mapping[str, Any]],
+    *,
+    list_id: str | None = None,
+    custom_source: str | None = None,
+    historical_import: bool = False,
+    sms: bool = False,
+) -> Body:
     """``POST /api/profile-subscription-bulk-create-jobs`` (note: subscribing clears suppressions)."""
-    attrs: Body = {"profiles": {"data": [subscription_profile(p, sms=sms, historical_import=historical_import)
-                                         for p in profiles]}}
+    attrs: Body = {
+        "profiles": {"data": [subscription_profile(p, sms=sms, historical_import=historical_import) for p in profiles]}
+    }
     if custom_source:
         attrs["custom_source"] = custom_source
     if historical_import:
@@ -273,11 +319,14 @@ def unsubscription_profile(profile: Mapping[str, Any], *, sms: bool = False) -> 
     return {"type": "profile", "attributes": attrs}
 
 
-def unsubscribe_body(profiles: Sequence[Mapping[str, Any]], *, list_id: str | None = None,
-                     sms: bool = False) -> Body:
+def unsubscribe_body(profiles: Sequence[Mapping[str, Any]], *, list_id: str | None = None, sms: bool = False) -> Body:
     """``POST /api/profile-subscription-bulk-delete-jobs``. Without a list the unsubscribe is global."""
-    body: Body = {"data": {"type": "profile-subscription-bulk-delete-job", "attributes": {
-        "profiles": {"data": [unsubscription_profile(p, sms=sms) for p in profiles]}}}}
+    body: Body = {
+        "data": {
+            "type": "profile-subscription-bulk-delete-job",
+            "attributes": {"profiles": {"data": [unsubscription_profile(p, sms=sms) for p in profiles]}},
+        }
+    }
     if list_id:
         body["data"]["relationships"] = _list_relationship(list_id)
     return body
@@ -287,12 +336,16 @@ def merge_body(destination_id: str, source_id: str) -> Body:
     """``POST /api/profile-merge``: the API merges exactly one source into the destination."""
     if not destination_id or not source_id or destination_id == source_id:
         raise ValueError("merge: needs two different profile ids")
-    return {"data": {"type": "profile-merge", "id": destination_id,
-                     "relationships": {"profiles": {"data": [{"type": "profile", "id": source_id}]}}}}
+    return {
+        "data": {
+            "type": "profile-merge",
+            "id": destination_id,
+            "relationships": {"profiles": {"data": [{"type": "profile", "id": source_id}]}},
+        }
+    }
 
 
-def deletion_body(*, profile_id: str | None = None, email: str | None = None,
-                  phone_number: str | None = None) -> Body:
+def deletion_body(*, profile_id: str | None = None, email: str | None = None, phone_number: str | None = None) -> Body:
     """``POST /api/data-privacy-deletion-jobs``: exactly one identifier (external_id must be resolved first)."""
     given = [(k, v) for k, v in (("id", profile_id), ("email", email), ("phone_number", phone_number)) if v]
     if len(given) != 1:
@@ -322,20 +375,32 @@ def filter_any(field_name: str, values: Sequence[str]) -> str:
     return f"any({field_name},[{','.join(quote_filter_value(v) for v in values)}])"
 
 
-def get_profiles_params(field_name: str, values: Sequence[str], *, additional_fields: Sequence[str] = (),
-                        page_size: int = constants.GET_PROFILES_PAGE_MAX) -> dict[str, Any]:
+def get_profiles_params(
+    field_name: str,
+    values: Sequence[str],
+    *,
+    additional_fields: Sequence[str] = (),
+    page_size: int = constants.GET_PROFILES_PAGE_MAX,
+) -> dict[str, Any]:
     """Query for a batched profile lookup by one identifier field."""
     if field_name not in ("id", "email", "phone_number", "external_id"):
         raise ValueError(f"get_profiles: cannot look profiles up by {field_name!r}")
-    params: dict[str, Any] = {"filter": filter_any(field_name, values),
-                              "page[size]": min(page_size, constants.GET_PROFILES_PAGE_MAX)}
+    params: dict[str, Any] = {
+        "filter": filter_any(field_name, values),
+        "page[size]": min(page_size, constants.GET_PROFILES_PAGE_MAX),
+    }
     if additional_fields:
         params["additional-fields[profile]"] = ",".join(additional_fields)
     return params
 
 
-def events_filter(metric_id: str | None = None, *, since: datetime | None = None, until: datetime | None = None,
-                  profile_id: str | None = None) -> str:
+def events_filter(
+    metric_id: str | None = None,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    profile_id: str | None = None,
+) -> str:
     """``and(equals(metric_id,"X"),greater-or-equal(datetime,2026-01-01T00:00:00Z),...)``; datetimes unquoted."""
     parts = []
     if metric_id:
@@ -356,9 +421,14 @@ def json_size(value: Any) -> int:
     return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8"))
 
 
-def chunk(items: Sequence[T], *, max_count: int, max_bytes: int = constants.BULK_PAYLOAD_MAX_BYTES,
-          size_of: Callable[[T], int] = json_size, envelope_bytes: int = 1024
-          ) -> tuple[list[list[int]], list[int]]:
+def chunk(
+    items: Sequence[T],
+    *,
+    max_count: int,
+    max_bytes: int = constants.BULK_PAYLOAD_MAX_BYTES,
+    size_of: Callable[[T], int] = json_size,
+    envelope_bytes: int = 1024,
+) -> tuple[list[list[int]], list[int]]:
     """Split item indices into chunks within both the count and the serialized-size limit.
 
     Returns ``(chunks, oversize)``: an item that alone exceeds the limit can never be sent and is reported

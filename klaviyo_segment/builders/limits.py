@@ -8,13 +8,13 @@ never contain the rejected value (it may be personal data).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 #: Metric names must be shorter than this (Klaviyo: "must be less than 128 characters").
 METRIC_NAME_MAX = 128
 #: Event times Klaviyo accepts: after 1990-01-01, at most one year ahead of now.
-EARLIEST_EVENT_TIME = datetime(1990, 1, 1, tzinfo=timezone.utc)
+EARLIEST_EVENT_TIME = datetime(1990, 1, 1, tzinfo=UTC)
 LATEST_EVENT_AHEAD = timedelta(days=365)
 #: An address Klaviyo accepts: one '@', no spaces, a dotted domain whose last label has 2+ letters (or is an IDN
 #: punycode label). Segment's destination uses the same shape (``[a-zA-Z]{2,}`` top-level domain).
@@ -39,7 +39,7 @@ def _parse(value: Any) -> datetime | None:
             return None
     else:
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def event_time_problem(value: Any, now: datetime | None = None) -> str | None:
@@ -49,7 +49,7 @@ def event_time_problem(value: Any, now: datetime | None = None) -> str | None:
         return None  # unparseable times are the mapping's concern (dropped with a warning)
     if when < EARLIEST_EVENT_TIME:
         return "event time is before 1990 (Klaviyo rejects it)"
-    if when > (now or datetime.now(timezone.utc)) + LATEST_EVENT_AHEAD:
+    if when > (now or datetime.now(UTC)) + LATEST_EVENT_AHEAD:
         return "event time is more than a year in the future (Klaviyo rejects it)"
     return None
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from klaviyo_segment.constants import (
     SEGMENT_BATCH_MAX_MESSAGES,
@@ -46,16 +47,22 @@ def message_size(message: Mapping[str, Any]) -> int:
 
 def _iso(value: datetime | str | None) -> str:
     if value is None:
-        value = datetime.now(timezone.utc)
+        value = datetime.now(UTC)
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return value
 
 
-def _base(kind: str, user_id: str | None, anonymous_id: str | None, timestamp: datetime | str | None,
-          message_id: str | None, context: Mapping[str, Any] | None) -> dict[str, Any]:
+def _base(
+    kind: str,
+    user_id: str | None,
+    anonymous_id: str | None,
+    timestamp: datetime | str | None,
+    message_id: str | None,
+    context: Mapping[str, Any] | None,
+) -> dict[str, Any]:
     if not user_id and not anonymous_id:
         raise ValueError(f"a Segment {kind} needs userId or anonymousId")
     ctx = dict(context or {})
@@ -75,9 +82,16 @@ def _base(kind: str, user_id: str | None, anonymous_id: str | None, timestamp: d
     return message
 
 
-def build_track(event: str, *, user_id: str | None = None, anonymous_id: str | None = None,
-                properties: Mapping[str, Any] | None = None, timestamp: datetime | str | None = None,
-                message_id: str | None = None, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_track(
+    event: str,
+    *,
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+    timestamp: datetime | str | None = None,
+    message_id: str | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """A track message. Pass a stable ``message_id`` (e.g. the Klaviyo event id): Segment dedupes on it."""
     if not event:
         raise ValueError("a Segment track needs an event name")
@@ -87,9 +101,15 @@ def build_track(event: str, *, user_id: str | None = None, anonymous_id: str | N
     return message
 
 
-def build_identify(*, user_id: str | None = None, anonymous_id: str | None = None,
-                   traits: Mapping[str, Any] | None = None, timestamp: datetime | str | None = None,
-                   message_id: str | None = None, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_identify(
+    *,
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    traits: Mapping[str, Any] | None = None,
+    timestamp: datetime | str | None = None,
+    message_id: str | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """An identify message; traits update the Segment profile (a track's context.traits would not)."""
     message = _base("identify", user_id, anonymous_id, timestamp, message_id, context)
     message["traits"] = dict(traits or {})
@@ -103,9 +123,13 @@ class BatchSplit(NamedTuple):
     rejected: list[ItemResult]
 
 
-def split_batches(messages: Sequence[Mapping[str, Any]], *, max_request_bytes: int = SEGMENT_BATCH_TARGET_BYTES,
-                  max_messages: int = SEGMENT_BATCH_MAX_MESSAGES,
-                  max_message_bytes: int = SEGMENT_MESSAGE_MAX_BYTES) -> BatchSplit:
+def split_batches(
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    max_request_bytes: int = SEGMENT_BATCH_TARGET_BYTES,
+    max_messages: int = SEGMENT_BATCH_MAX_MESSAGES,
+    max_message_bytes: int = SEGMENT_MESSAGE_MAX_BYTES,
+) -> BatchSplit:
     """Greedy, order-preserving split under all three Segment limits.
 
     An oversized message becomes a per-item error instead of failing (or silently dropping) its whole batch.
@@ -118,13 +142,27 @@ def split_batches(messages: Sequence[Mapping[str, Any]], *, max_request_bytes: i
         try:
             size = message_size(message)
         except ValueError as exc:  # NaN/inf cannot be sent as JSON
-            rejected.append(ItemResult(index=index, ok=False, error=ApiError(
-                code="invalid_message", detail=f"message is not valid JSON: {exc}")))
+            rejected.append(
+                ItemResult(
+                    index=index,
+                    ok=False,
+                    error=ApiError(code="invalid_message", detail=f"message is not valid JSON: {exc}"),
+                )
+            )
             continue
         if size > max_message_bytes:
-            rejected.append(ItemResult(index=index, ok=False, error=ApiError(
-                status=400, code="message_too_large",
-                detail=f"message is {size} bytes; Segment accepts at most {max_message_bytes} bytes per message")))
+            rejected.append(
+                ItemResult(
+                    index=index,
+                    ok=False,
+                    error=ApiError(
+                        status=400,
+                        code="message_too_large",
+                        detail=f"message is {size} bytes; Segment accepts at most {max_message_bytes} bytes "
+                        "per message",
+                    ),
+                )
+            )
             continue
         separator = 1 if current else 0
         if current and (len(current) >= max_messages or current_bytes + separator + size > max_request_bytes):

@@ -25,10 +25,10 @@ def prefect_process_defaults(environ: dict[str, str] | os._Environ[str] = os.env
 
 prefect_process_defaults()
 
-import typer  # after the Prefect defaults: a command module may import prefect
+import typer  # noqa: E402  # after the Prefect defaults: a command module may import prefect
 
-from klaviyo_segment.cli import commands
-from klaviyo_segment.errors import ConfigError
+from klaviyo_segment.cli import commands  # noqa: E402
+from klaviyo_segment.errors import ConfigError  # noqa: E402
 
 app = typer.Typer(
     name="klaviyo-segment",
@@ -54,11 +54,15 @@ DEVKIT_HINT = "pip install 'klaviyo-segment[devkit]'"
 
 
 def _devkit_missing(name: str, reason: str) -> None:
-    @app.command(name, help=f"(dev kit, not installed: {DEVKIT_HINT})", context_settings={
-        "allow_extra_args": True, "ignore_unknown_options": True})
+    @app.command(
+        name,
+        help=f"(dev kit, not installed: {DEVKIT_HINT})",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
     def missing() -> None:
-        raise ConfigError(f"`klaviyo-segment {name}` is part of the dev kit, which is not usable here ({reason}): "
-                          f"{DEVKIT_HINT}")
+        raise ConfigError(
+            f"`klaviyo-segment {name}` is part of the dev kit, which is not usable here ({reason}): {DEVKIT_HINT}"
+        )
 
 
 def _register_plugins() -> None:

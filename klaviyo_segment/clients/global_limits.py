@@ -74,8 +74,9 @@ def account_slug(account_key: str) -> str:
     return hashlib.sha256(account_key.encode()).hexdigest()[:12]
 
 
-def bucket_specs(account_key: str, operation_id: str, *, scale: float = 1.0,
-                 margin: float = DEFAULT_MARGIN) -> tuple[BucketSpec, BucketSpec]:
+def bucket_specs(
+    account_key: str, operation_id: str, *, scale: float = 1.0, margin: float = DEFAULT_MARGIN
+) -> tuple[BucketSpec, BucketSpec]:
     """(burst, steady) GCLs of the operation's tier, sized so ``C + r*W`` stays within each window."""
     tier, burst, steady, _daily = tier_of(operation_id)
     b = max(1, math.floor(burst * scale * margin))
@@ -85,8 +86,7 @@ def bucket_specs(account_key: str, operation_id: str, *, scale: float = 1.0,
     burst_cap = max(1, min(b // 2 or 1, math.floor(b - steady_rate) or 1))
     burst_rate = max(steady_rate, float(b - burst_cap))
     prefix = f"klaviyo:{account_slug(account_key)}:{_NAME_SAFE.sub('-', tier)}"
-    return BucketSpec(f"{prefix}:burst", burst_cap, burst_rate), BucketSpec(f"{prefix}:steady", steady_cap,
-                                                                              steady_rate)
+    return BucketSpec(f"{prefix}:burst", burst_cap, burst_rate), BucketSpec(f"{prefix}:steady", steady_cap, steady_rate)
 
 
 async def ensure_limits(specs: tuple[BucketSpec, ...], client: Any = None) -> None:
@@ -102,15 +102,22 @@ async def ensure_limits(specs: tuple[BucketSpec, ...], client: Any = None) -> No
                 current = await c.read_global_concurrency_limit_by_name(spec.name)
             except ObjectNotFound:
                 try:
-                    await c.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(
-                        name=spec.name, limit=limit, slot_decay_per_second=decay, active=True))
+                    await c.create_global_concurrency_limit(
+                        GlobalConcurrencyLimitCreate(
+                            name=spec.name, limit=limit, slot_decay_per_second=decay, active=True
+                        )
+                    )
                     continue
                 except (ObjectAlreadyExists, httpx.HTTPStatusError):
                     current = await c.read_global_concurrency_limit_by_name(spec.name)
-            if (current.limit != limit or not current.active
-                    or abs((current.slot_decay_per_second or 0.0) - decay) > 1e-9):
-                await c.update_global_concurrency_limit(spec.name, GlobalConcurrencyLimitUpdate(
-                    limit=limit, slot_decay_per_second=decay, active=True))
+            if (
+                current.limit != limit
+                or not current.active
+                or abs((current.slot_decay_per_second or 0.0) - decay) > 1e-9
+            ):
+                await c.update_global_concurrency_limit(
+                    spec.name, GlobalConcurrencyLimitUpdate(limit=limit, slot_decay_per_second=decay, active=True)
+                )
 
     if client is not None:
         await upsert(client)
@@ -122,8 +129,14 @@ async def ensure_limits(specs: tuple[BucketSpec, ...], client: Any = None) -> No
 class PrefectGlobalPacer:
     """A ``Pacer``: one token from the tier's Prefect GCLs per request, then the adaptive in-process pacer."""
 
-    def __init__(self, account_key: str, *, local: InProcessPacer | None = None, scale: float = 1.0,
-                 margin: float = DEFAULT_MARGIN) -> None:
+    def __init__(
+        self,
+        account_key: str,
+        *,
+        local: InProcessPacer | None = None,
+        scale: float = 1.0,
+        margin: float = DEFAULT_MARGIN,
+    ) -> None:
         self.account_key = account_key
         self.scale = scale
         self.margin = margin

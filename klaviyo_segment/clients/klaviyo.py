@@ -52,25 +52,41 @@ def parse_errors(response: httpx.Response) -> list[ApiError]:
             status = int(item.get("status", response.status_code))
         except (TypeError, ValueError):
             status = response.status_code
-        out.append(ApiError(status=status, code=item.get("code"), title=item.get("title"),
-                            detail=item.get("detail"), pointer=source.get("pointer") or source.get("parameter"),
-                            meta=meta))
+        out.append(
+            ApiError(
+                status=status,
+                code=item.get("code"),
+                title=item.get("title"),
+                detail=item.get("detail"),
+                pointer=source.get("pointer") or source.get("parameter"),
+                meta=meta,
+            )
+        )
     return out
 
 
 class KlaviyoClient:
     """One account's API client; use as ``async with KlaviyoClient(creds) as client``."""
 
-    def __init__(self, credentials: KlaviyoCredentials, *, pacer: Pacer | None = None, max_attempts: int = 6,
-                 backoff_base: float = 0.5, backoff_max: float = 30.0,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 http: httpx.AsyncClient | None = None, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        credentials: KlaviyoCredentials,
+        *,
+        pacer: Pacer | None = None,
+        max_attempts: int = 6,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        http: httpx.AsyncClient | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         """``retry`` wins over ``max_attempts``/``backoff_*``/``sleep`` (kept as the short spelling)."""
         self.credentials = credentials
         self.revision = credentials.revision
         self.pacer: Pacer = pacer if pacer is not None else shared_pacer(credentials.account_key)
-        self.retry = retry or RetryPolicy(attempts=max(1, max_attempts), base=backoff_base, cap=backoff_max,
-                                          sleep=sleep)
+        self.retry = retry or RetryPolicy(
+            attempts=max(1, max_attempts), base=backoff_base, cap=backoff_max, sleep=sleep
+        )
         self._http = http
         self._owns_http = http is None
 
@@ -79,21 +95,29 @@ class KlaviyoClient:
             self._http = self.credentials.get_client()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._owns_http and self._http is not None:
             await self._http.aclose()
             self._http = None
 
-    async def request(self, operation_id: str, *, path_params: dict[str, str] | None = None,
-                      params: dict[str, Any] | None = None, json: Any = None) -> httpx.Response:
+    async def request(
+        self,
+        operation_id: str,
+        *,
+        path_params: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+    ) -> httpx.Response:
         """Send one operation; returns the 2xx response or raises ``KlaviyoAPIError``."""
         op = operation(operation_id, self.revision)
         path = format_path(operation_id, path_params, self.revision)
         return await self._send(operation_id, op["method"], path, params=params, json=json)
 
-    async def _send(self, operation_id: str, method: str, url: str, *, params: dict[str, Any] | None = None,
-                    json: Any = None) -> httpx.Response:
+    async def _send(
+        self, operation_id: str, method: str, url: str, *, params: dict[str, Any] | None = None, json: Any = None
+    ) -> httpx.Response:
         if self._http is None:
             raise RuntimeError("KlaviyoClient must be used as an async context manager")
         content = None if json is None else _dumps(json)
@@ -106,15 +130,22 @@ class KlaviyoClient:
             return response
 
         response = await send_with_retry(
-            send, self.retry, label=f"klaviyo {method} {url}", log=logger, error_for=_api_error,
-            network_error=lambda exc, n: KlaviyoAPIError(None, message=f"{type(exc).__name__} after {n} attempts",
-                                                         retryable=True),
-            detail=lambda exc: redact.redact(exc.first.detail or "") if isinstance(exc, KlaviyoAPIError) else "")
+            send,
+            self.retry,
+            label=f"klaviyo {method} {url}",
+            log=logger,
+            error_for=_api_error,
+            network_error=lambda exc, n: KlaviyoAPIError(
+                None, message=f"{type(exc).__name__} after {n} attempts", retryable=True
+            ),
+            detail=lambda exc: redact.redact(exc.first.detail or "") if isinstance(exc, KlaviyoAPIError) else "",
+        )
         logger.debug("klaviyo %s %s -> %d", method, url, response.status_code)
         return response
 
-    async def paginate(self, operation_id: str, params: dict[str, Any] | None = None, *,
-                       path_params: dict[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def paginate(
+        self, operation_id: str, params: dict[str, Any] | None = None, *, path_params: dict[str, str] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """Yield each page document (``data``, ``included``, ``links``), following ``links.next`` to the end.
 
         The next link is re-rooted on our base URL: a proxy or sandbox may advertise a different host.
@@ -149,8 +180,9 @@ def _json_document(response: httpx.Response) -> dict[str, Any]:
     try:
         doc = response.json()
     except ValueError as exc:
-        raise KlaviyoAPIError(response.status_code, message="malformed JSON in a successful response",
-                              retryable=True) from exc
+        raise KlaviyoAPIError(
+            response.status_code, message="malformed JSON in a successful response", retryable=True
+        ) from exc
     if not isinstance(doc, dict):
         raise KlaviyoAPIError(response.status_code, message="unexpected JSON document", retryable=True)
     return doc

@@ -28,8 +28,9 @@ def operation(operation_id: str, revision: str = constants.KLAVIYO_REVISION) -> 
     return ops[operation_id]
 
 
-def format_path(operation_id: str, path_params: dict[str, str] | None = None,
-                revision: str = constants.KLAVIYO_REVISION) -> str:
+def format_path(
+    operation_id: str, path_params: dict[str, str] | None = None, revision: str = constants.KLAVIYO_REVISION
+) -> str:
     """The concrete request path, e.g. ``/api/lists/XyZ/relationships/profiles``."""
     template = operation(operation_id, revision)["path"]
     names = re.findall(r"\{(\w+)\}", template)

@@ -77,8 +77,13 @@ class InProcessPacer:
     Thread-safe (Prefect may run async tasks on several event loops/threads); waiting happens outside the lock.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        scale: float = 1.0,
+    ) -> None:
         self._clock = clock
         self._sleep = sleep
         self._scale = scale
@@ -91,8 +96,9 @@ class InProcessPacer:
         win = self._windows.get(operation_id)
         if win is None:
             _, burst, steady, daily = tier_of(operation_id)
-            win = self._windows[operation_id] = _Window(max(1, int(burst * self._scale)),
-                                                        max(1, int(steady * self._scale)), daily)
+            win = self._windows[operation_id] = _Window(
+                max(1, int(burst * self._scale)), max(1, int(steady * self._scale)), daily
+            )
         return win
 
     def _try_take(self, win: _Window, now: float) -> float:
@@ -132,8 +138,11 @@ class InProcessPacer:
             if wait == 0.0:
                 return
             if wait == float("inf"):
-                raise KlaviyoAPIError(429, message=f"daily limit of {win.daily} requests for {operation_id} "
-                                                   "reached in this process", retryable=False)
+                raise KlaviyoAPIError(
+                    429,
+                    message=f"daily limit of {win.daily} requests for {operation_id} reached in this process",
+                    retryable=False,
+                )
             log_wait(operation_id, wait, self._why(win))
             await self._sleep(wait)
 
@@ -161,4 +170,3 @@ class InProcessPacer:
             except (KeyError, ValueError):
                 return
             win.budget, win.budget_until = max(0, remaining), now + max(0.0, reset)
-

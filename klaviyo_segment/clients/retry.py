@@ -23,13 +23,16 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import UTC
 
 import httpx
 
 #: Failures before any response: the request may not have reached the server, so it is safe to try again.
-TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (httpx.TimeoutException, httpx.NetworkError,
-                                                         httpx.RemoteProtocolError)
+TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+)
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -56,7 +59,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
@@ -96,10 +99,16 @@ class RetryPolicy:
         return min(hint, self.retry_after_cap) + self.rng.uniform(0, self.hint_jitter)
 
 
-async def send_with_retry(send: Callable[[], Awaitable[httpx.Response]], policy: RetryPolicy, *, label: str,
-                          log: logging.Logger, error_for: Callable[[httpx.Response], Exception],
-                          network_error: Callable[[BaseException, int], Exception],
-                          detail: Callable[[Exception], str] = str) -> httpx.Response:
+async def send_with_retry(
+    send: Callable[[], Awaitable[httpx.Response]],
+    policy: RetryPolicy,
+    *,
+    label: str,
+    log: logging.Logger,
+    error_for: Callable[[httpx.Response], Exception],
+    network_error: Callable[[BaseException, int], Exception],
+    detail: Callable[[Exception], str] = str,
+) -> httpx.Response:
     """Call ``send`` until it returns a response below 400, under ``policy``.
 
     Raises ``error_for(response)`` for a final error status (non-retryable, or the last attempt) and

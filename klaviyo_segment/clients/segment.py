@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -34,15 +35,29 @@ redact_install(logger)
 class SegmentClient:
     """One client per credentials document; reuse it for many requests (keep-alive pool)."""
 
-    def __init__(self, credentials: "SegmentCredentials", *, max_retries: int = 5, backoff_base: float = 0.5,
-                 backoff_max: float = 30.0, max_retry_after: float = 120.0, sleep: Sleep = asyncio.sleep,
-                 transport: httpx.AsyncBaseTransport | None = None, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        credentials: SegmentCredentials,
+        *,
+        max_retries: int = 5,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        max_retry_after: float = 120.0,
+        sleep: Sleep = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         """``retry`` wins over ``max_retries`` (retries after the first try) / ``backoff_*`` / ``sleep``."""
         self.credentials = credentials
         #: Preview injects a recording transport so Segment requests are shown instead of sent.
         self.transport = transport
-        self.retry = retry or RetryPolicy(attempts=max(0, max_retries) + 1, base=backoff_base, cap=backoff_max,
-                                          retry_after_cap=max_retry_after, sleep=sleep)
+        self.retry = retry or RetryPolicy(
+            attempts=max(0, max_retries) + 1,
+            base=backoff_base,
+            cap=backoff_max,
+            retry_after_cap=max_retry_after,
+            sleep=sleep,
+        )
         self._client: httpx.AsyncClient | None = None
 
     @property
@@ -52,8 +67,13 @@ class SegmentClient:
             if self.transport is not None:
                 # Same base URL, auth and headers as the block's client; only where the bytes go differs.
                 client = self._client
-                self._client = httpx.AsyncClient(base_url=client.base_url, auth=client.auth, headers=client.headers,
-                                                 timeout=client.timeout, transport=self.transport)
+                self._client = httpx.AsyncClient(
+                    base_url=client.base_url,
+                    auth=client.auth,
+                    headers=client.headers,
+                    timeout=client.timeout,
+                    transport=self.transport,
+                )
         return self._client
 
     async def aclose(self) -> None:
@@ -61,16 +81,17 @@ class SegmentClient:
             await self._client.aclose()
             self._client = None
 
-    async def __aenter__(self) -> "SegmentClient":
+    async def __aenter__(self) -> SegmentClient:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()
 
     async def batch(self, messages: list[Mapping[str, Any]]) -> httpx.Response:
         """POST /v1/batch. Callers must split first (:func:`klaviyo_segment.builders.segment.split_batches`)."""
-        sent_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        sent_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return await self.post("/v1/batch", {"batch": list(messages), "sentAt": sent_at})
 
     async def post(self, path: str, body: Mapping[str, Any]) -> httpx.Response:
@@ -82,11 +103,19 @@ class SegmentClient:
             return await http.post(path, content=content)
 
         return await send_with_retry(
-            send, self.retry, label=f"segment POST {path}", log=logger, error_for=_error_from,
+            send,
+            self.retry,
+            label=f"segment POST {path}",
+            log=logger,
+            error_for=_error_from,
             network_error=lambda exc, n: SegmentAPIError(
-                None, [ApiError(code="network_error", detail=type(exc).__name__)],
-                message=f"{type(exc).__name__} calling {path} ({n} attempts)", retryable=True),
-            detail=lambda exc: redact(str(exc)))
+                None,
+                [ApiError(code="network_error", detail=type(exc).__name__)],
+                message=f"{type(exc).__name__} calling {path} ({n} attempts)",
+                retryable=True,
+            ),
+            detail=lambda exc: redact(str(exc)),
+        )
 
 
 def _error_from(response: httpx.Response) -> SegmentAPIError:
@@ -99,5 +128,8 @@ def _error_from(response: httpx.Response) -> SegmentAPIError:
     except ValueError:
         pass
     retryable = retryable_status(status)
-    return SegmentAPIError(status, [ApiError(status=status, code="throttled" if status == 429 else None,
-                                             detail=detail)], retryable=retryable)
+    return SegmentAPIError(
+        status,
+        [ApiError(status=status, code="throttled" if status == 429 else None, detail=detail)],
+        retryable=retryable,
+    )

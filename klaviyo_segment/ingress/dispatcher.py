@@ -89,19 +89,34 @@ def deployment_launcher(targets: dict[str, str] | None = None) -> Launcher:
         from prefect.deployments import run_deployment
 
         name = (targets or {}).get(flow, f"{flow}/{flow}")
-        run = await run_deployment(name=name, parameters={"batch_ids": batch_ids},  # type: ignore[misc]
-                                   idempotency_key=key, timeout=0)
+        run = await run_deployment(
+            name=name,
+            parameters={"batch_ids": batch_ids},  # type: ignore[misc]
+            idempotency_key=key,
+            timeout=0,
+        )
         return str(run.id)
 
     return launch
 
 
 class Dispatcher:
-    def __init__(self, store: Any, launcher: Launcher, *, mode: str = "inline", flows: Sequence[str] | None = None,
-                 max_batches: int = 200, max_messages: int = 5000, max_in_flight: int = 4,
-                 sweep_interval: float = 5.0, redispatch_after: float = 120.0, min_interval: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        store: Any,
+        launcher: Launcher,
+        *,
+        mode: str = "inline",
+        flows: Sequence[str] | None = None,
+        max_batches: int = 200,
+        max_messages: int = 5000,
+        max_in_flight: int = 4,
+        sweep_interval: float = 5.0,
+        redispatch_after: float = 120.0,
+        min_interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         """``clock``/``sleep`` drive ``min_interval`` pacing only; tests inject a virtual clock so pacing is
         checked exactly instead of against a busy machine's wall clock."""
         if mode not in MODES:
@@ -235,7 +250,8 @@ class Dispatcher:
             self.stats.durations.setdefault(flow, []).append(round(time.monotonic() - began, 3))
             ended = time.time()
             self.stats.latencies.setdefault(flow, []).extend(
-                ended - b.created_at.timestamp() for b in chosen for _ in range(b.size))
+                ended - b.created_at.timestamp() for b in chosen for _ in range(b.size)
+            )
             return True
         await self._slots.acquire()
         try:

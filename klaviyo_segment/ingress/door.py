@@ -180,8 +180,10 @@ def check_message(message: Any, *, scan_strings: bool = True) -> dict[str, Any]:
     for field in ID_FIELDS:
         value = message.get(field)
         if isinstance(value, str) and _SURROGATE.search(value):
-            raise Invalid(f"{field} contains a lone UTF-16 surrogate (an id cannot be repaired without risking "
-                          "a collision with another id)")
+            raise Invalid(
+                f"{field} contains a lone UTF-16 surrogate (an id cannot be repaired without risking "
+                "a collision with another id)"
+            )
     return _normalise(message, "$")  # type: ignore[no-any-return]
 
 
@@ -193,8 +195,10 @@ def storable_text(message: Any) -> Any:
         for field in ID_FIELDS:
             value = message.get(field)
             if isinstance(value, str) and _SURROGATE.search(value):
-                raise Invalid(f"{field} contains a lone UTF-16 surrogate (an id cannot be repaired without "
-                              "risking a collision with another id)")
+                raise Invalid(
+                    f"{field} contains a lone UTF-16 surrogate (an id cannot be repaired without "
+                    "risking a collision with another id)"
+                )
     return _normalise(message, "$")
 
 

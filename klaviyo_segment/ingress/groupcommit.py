@@ -65,8 +65,16 @@ class _Request:
 class GroupCommitter:
     """Owns the one committer task of a receiver process. Use ``async with`` or ``start()``/``stop()``."""
 
-    def __init__(self, store: Any, *, max_messages: int = 2000, max_wait: float = 0.02,
-                 max_queued: int = 50_000, retry_after: int = 2, on_commit: OnCommit | None = None) -> None:
+    def __init__(
+        self,
+        store: Any,
+        *,
+        max_messages: int = 2000,
+        max_wait: float = 0.02,
+        max_queued: int = 50_000,
+        retry_after: int = 2,
+        on_commit: OnCommit | None = None,
+    ) -> None:
         self.store = store
         self.max_messages, self.max_wait = max_messages, max_wait
         self.max_queued, self.retry_after = max_queued, retry_after

@@ -62,6 +62,14 @@ class _HeaderDeadlineH11(H11Protocol):
 
 def server_config(app: Any, *, header_timeout: float) -> uvicorn.Config:
     protocol = type("ReceiverH11Protocol", (_HeaderDeadlineH11,), {"header_timeout": header_timeout})
-    return uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
-                          http=protocol, timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                          h11_max_incomplete_event_size=MAX_HEADER_BYTES, limit_concurrency=MAX_CONNECTIONS)
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+        http=protocol,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        limit_concurrency=MAX_CONNECTIONS,
+    )

@@ -59,7 +59,8 @@ PARTIAL_AUTH_WARNING = (
     "SEGMENT_WEBHOOK_TOKEN is not set: Segment signs only the first event of a batched delivery (X-Signature), "
     "so anyone holding one captured signed batch can append events, deletes included, after that first event. "
     "Set SEGMENT_WEBHOOK_TOKEN (config segment.webhook_token) and the same value as a Bearer Authorization header "
-    "in the Webhooks (Actions) destination to authenticate whole requests.")
+    "in the Webhooks (Actions) destination to authenticate whole requests."
+)
 
 
 @dataclass
@@ -78,17 +79,20 @@ class ReceiverSettings:
     health_cache_seconds: float = 5.0
 
     @classmethod
-    def from_env(cls, segment_secret: str | None = None, klaviyo_secret: str | None = None, *,
-                 config_token: str | None = None) -> ReceiverSettings:
+    def from_env(
+        cls, segment_secret: str | None = None, klaviyo_secret: str | None = None, *, config_token: str | None = None
+    ) -> ReceiverSettings:
         """Explicit secrets (flags) win over $SEGMENT_SHARED_SECRET / $KLAVIYO_WEBHOOK_SECRET; ``config_token`` is
         ``segment.webhook_token`` from the config file and $SEGMENT_WEBHOOK_TOKEN wins over it (contracts.md)."""
         from klaviyo_segment.settings import env_settings
 
         env = env_settings()
-        return cls(segment_secret=segment_secret or _plain(env.segment_shared_secret),
-                   klaviyo_secret=klaviyo_secret or _plain(env.klaviyo_webhook_secret),
-                   insecure_dev=env.insecure_dev,
-                   segment_token=_plain(env.segment_webhook_token) or config_token or None)
+        return cls(
+            segment_secret=segment_secret or _plain(env.segment_shared_secret),
+            klaviyo_secret=klaviyo_secret or _plain(env.klaviyo_webhook_secret),
+            insecure_dev=env.insecure_dev,
+            segment_token=_plain(env.segment_webhook_token) or config_token or None,
+        )
 
     def startup_warnings(self) -> list[str]:
         return [] if self.segment_token else [PARTIAL_AUTH_WARNING]
@@ -186,8 +190,9 @@ def _verify_segment_raw(secret: str, body: bytes, signature: str | None) -> None
         raise Rejected(401, str(exc)) from None
 
 
-def segment_entries(payload: Any, route: Callable[[dict[str, Any]], list[str]], *,
-                    scan_strings: bool = True) -> tuple[list[Entry], list[DeadLetterIn]]:
+def segment_entries(
+    payload: Any, route: Callable[[dict[str, Any]], list[str]], *, scan_strings: bool = True
+) -> tuple[list[Entry], list[DeadLetterIn]]:
     """(messages to commit, dead letters). A single invalid event is Rejected (400); inside a batch each invalid
     element becomes a dead letter with its reason and the others go on."""
     if not isinstance(payload, list):
@@ -205,9 +210,14 @@ def segment_entries(payload: Any, route: Callable[[dict[str, Any]], list[str]], 
             message = door.check_message(raw, scan_strings=scan_strings)
         except door.Invalid as exc:
             stored = door.sanitized(raw)
-            dead.append(DeadLetterIn(flow=door.DOOR_FLOW, message=stored if isinstance(stored, dict)
-                                     else {"value": stored}, message_id=door.message_id_of(raw),
-                                     reason=f"refused at the receiver: {exc.reason} (element {i} of the batch)"))
+            dead.append(
+                DeadLetterIn(
+                    flow=door.DOOR_FLOW,
+                    message=stored if isinstance(stored, dict) else {"value": stored},
+                    message_id=door.message_id_of(raw),
+                    reason=f"refused at the receiver: {exc.reason} (element {i} of the batch)",
+                )
+            )
             continue
         entries.append((message_key(message), route(message), message))
     return entries, dead
@@ -260,8 +270,9 @@ class StoreHealth:
         return None
 
 
-def create_app(committer: GroupCommitter, route: Callable[[dict[str, Any]], list[str]],
-               settings: ReceiverSettings) -> Starlette:
+def create_app(
+    committer: GroupCommitter, route: Callable[[dict[str, Any]], list[str]], settings: ReceiverSettings
+) -> Starlette:
     """``route`` is ``lambda m: routing.flows_for(m, config)``; the committer must be started by the caller."""
     stats = ReceiverStats()
     health = StoreHealth(committer.store, settings.health_cache_seconds)
@@ -284,13 +295,17 @@ def create_app(committer: GroupCommitter, route: Callable[[dict[str, Any]], list
         for position, (_, _, message) in enumerate(entries):
             if message.get("type") != "delete":
                 continue
-            covered = bool(settings.segment_token) or (settings.segment_secret is not None
-                                                       and not (batched and position > 0))
+            covered = bool(settings.segment_token) or (
+                settings.segment_secret is not None and not (batched and position > 0)
+            )
             stats.deletes += 1
             stats.unsigned_deletes += 0 if covered else 1
-            log.warning("delete accepted: messageId=%s user=%s (%s)", _pseudonym(message.get("messageId")),
-                        _pseudonym(message.get("userId") or message.get("anonymousId")),
-                        "authenticated" if covered else "NOT covered by the signature; set SEGMENT_WEBHOOK_TOKEN")
+            log.warning(
+                "delete accepted: messageId=%s user=%s (%s)",
+                _pseudonym(message.get("messageId")),
+                _pseudonym(message.get("userId") or message.get("anonymousId")),
+                "authenticated" if covered else "NOT covered by the signature; set SEGMENT_WEBHOOK_TOKEN",
+            )
 
     async def segment(request: Request) -> JSONResponse:
         try:
@@ -335,12 +350,20 @@ def create_app(committer: GroupCommitter, route: Callable[[dict[str, Any]], list
 
     async def healthz(_: Request) -> JSONResponse:
         problem = await health.problem()
-        body = {"ok": problem is None, "store": "ok" if problem is None else "failing", **asdict(stats),
-                "queued": committer.queued}
+        body = {
+            "ok": problem is None,
+            "store": "ok" if problem is None else "failing",
+            **asdict(stats),
+            "queued": committer.queued,
+        }
         if problem is not None:
             body["reason"] = problem
         return JSONResponse(body, status_code=200 if problem is None else 503)
 
-    return Starlette(routes=[Route("/segment", segment, methods=["POST"]),
-                             Route("/klaviyo", klaviyo, methods=["POST"]),
-                             Route("/healthz", healthz, methods=["GET"])])
+    return Starlette(
+        routes=[
+            Route("/segment", segment, methods=["POST"]),
+            Route("/klaviyo", klaviyo, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
+    )

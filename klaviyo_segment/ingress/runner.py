@@ -84,12 +84,21 @@ class Ingress:
             await self.dispatcher.stop()
 
 
-async def start_ingress(store: Any, config: Any, *, host: str = "127.0.0.1", port: int = 0,
-                        settings: ReceiverSettings | None = None, dispatch: str | None = "inline",
-                        launcher: Launcher | None = None, mapping_document: dict[str, Any] | None = None,
-                        committer_options: dict[str, Any] | None = None,
-                        dispatcher_options: dict[str, Any] | None = None,
-                        sock: socket.socket | None = None, flows: list[str] | None = None) -> Ingress:
+async def start_ingress(
+    store: Any,
+    config: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    settings: ReceiverSettings | None = None,
+    dispatch: str | None = "inline",
+    launcher: Launcher | None = None,
+    mapping_document: dict[str, Any] | None = None,
+    committer_options: dict[str, Any] | None = None,
+    dispatcher_options: dict[str, Any] | None = None,
+    sock: socket.socket | None = None,
+    flows: list[str] | None = None,
+) -> Ingress:
     """Start everything; ``dispatch=None`` runs only the receiver (batches wait in the store for someone else).
 
     ``flows`` restricts routing and dispatch (default: every runnable flow, see :func:`runnable_flows`).
@@ -100,8 +109,7 @@ async def start_ingress(store: Any, config: Any, *, host: str = "127.0.0.1", por
     if dispatch is not None:
         chosen = launcher or (inline_launcher(mapping_document) if dispatch == "inline" else deployment_launcher())
         dispatcher = Dispatcher(store, chosen, mode=dispatch, flows=flows, **(dispatcher_options or {}))
-    committer = GroupCommitter(store, on_commit=dispatcher.notify if dispatcher else None,
-                               **(committer_options or {}))
+    committer = GroupCommitter(store, on_commit=dispatcher.notify if dispatcher else None, **(committer_options or {}))
     await committer.start()
     allowed = set(flows)
     settings = settings or ReceiverSettings.from_env()
@@ -119,5 +127,4 @@ async def start_ingress(store: Any, config: Any, *, host: str = "127.0.0.1", por
     host, actual = sock.getsockname()[:2]
     if dispatcher is not None:
         await dispatcher.start()
-    return Ingress(url=f"http://{host}:{actual}", committer=committer, dispatcher=dispatcher, server=server,
-                   task=task)
+    return Ingress(url=f"http://{host}:{actual}", committer=committer, dispatcher=dispatcher, server=server, task=task)

@@ -56,15 +56,24 @@ class LocalPrefect:
 
     async def start(self) -> str:
         self.home.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PREFECT_HOME=str(self.home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                   PREFECT_UI_API_URL=self.api_url)
+        env = dict(
+            os.environ,
+            PREFECT_HOME=str(self.home),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PREFECT_UI_API_URL=self.api_url,
+        )
         env.pop("PREFECT_API_URL", None)
         log_file = open(self.home / "server.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
         _stop_stale_server(self.home)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
-            env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()))  # noqa: PLW1509 - prctl + getppid only, async-signal-safe
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),
+        )  # noqa: PLW1509 - prctl + getppid only, async-signal-safe
         log_file.close()
         (self.home / SERVER_PID_FILE).write_text(f"{self.process.pid}\n")
         deadline = time.monotonic() + PREFECT_START_TIMEOUT
@@ -217,8 +226,13 @@ async def deployment_targets(flows: list[str]) -> tuple[dict[str, str], list[str
                 targets[flow] = f"{flow}/{flow}{SERVE_SUFFIX}"
                 continue
             targets[flow] = f"{flow}/{flow}"
-            log.info("runs of %s start deployment %s/%s (work pool %s; its workers execute them)", flow, flow, flow,
-                     deployment.work_pool_name or "none")
+            log.info(
+                "runs of %s start deployment %s/%s (work pool %s; its workers execute them)",
+                flow,
+                flow,
+                flow,
+                deployment.work_pool_name or "none",
+            )
     return targets, missing
 
 
@@ -248,8 +262,15 @@ def ui_url(api_url: str) -> str:
     return api_url[: -len("/api")] if api_url.endswith("/api") else api_url
 
 
-async def serve(*, config_path: Path | None, host: str, port: int, dispatch: str,
-                ready: Callable[[dict[str, str]], None], stop: asyncio.Event | None = None) -> int:
+async def serve(
+    *,
+    config_path: Path | None,
+    host: str,
+    port: int,
+    dispatch: str,
+    ready: Callable[[dict[str, str]], None],
+    stop: asyncio.Event | None = None,
+) -> int:
     """Run until SIGINT/SIGTERM (or ``stop``); returns the exit code."""
     from klaviyo_segment.settings import resolve_store_url
     from klaviyo_segment.store import Store
@@ -276,9 +297,15 @@ async def serve(*, config_path: Path | None, host: str, port: int, dispatch: str
             launcher = deployment_launcher(targets)
             runner_task = await _serve_deployments(missing)
         try:
-            ingress = await start_ingress(store, config, sock=sock, dispatch=dispatch, mapping_document=document,
-                                          launcher=launcher,
-                                          settings=ReceiverSettings.from_env(config_token=_config_token(config)))
+            ingress = await start_ingress(
+                store,
+                config,
+                sock=sock,
+                dispatch=dispatch,
+                mapping_document=document,
+                launcher=launcher,
+                settings=ReceiverSettings.from_env(config_token=_config_token(config)),
+            )
             ready({"receiver": ingress.url, "prefect_ui": ui_url(api_url)})
             await stop.wait()
             log.info("shutting down; unfinished batches stay in the store")

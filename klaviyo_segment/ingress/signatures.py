@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -124,7 +124,7 @@ def _parse_time(value: Any) -> datetime | None:
             moment = parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def verify_klaviyo_signature(secret: str, body: bytes, headers: Any) -> None:
@@ -136,22 +136,30 @@ def verify_klaviyo_signature(secret: str, body: bytes, headers: Any) -> None:
         raise SignatureError("Klaviyo-Signature does not match")
 
 
-def verify_klaviyo(secret: str, body: bytes, payload: Any, headers: Any, *, now: datetime | None = None,
-                   window: timedelta = KLAVIYO_WINDOW) -> None:
+def verify_klaviyo(
+    secret: str,
+    body: bytes,
+    payload: Any,
+    headers: Any,
+    *,
+    now: datetime | None = None,
+    window: timedelta = KLAVIYO_WINDOW,
+) -> None:
     """The signature (:func:`verify_klaviyo_signature`), then the replay checks (:func:`verify_klaviyo_meta`)."""
     verify_klaviyo_signature(secret, body, headers)
     verify_klaviyo_meta(payload, headers, now=now, window=window)
 
 
-def verify_klaviyo_meta(payload: Any, headers: Any, *, now: datetime | None = None,
-                        window: timedelta = KLAVIYO_WINDOW) -> None:
+def verify_klaviyo_meta(
+    payload: Any, headers: Any, *, now: datetime | None = None, window: timedelta = KLAVIYO_WINDOW
+) -> None:
     """Freshness from ``meta.timestamp`` (the header clock has been reported wrong, so the signed body's own
     timestamp decides); the webhook id must match the header. No meta object at all is malformed (400)."""
     meta = payload.get("meta") if isinstance(payload, dict) else None
     if not isinstance(meta, dict):
         raise MalformedDelivery("Klaviyo delivery has no meta object")
     sent = _parse_time(meta.get("timestamp"))
-    current = now or datetime.now(timezone.utc)
+    current = now or datetime.now(UTC)
     if sent is None or abs(current - sent) > window:
         raise SignatureError("meta.timestamp outside the accepted window (replayed or stale delivery)")
     header_id = headers.get("klaviyo-webhook-id")

@@ -12,6 +12,14 @@ from klaviyo_segment.mapping.models import EventMapping, MappingError, ProfileMa
 from klaviyo_segment.mapping.template import DEFAULT_NULLS, CompiledTemplate
 
 __all__ = [
-    "BUILTIN_TEMPLATES", "DEFAULT_NULLS", "CompiledTemplate", "EventMapping", "MappingError", "ProfileMapping",
-    "TemplateChain", "TrackFilter", "builtin_spec", "compile_template",
+    "BUILTIN_TEMPLATES",
+    "DEFAULT_NULLS",
+    "CompiledTemplate",
+    "EventMapping",
+    "MappingError",
+    "ProfileMapping",
+    "TemplateChain",
+    "TrackFilter",
+    "builtin_spec",
+    "compile_template",
 ]

@@ -11,13 +11,17 @@ IDENTIFY_DEFAULT: dict[str, Any] = {
     "name": "identify-default",
     "kind": "identify",
     "description": "Segment reserved traits (camelCase or snake_case) -> Klaviyo profile fields; other traits -> "
-                   "properties.",
+    "properties.",
     "nulls": "ignore",
     "fields": {
-        "email": {"coalesce": ["$.traits.email", "$.context.traits.email"], "transform": ["trim", "lowercase",
-                                                                                          "drop_if_empty"]},
-        "phone_number": {"coalesce": ["$.traits.phone", "$.traits.phone_number", "$.traits.phoneNumber",
-                                      "$.context.traits.phone"], "transform": [*_STR, "e164"]},
+        "email": {
+            "coalesce": ["$.traits.email", "$.context.traits.email"],
+            "transform": ["trim", "lowercase", "drop_if_empty"],
+        },
+        "phone_number": {
+            "coalesce": ["$.traits.phone", "$.traits.phone_number", "$.traits.phoneNumber", "$.context.traits.phone"],
+            "transform": [*_STR, "e164"],
+        },
         "external_id": {"path": "$.userId", "transform": ["string", *_STR]},
         "country_code": {"coalesce": ["$.traits.country_code", "$.traits.countryCode"]},  # phone country only
         "first_name": {"coalesce": ["$.traits.firstName", "$.traits.first_name"], "transform": _STR},
@@ -25,13 +29,14 @@ IDENTIFY_DEFAULT: dict[str, Any] = {
         "organization": {"coalesce": ["$.traits.company.name", "$.traits.company"], "transform": _STR},
         "title": {"path": "$.traits.title", "transform": _STR},
         "image": {"path": "$.traits.avatar", "transform": _STR},
-        "location.address1": {"coalesce": ["$.traits.address.street", "$.traits.address.address1"],
-                              "transform": _STR},
+        "location.address1": {"coalesce": ["$.traits.address.street", "$.traits.address.address1"], "transform": _STR},
         "location.address2": {"path": "$.traits.address.address2", "transform": _STR},
         "location.city": {"path": "$.traits.address.city", "transform": _STR},
         "location.region": {"coalesce": ["$.traits.address.state", "$.traits.address.region"], "transform": _STR},
-        "location.zip": {"coalesce": ["$.traits.address.postalCode", "$.traits.address.postal_code",
-                                      "$.traits.address.zip"], "transform": ["string", *_STR]},
+        "location.zip": {
+            "coalesce": ["$.traits.address.postalCode", "$.traits.address.postal_code", "$.traits.address.zip"],
+            "transform": ["string", *_STR],
+        },
         "location.country": {"path": "$.traits.address.country", "transform": _STR},
         "location.timezone": {"path": "$.context.timezone", "transform": _STR},
         "location.ip": {"path": "$.context.ip", "transform": _STR},
@@ -57,9 +62,11 @@ TRACK_DEFAULT: dict[str, Any] = {
     "kind": "track",
     "description": "Any track event -> a Klaviyo event of the same name with all its properties.",
     "nulls": "ignore",
-    "fields": {"metric": {"path": "$.event", "transform": _STR},
-               "value": {"coalesce": ["$.properties.revenue", "$.properties.total"], "transform": ["number"]},
-               **_EVENT_FIELDS},
+    "fields": {
+        "metric": {"path": "$.event", "transform": _STR},
+        "value": {"coalesce": ["$.properties.revenue", "$.properties.total"], "transform": ["number"]},
+        **_EVENT_FIELDS,
+    },
     "properties": {"from": "$.properties", "exclude_mapped": False},
 }
 
@@ -87,33 +94,46 @@ ECOMMERCE: dict[str, Any] = {
     "name": "ecommerce",
     "kind": "track",
     "description": "Segment e-commerce events (V2 and V1 names) -> Klaviyo e-commerce metrics; Order Completed is "
-                   "de-duplicated by order id and yields one Ordered Product per line item.",
+    "de-duplicated by order id and yields one Ordered Product per line item.",
     "nulls": "ignore",
     "match": {"events": [*ECOMMERCE_METRICS, *ECOMMERCE_V1_METRICS]},
-    "fields": {"metric": {"path": "$.event", "transform": [{"map": {**ECOMMERCE_METRICS, **ECOMMERCE_V1_METRICS}}]},
-               # order total incl. shipping first; product events carry value or price
-               "value": {"coalesce": ["$.properties.total", "$.properties.revenue", "$.properties.value",
-                                      "$.properties.price"], "transform": ["number"]},
-               **_EVENT_FIELDS},
+    "fields": {
+        "metric": {"path": "$.event", "transform": [{"map": {**ECOMMERCE_METRICS, **ECOMMERCE_V1_METRICS}}]},
+        # order total incl. shipping first; product events carry value or price
+        "value": {
+            "coalesce": ["$.properties.total", "$.properties.revenue", "$.properties.value", "$.properties.price"],
+            "transform": ["number"],
+        },
+        **_EVENT_FIELDS,
+    },
     "properties": {"from": "$.properties", "exclude_mapped": False},
     # One order sent twice (two messageIds) must count its revenue once: Klaviyo keeps the first event per
     # (profile, metric, unique_id). Not for refunds/cancellations: several partial refunds share an order id.
-    "overrides": [{"when": {"events": ORDER_COMPLETED_EVENTS},
-                   "fields": {"unique_id": {"path": "$.properties.order_id", "transform": ["string", *_STR]}}}],
-    "expand": [{
-        "when": {"events": ORDER_COMPLETED_EVENTS},
-        "each": "$.properties.products[*]",
-        "fields": {
-            "metric": {"literal": "Ordered Product"},
-            # order id (else the message id) + line position: two sizes of one product stay two events, and a
-            # retry of the same order yields the same ids, so Klaviyo never duplicates them
-            "unique_id": {"template": "{$.properties.order_id|$.messageId}:{@index}"},
-            "value": {"multiply": ["@.price", "@.quantity"]},  # a missing quantity counts as 1
-            "value_currency": {"path": "$.properties.currency", "transform": ["trim", "uppercase", "drop_if_empty"]},
-        },
-        # order-level properties (currency, coupon, affiliation, order_id, ...) under the line item's own
-        "properties": {"from": ["$.properties", "@"], "exclude": ["products"]},
-    }],
+    "overrides": [
+        {
+            "when": {"events": ORDER_COMPLETED_EVENTS},
+            "fields": {"unique_id": {"path": "$.properties.order_id", "transform": ["string", *_STR]}},
+        }
+    ],
+    "expand": [
+        {
+            "when": {"events": ORDER_COMPLETED_EVENTS},
+            "each": "$.properties.products[*]",
+            "fields": {
+                "metric": {"literal": "Ordered Product"},
+                # order id (else the message id) + line position: two sizes of one product stay two events, and a
+                # retry of the same order yields the same ids, so Klaviyo never duplicates them
+                "unique_id": {"template": "{$.properties.order_id|$.messageId}:{@index}"},
+                "value": {"multiply": ["@.price", "@.quantity"]},  # a missing quantity counts as 1
+                "value_currency": {
+                    "path": "$.properties.currency",
+                    "transform": ["trim", "uppercase", "drop_if_empty"],
+                },
+            },
+            # order-level properties (currency, coupon, affiliation, order_id, ...) under the line item's own
+            "properties": {"from": ["$.properties", "@"], "exclude": ["products"]},
+        }
+    ],
 }
 
 _BUILTINS = {t["name"]: t for t in (IDENTIFY_DEFAULT, TRACK_DEFAULT, ECOMMERCE)}

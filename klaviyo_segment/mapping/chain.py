@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from klaviyo_segment.errors import ConfigError
 from klaviyo_segment.mapping.builtins import BUILTIN_TEMPLATES, builtin_spec
@@ -10,8 +11,13 @@ from klaviyo_segment.mapping.models import EventMapping, ProfileMapping
 from klaviyo_segment.mapping.template import CompiledTemplate
 
 
-def compile_template(spec: dict[str, Any] | str, *, phone_default_country: str = "US",
-                     name: str | None = None, event_names: str = "klaviyo") -> CompiledTemplate:
+def compile_template(
+    spec: dict[str, Any] | str,
+    *,
+    phone_default_country: str = "US",
+    name: str | None = None,
+    event_names: str = "klaviyo",
+) -> CompiledTemplate:
     """Compile a spec (or a built-in by name) once; raises ConfigError naming template, field and problem.
     ``event_names`` applies to built-ins only (``track.event_names``)."""
     if isinstance(spec, str):

@@ -9,8 +9,9 @@ call, so the output (values, key order, warnings) is exactly what the per-field 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from klaviyo_segment.mapping.expressions import Plan
 from klaviyo_segment.mapping.paths import MISSING, Getter, compile_path, parse_path
@@ -52,8 +53,12 @@ class _Writer:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self.ns: dict[str, Any] = {"MISSING": MISSING, "Drop": Drop, "to_string": to_string,
-                                   "_drop_if_empty": _drop_if_empty}
+        self.ns: dict[str, Any] = {
+            "MISSING": MISSING,
+            "Drop": Drop,
+            "to_string": to_string,
+            "_drop_if_empty": _drop_if_empty,
+        }
         self.prefixes: dict[tuple[str, ...], str] = {}
         self.prefix_lines: list[str] = []
 
@@ -156,8 +161,11 @@ def _field(w: _Writer, field: Field, depth: int) -> None:
         _tail(w, field, _guard(w, depth, opened), "val")
     else:
         opened = []
-        state = "str" if field.plan.kind == "literal" and isinstance(field.plan.arg, str) else (
-            "val" if field.plan.kind == "literal" and field.plan.arg is not None else "maybe")
+        state = (
+            "str"
+            if field.plan.kind == "literal" and isinstance(field.plan.arg, str)
+            else ("val" if field.plan.kind == "literal" and field.plan.arg is not None else "maybe")
+        )
         i = 0
         while i < len(steps):
             if state == "maybe":
@@ -213,7 +221,8 @@ def _field(w: _Writer, field: Field, depth: int) -> None:
 def _passthrough(w: _Writer, pt: Passthrough, props_key: str) -> None:
     key = f"{w.const(pt.rename)}.get(_k, _k)" if pt.rename else "_k"
     conds = ([f"_k not in {w.const(pt.excluded)}"] if pt.excluded else []) + (
-        [] if pt.keep_nulls else ["_v is not None"])
+        [] if pt.keep_nulls else ["_v is not None"]
+    )
     cond = f" if {' and '.join(conds)}" if conds else ""
     if pt.bases:  # several sources: merge in order, later keys win
         w.emit(1, "props = {}")
@@ -231,8 +240,7 @@ def _passthrough(w: _Writer, pt: Passthrough, props_key: str) -> None:
     w.emit(3, f"out[{props_key!r}] = props")
 
 
-def generate(fields: list[Field], passthrough: Passthrough | None, props_key: str, label: str
-             ) -> tuple[Build, str]:
+def generate(fields: list[Field], passthrough: Passthrough | None, props_key: str, label: str) -> tuple[Build, str]:
     """Return ``(build(message, item, warnings) -> dict, its source)``; the source is kept for debugging."""
     w = _Writer()
     w.emit(1, "out = {}")

@@ -9,12 +9,21 @@ Forms (see docs/mapping.md): ``"$.traits.email"`` (path), ``{path: ...}``, ``{co
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from klaviyo_segment.mapping.paths import MISSING, Getter, PathError, compile_path
-from klaviyo_segment.mapping.transforms import (Compiled, Drop, TransformError, _drop_if_empty, compile_transform,
-                                                literal_type, to_number, to_string)
+from klaviyo_segment.mapping.transforms import (
+    Compiled,
+    Drop,
+    TransformError,
+    _drop_if_empty,
+    compile_transform,
+    literal_type,
+    to_number,
+    to_string,
+)
 
 _SOURCES = ("path", "coalesce", "literal", "template", "multiply")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
@@ -47,6 +56,7 @@ def _coalesce(paths: list[str], scalar: bool) -> Getter:
             elif not scalar or not isinstance(v, (dict, list)):
                 return v
         return None if seen_null else MISSING
+
     return get
 
 
@@ -65,6 +75,7 @@ def _multiply(paths: list[str]) -> Getter:
             if factor is not MISSING and factor is not None:
                 product = product * to_number(factor)
         return product
+
     return get
 
 
@@ -72,7 +83,7 @@ def _template(text: str) -> Getter:
     parts: list[str | Getter] = []
     pos = 0
     for match in _PLACEHOLDER.finditer(text):
-        parts.append(text[pos:match.start()])
+        parts.append(text[pos : match.start()])
         token = match.group(0)
         if token in ("{{", "}}"):
             parts.append(token[0])
@@ -98,6 +109,7 @@ def _template(text: str) -> Getter:
                 return MISSING  # a half-filled id would collide across messages: leave the field out
             out.append(to_string(v))
         return "".join(out)
+
     return render
 
 
@@ -112,8 +124,9 @@ class Plan:
     scalar: bool
 
 
-def compile_expression(spec: Any, *, scalar: bool, phone_default_country: str
-                       ) -> tuple[Callable[[dict[str, Any], Any], Any], str, list[str]]:
+def compile_expression(
+    spec: Any, *, scalar: bool, phone_default_country: str
+) -> tuple[Callable[[dict[str, Any], Any], Any], str, list[str]]:
     """Return ``(fn(message, item) -> value | None | MISSING, static type, source paths read)``.
 
     ``fn`` raises :class:`Drop` when a transform cannot convert the value.
@@ -126,8 +139,10 @@ def plan_expression(spec: Any, *, scalar: bool, phone_default_country: str) -> t
     """Validate an expression; return its :class:`Plan`, static type and the source paths it reads."""
     if isinstance(spec, str):
         if not spec.startswith(("$", "@")):
-            raise ExpressionError(f"{spec!r} is not a path (paths start with '$.' for the message or '@' for the "
-                                  f"current item); write {{literal: {spec!r}}} for a fixed text")
+            raise ExpressionError(
+                f"{spec!r} is not a path (paths start with '$.' for the message or '@' for the "
+                f"current item); write {{literal: {spec!r}}} for a fixed text"
+            )
         spec = {"path": spec}
     elif isinstance(spec, (int, float, bool)) or spec is None:
         spec = {"literal": spec}
@@ -135,8 +150,9 @@ def plan_expression(spec: Any, *, scalar: bool, phone_default_country: str) -> t
         raise ExpressionError(f"expected a path string or a mapping with one of {', '.join(_SOURCES)}, got {spec!r}")
     unknown = set(spec) - {*_SOURCES, "transform", "default"}
     if unknown:
-        raise ExpressionError(f"unknown expression key(s) {sorted(unknown)} (allowed: {', '.join(_SOURCES)}, "
-                              "transform, default)")
+        raise ExpressionError(
+            f"unknown expression key(s) {sorted(unknown)} (allowed: {', '.join(_SOURCES)}, transform, default)"
+        )
     given = [k for k in _SOURCES if k in spec]
     if len(given) != 1:
         raise ExpressionError(f"an expression needs exactly one of {', '.join(_SOURCES)}; got {given or 'none'}")
@@ -191,6 +207,7 @@ def _closure(plan: Plan) -> Callable[[dict[str, Any], Any], Any]:
                     continue
                 v = fn(v)
             return v
+
         return run_chain
     # Hot path: without 'default', an absent or null source stays so; each step may only turn a value MISSING.
     fns = [t.fn for t in compiled]
@@ -200,6 +217,7 @@ def _closure(plan: Plan) -> Callable[[dict[str, Any], Any], Any]:
         def run1(msg: dict[str, Any], item: Any) -> Any:
             v = source(msg, item)
             return v if v is None or v is MISSING else f0(v)
+
         return run1
     if len(fns) == 2:
         f0, f1 = fns
@@ -210,6 +228,7 @@ def _closure(plan: Plan) -> Callable[[dict[str, Any], Any], Any]:
                 return v
             v = f0(v)
             return v if v is MISSING else f1(v)
+
         return run2
 
     def run(msg: dict[str, Any], item: Any) -> Any:
@@ -219,6 +238,7 @@ def _closure(plan: Plan) -> Callable[[dict[str, Any], Any], Any]:
                 return v
             v = fn(v)
         return v
+
     return run
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from klaviyo_segment.errors import ConfigError
 from klaviyo_segment.mapping.paths import MISSING, PathError, compile_path
 
-_NUMERIC = {"gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "lt": lambda a, b: a < b,
-            "lte": lambda a, b: a <= b}
+_NUMERIC = {"gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b}
 OPERATORS = ("equals", "not_equals", "in", "not_in", "exists", *_NUMERIC)
 
 Predicate = Callable[[dict[str, Any]], bool]
@@ -43,8 +43,9 @@ def compile_predicate(spec: Any, where: str) -> tuple[Predicate, str]:
     except PathError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     if len(spec) != 1 or next(iter(spec)) not in OPERATORS:
-        raise ConfigError(f"{where}: a predicate needs exactly one operator of {', '.join(OPERATORS)}; "
-                          f"got {sorted(spec) or 'none'}")
+        raise ConfigError(
+            f"{where}: a predicate needs exactly one operator of {', '.join(OPERATORS)}; got {sorted(spec) or 'none'}"
+        )
     op, arg = next(iter(spec.items()))
     text = f"{path} {op} {arg!r}"
     if op in _NUMERIC:
@@ -60,6 +61,7 @@ def compile_predicate(spec: Any, where: str) -> tuple[Predicate, str]:
                 except ValueError:
                     return False
             return _is_number(v) and cmp(v, arg)
+
         return numeric, text
     if op in ("in", "not_in"):
         if not isinstance(arg, list):
@@ -80,8 +82,14 @@ def compile_predicate(spec: Any, where: str) -> tuple[Predicate, str]:
 class TrackFilter:
     """Which track events a deployment forwards. Deny wins over allow; ``where`` predicates must all hold."""
 
-    def __init__(self, allow: list[str] | None = None, deny: list[str] | None = None,
-                 where: list[dict[str, Any]] | None = None, *, name: str = "track") -> None:
+    def __init__(
+        self,
+        allow: list[str] | None = None,
+        deny: list[str] | None = None,
+        where: list[dict[str, Any]] | None = None,
+        *,
+        name: str = "track",
+    ) -> None:
         self.allow = ["*"] if allow is None else allow
         self.deny = [] if deny is None else deny
         self._allow = compile_globs(self.allow, f"{name}.allow")

@@ -16,8 +16,9 @@ attributes and warnings (tests/mapping/test_frame.py proves it row by row).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import polars as pl
 
@@ -143,9 +144,13 @@ def _per_message(template: CompiledTemplate, frame: pl.DataFrame, rows: list[int
 def is_vectorisable(template: CompiledTemplate) -> bool:
     """True when the template maps exactly like identify-default (whatever it is called)."""
     spec = template.spec
-    return (template.kind == "identify" and spec.get("fields") == IDENTIFY_DEFAULT["fields"]
-            and spec.get("properties") == IDENTIFY_DEFAULT["properties"] and spec.get("match") is None
-            and template.nulls == "ignore")
+    return (
+        template.kind == "identify"
+        and spec.get("fields") == IDENTIFY_DEFAULT["fields"]
+        and spec.get("properties") == IDENTIFY_DEFAULT["properties"]
+        and spec.get("match") is None
+        and template.nulls == "ignore"
+    )
 
 
 def _columns_fit(frame: pl.DataFrame) -> bool:
@@ -221,12 +226,12 @@ def _vectorised(template: CompiledTemplate, frame: pl.DataFrame) -> list[FrameRo
         attrs: dict[str, Any] = {}
         if props:
             properties: dict[str, Any] = {}
-            for name, value in zip(props, values[1 + nfields:]):
+            for name, value in zip(props, values[1 + nfields :], strict=False):
                 if value is not None:
                     _set(properties, name, value)
             if properties:
                 attrs["properties"] = properties
-        for target, value in zip(targets, values[1:1 + nfields]):
+        for target, value in zip(targets, values[1 : 1 + nfields], strict=False):
             if value is None:
                 continue
             if len(target) == 1:
@@ -258,13 +263,17 @@ def map_slice(template: CompiledTemplate, frame: pl.DataFrame, offset: int = 0) 
     return merged
 
 
-def map_frame(template: CompiledTemplate, frame: pl.DataFrame | pl.LazyFrame, *,
-              batch_size: int = 10_000) -> Iterator[FrameRow]:
+def map_frame(
+    template: CompiledTemplate, frame: pl.DataFrame | pl.LazyFrame, *, batch_size: int = 10_000
+) -> Iterator[FrameRow]:
     """Profile attributes per row, streamed in slices so a large backfill never holds every dict at once."""
     if template.kind != "identify":
         raise ConfigError(f"template {template.name!r}: a frame maps profiles, so it needs an identify template")
-    parts = (frame.collect_batches(chunk_size=batch_size) if isinstance(frame, pl.LazyFrame)
-             else frame.iter_slices(batch_size))
+    parts = (
+        frame.collect_batches(chunk_size=batch_size)
+        if isinstance(frame, pl.LazyFrame)
+        else frame.iter_slices(batch_size)
+    )
     offset = 0
     for part in parts:
         yield from map_slice(template, part, offset)
@@ -275,7 +284,10 @@ def map_frame_df(template: CompiledTemplate, frame: pl.DataFrame | pl.LazyFrame)
     """Same as :func:`map_frame`, collected: columns ``row``, ``attributes`` (JSON text), ``warnings``."""
     rows = list(map_frame(template, frame))
     return pl.DataFrame(
-        {"row": [r.row for r in rows], "attributes": [json.dumps(r.attributes, ensure_ascii=False) for r in rows],
-         "warnings": [r.warnings for r in rows]},
+        {
+            "row": [r.row for r in rows],
+            "attributes": [json.dumps(r.attributes, ensure_ascii=False) for r in rows],
+            "warnings": [r.warnings for r in rows],
+        },
         schema={"row": pl.Int64, "attributes": pl.String, "warnings": pl.List(pl.String)},
     )

@@ -7,7 +7,9 @@ Supported: ``$`` (the message), ``$.a.b``, ``$.a[0]``, ``$.a[*]`` (wildcard, yie
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
+
 
 #: Absent key (as opposed to an explicit JSON null, which is ``None``): only nulls may clear Klaviyo fields.
 class _Missing:
@@ -43,7 +45,7 @@ def parse_path(path: str) -> tuple[str, list[str | int | None]]:
     while pos < len(path):
         match = _TOKEN.match(path, pos)
         if not match:
-            raise PathError(f"path {path!r}: cannot parse at {path[pos:]!r} (use .key, [0], [*] or [\"key\"])")
+            raise PathError(f'path {path!r}: cannot parse at {path[pos:]!r} (use .key, [0], [*] or ["key"])')
         key, index, quoted = match.groups()
         if key is not None or quoted is not None:
             steps.append(key if key is not None else quoted)
@@ -60,7 +62,7 @@ def _walk(value: Any, steps: list[str | int | None]) -> Any:
         if step is None:
             if not isinstance(value, list):
                 return MISSING
-            rest = steps[i + 1:]
+            rest = steps[i + 1 :]
             found = [_walk(v, rest) for v in value]
             return [v for v in found if v is not MISSING]
         if isinstance(step, int):
@@ -92,6 +94,7 @@ def compile_path(path: str) -> Getter:
         def get2(msg: dict[str, Any], item: Any) -> Any:
             v = msg.get(a)
             return v.get(b, MISSING) if isinstance(v, dict) else MISSING
+
         return get2
     if root == "$" and plain and len(steps) == 3:
         a, b, c = keys
@@ -102,6 +105,7 @@ def compile_path(path: str) -> Getter:
                 return MISSING
             v = v.get(b)
             return v.get(c, MISSING) if isinstance(v, dict) else MISSING
+
         return get3
     if root == "$":
         return lambda msg, item: _walk(msg, steps)

@@ -5,7 +5,8 @@ Every spec mistake raises ConfigError naming the template, the field and the pro
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from klaviyo_segment.builders.limits import email_problem, event_time_problem, metric_name_problem
 from klaviyo_segment.errors import ConfigError
@@ -15,9 +16,15 @@ from klaviyo_segment.mapping.countries import country_code
 from klaviyo_segment.mapping.expressions import ExpressionError, compile_expression, plan_expression
 from klaviyo_segment.mapping.filters import compile_globs, compile_predicate
 from klaviyo_segment.mapping.models import EventMapping, MappingError, ProfileMapping
-from klaviyo_segment.mapping.paths import MISSING, PathError, compile_path, first_key
+from klaviyo_segment.mapping.paths import PathError, compile_path, first_key
 from klaviyo_segment.mapping.transforms import (
-    MESSAGE_COUNTRY, Drop, to_bool, to_e164, to_iso8601, to_number, to_string,
+    MESSAGE_COUNTRY,
+    Drop,
+    to_bool,
+    to_e164,
+    to_iso8601,
+    to_number,
+    to_string,
 )
 
 KINDS = ("identify", "track")
@@ -46,8 +53,15 @@ _ACCEPTS = {
     "any": {"any", "string", "datetime", "number", "boolean", "object", "array", "phone"},
 }
 #: Static types that already are what a Klaviyo field type needs: no runtime coercion.
-_ALREADY = {"string": {"string", "datetime", "phone"}, "phone": {"phone"}, "datetime": {"datetime"},
-            "number": {"number"}, "boolean": {"boolean"}, "coordinate": {"number", "string"}, "object": {"object"}}
+_ALREADY = {
+    "string": {"string", "datetime", "phone"},
+    "phone": {"phone"},
+    "datetime": {"datetime"},
+    "number": {"number"},
+    "boolean": {"boolean"},
+    "coordinate": {"number", "string"},
+    "object": {"object"},
+}
 
 
 def _coordinate(v: Any) -> Any:
@@ -66,15 +80,22 @@ def _coercer(field_type: str, country: str) -> Callable[[Any], Any] | None:
     """Final conversion to what Klaviyo accepts; runs after the user's transforms (idempotent on good values)."""
     if field_type == "phone":
         return lambda v: to_e164(v, country)
-    return {"string": to_string, "datetime": to_iso8601, "number": to_number, "coordinate": _coordinate,
-            "boolean": to_bool, "object": _object}.get(field_type)
+    return {
+        "string": to_string,
+        "datetime": to_iso8601,
+        "number": to_number,
+        "coordinate": _coordinate,
+        "boolean": to_bool,
+        "object": _object,
+    }.get(field_type)
 
 
 class _Block:
     """Compiled ``fields`` + ``properties`` of a template or of one expand entry; ``build`` is generated code."""
 
-    def __init__(self, fields: list[Field], passthrough: Passthrough | None, props_key: tuple[str, ...],
-                 label: str) -> None:
+    def __init__(
+        self, fields: list[Field], passthrough: Passthrough | None, props_key: tuple[str, ...], label: str
+    ) -> None:
         self.fields = fields
         self.passthrough = passthrough
         self.props_key = props_key
@@ -96,7 +117,9 @@ class CompiledTemplate:
             raise ConfigError("template without a name: set 'name'")
         unknown = set(spec) - _TEMPLATE_KEYS
         if unknown:
-            raise _fail(self.name, f"key {sorted(unknown)[0]!r}", f"unknown key (allowed: {', '.join(sorted(_TEMPLATE_KEYS))})")
+            raise _fail(
+                self.name, f"key {sorted(unknown)[0]!r}", f"unknown key (allowed: {', '.join(sorted(_TEMPLATE_KEYS))})"
+            )
         kind = spec.get("kind")
         if kind not in KINDS:
             raise _fail(self.name, "key 'kind'", f"must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -122,13 +145,16 @@ class CompiledTemplate:
         if match is None:
             return None, []
         if not isinstance(match, dict) or set(match) - {"events", "where"}:
-            raise _fail(self.name, f"key {where!r}", "expected a mapping with 'events' (globs) and/or 'where' "
-                        "(predicates)")
+            raise _fail(
+                self.name, f"key {where!r}", "expected a mapping with 'events' (globs) and/or 'where' (predicates)"
+            )
         if "events" in match and self.kind != "track":
             raise _fail(self.name, f"{where}.events", "only track templates match on event names")
         events = compile_globs(match.get("events", []), f"template {self.name!r}, {where}.events")
-        preds = [compile_predicate(p, f"template {self.name!r}, {where}.where[{i}]")
-                 for i, p in enumerate(match.get("where", []) or [])]
+        preds = [
+            compile_predicate(p, f"template {self.name!r}, {where}.where[{i}]")
+            for i, p in enumerate(match.get("where", []) or [])
+        ]
         return events, [p for p, _ in preds]
 
     def _compile_block(self, fields: Any, properties: Any, where: str, *, item_scope: bool) -> _Block:
@@ -142,8 +168,7 @@ class CompiledTemplate:
             label = f"field {target!r}"
             if not item_scope and target == _COUNTRY_TARGETS[self.kind]:
                 try:
-                    self._country_expr = compile_expression(expr, scalar=True,
-                                                            phone_default_country=self._country)[0]
+                    self._country_expr = compile_expression(expr, scalar=True, phone_default_country=self._country)[0]
                 except ExpressionError as exc:
                     raise _fail(self.name, label, str(exc)) from None
                 continue
@@ -152,18 +177,25 @@ class CompiledTemplate:
             except KeyError as exc:
                 raise _fail(self.name, label, exc.args[0]) from None
             if field.free:
-                raise _fail(self.name, label, "write individual keys (properties.<key>) or use the 'properties' "
-                            "block to copy a whole object")
+                raise _fail(
+                    self.name,
+                    label,
+                    "write individual keys (properties.<key>) or use the 'properties' block to copy a whole object",
+                )
             if item_scope and str(target).split(".")[0] == "profile":
                 raise _fail(self.name, label, "expanded events reuse the parent event's profile")
             try:
-                plan, static, paths = plan_expression(expr, scalar=field.type not in ("object", "any"),
-                                                      phone_default_country=self._country)
+                plan, static, paths = plan_expression(
+                    expr, scalar=field.type not in ("object", "any"), phone_default_country=self._country
+                )
             except ExpressionError as exc:
                 raise _fail(self.name, label, str(exc)) from None
             if static not in _ACCEPTS[field.type]:
-                raise _fail(self.name, label, f"type mismatch: the expression produces {static} but Klaviyo "
-                            f"field {target!r} is {field.type}")
+                raise _fail(
+                    self.name,
+                    label,
+                    f"type mismatch: the expression produces {static} but Klaviyo field {target!r} is {field.type}",
+                )
             if not item_scope and any(p.startswith("@") for p in paths):
                 raise _fail(self.name, label, "'@' paths only exist inside an 'expand' entry")
             read_paths.extend(paths)
@@ -171,8 +203,9 @@ class CompiledTemplate:
             coerce = None if static in _ALREADY.get(field.type, ()) else _coercer(field.type, self._country)
             compiled.append(Field(str(target), field.path, plan, coerce, field.type, clear))
         props_key = ("properties",)
-        return _Block(compiled, self._compile_properties(properties, where, read_paths), props_key,
-                      f"{self.name}:{where}")
+        return _Block(
+            compiled, self._compile_properties(properties, where, read_paths), props_key, f"{self.name}:{where}"
+        )
 
     def _compile_properties(self, spec: Any, where: str, read_paths: list[str]) -> Passthrough | None:
         if spec is None:
@@ -181,8 +214,11 @@ class CompiledTemplate:
         if isinstance(spec, str):
             spec = {"from": spec}
         if not isinstance(spec, dict) or "from" not in spec or set(spec) - _PROPERTIES_KEYS:
-            raise _fail(self.name, label, f"expected a path or a mapping with 'from' (allowed keys: "
-                        f"{', '.join(sorted(_PROPERTIES_KEYS))})")
+            raise _fail(
+                self.name,
+                label,
+                f"expected a path or a mapping with 'from' (allowed keys: {', '.join(sorted(_PROPERTIES_KEYS))})",
+            )
         sources = spec["from"] if isinstance(spec["from"], list) else [spec["from"]]
         if not sources:
             raise _fail(self.name, f"{label}.from", "expected a path or a non-empty list of paths")
@@ -202,8 +238,9 @@ class CompiledTemplate:
         excluded = set(exclude)
         if spec.get("exclude_mapped", self.kind == "identify"):
             excluded.update(k for p in read_paths for s, _ in getters if (k := first_key(p, s)) is not None)
-        return Passthrough(getter, source, frozenset(excluded), dict(rename), self.nulls == "clear",
-                           tuple(getters[:-1]))
+        return Passthrough(
+            getter, source, frozenset(excluded), dict(rename), self.nulls == "clear", tuple(getters[:-1])
+        )
 
     def _compile_expand(self, spec: Any) -> list[tuple[Any, list[Any], Callable[..., Any], _Block]]:
         if spec is None:
@@ -216,15 +253,19 @@ class CompiledTemplate:
         for i, entry in enumerate(spec):
             where = f"expand[{i}]"
             if not isinstance(entry, dict) or set(entry) - _EXPAND_KEYS or "each" not in entry:
-                raise _fail(self.name, where, f"expected a mapping with 'each' (allowed keys: "
-                            f"{', '.join(sorted(_EXPAND_KEYS))})")
+                raise _fail(
+                    self.name,
+                    where,
+                    f"expected a mapping with 'each' (allowed keys: {', '.join(sorted(_EXPAND_KEYS))})",
+                )
             events, preds = self._compile_match(entry.get("when"), f"{where}.when")
             try:
                 each = compile_path(str(entry["each"]))
             except PathError as exc:
                 raise _fail(self.name, f"{where}.each", str(exc)) from None
-            block = self._compile_block(entry.get("fields"), entry.get("properties"), f"{where}.fields",
-                                        item_scope=True)
+            block = self._compile_block(
+                entry.get("fields"), entry.get("properties"), f"{where}.fields", item_scope=True
+            )
             if not any(f.target == "metric" for f in block.fields):
                 raise _fail(self.name, f"{where}.fields", "each expanded event needs a 'metric'")
             out.append((events, preds, each, block))
@@ -243,8 +284,9 @@ class CompiledTemplate:
             if not isinstance(entry, dict) or set(entry) - _OVERRIDE_KEYS or "when" not in entry:
                 raise _fail(self.name, where, "expected a mapping with 'when' and 'fields'")
             events, preds = self._compile_match(entry["when"], f"{where}.when")
-            out.append((events, preds, self._compile_block(entry.get("fields"), None, f"{where}.fields",
-                                                           item_scope=False)))
+            out.append(
+                (events, preds, self._compile_block(entry.get("fields"), None, f"{where}.fields", item_scope=False))
+            )
         return out
 
     # -- runtime -----------------------------------------------------------------------------------------
@@ -320,10 +362,14 @@ class CompiledTemplate:
         if problem:
             raise MappingError(problem)
         return EventMapping(
-            metric=metric, properties=out.get("properties", {}),
+            metric=metric,
+            properties=out.get("properties", {}),
             time=time if time is not None or parent is None else parent.time,
-            value=out.get("value"), value_currency=out.get("value_currency"), unique_id=out.get("unique_id"),
-            profile=profile, warnings=warnings,
+            value=out.get("value"),
+            value_currency=out.get("value_currency"),
+            unique_id=out.get("unique_id"),
+            profile=profile,
+            warnings=warnings,
         )
 
     def __repr__(self) -> str:

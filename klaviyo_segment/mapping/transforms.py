@@ -9,11 +9,12 @@ converted raises :class:`Drop`; the field is left out and the message carries th
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import phonenumbers
 
@@ -124,7 +125,7 @@ def to_iso8601(value: Any) -> str:
     if isinstance(value, (int, float)):
         seconds = value / 1000 if value > 1e11 else value
         try:
-            return datetime.fromtimestamp(seconds, timezone.utc).isoformat()
+            return datetime.fromtimestamp(seconds, UTC).isoformat()
         except (OverflowError, OSError, ValueError):
             raise Drop("not a date-time (epoch out of range)") from None
     if isinstance(value, datetime):
@@ -137,7 +138,7 @@ def to_iso8601(value: Any) -> str:
     else:
         raise Drop("not a date-time")
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed.isoformat()
 
 
@@ -254,8 +255,12 @@ def compile_transform(spec: Any, in_type: str, *, phone_default_country: str) ->
         if arg is None:
             raise TransformError("transform 'default' needs a value: {default: VALUE}")
         fallback = arg
-        return Compiled(lambda v: fallback if v is None or v is MISSING else v,
-                        literal_type(fallback) if in_type == "any" else in_type, handles_missing=True, op="default")
+        return Compiled(
+            lambda v: fallback if v is None or v is MISSING else v,
+            literal_type(fallback) if in_type == "any" else in_type,
+            handles_missing=True,
+            op="default",
+        )
     if name == "map":
         if not isinstance(arg, dict) or not arg:
             raise TransformError("transform 'map' needs a mapping of values: {map: {FROM: TO}}")

@@ -82,10 +82,16 @@ async def gather_limited(factories: Sequence[Callable[[], Awaitable[T]]], concur
     return list(await asyncio.gather(*(one(f) for f in factories)))
 
 
-async def send_each(credentials: CredentialsOrClient, operation_id: str, items: Sequence[T],
-                    build: Callable[[T], dict[str, Any]], concurrency: int) -> list[ItemResult]:
+async def send_each(
+    credentials: CredentialsOrClient,
+    operation_id: str,
+    items: Sequence[T],
+    build: Callable[[T], dict[str, Any]],
+    concurrency: int,
+) -> list[ItemResult]:
     """One request per item, for operations without a bulk form: bounded concurrency, and an item whose body
     cannot be built, or that Klaviyo refuses, fails alone."""
+
     async def one(client: KlaviyoClient, index: int, item: T) -> ItemResult:
         try:
             body = build(item)
@@ -115,10 +121,17 @@ def prevalidate(items: Sequence[T], check: Callable[[T], Any]) -> tuple[list[int
     return good, bad
 
 
-async def send_with_resend(client: KlaviyoClient, operation_id: str, labels: list[int], build: Builder, *,
-                           path_params: dict[str, str] | None = None, max_rounds: int = 5,
-                           on_error: Callable[[int, ApiError], ItemResult] | None = None,
-                           success: Callable[[int], ItemResult] | None = None) -> dict[int, ItemResult]:
+async def send_with_resend(
+    client: KlaviyoClient,
+    operation_id: str,
+    labels: list[int],
+    build: Builder,
+    *,
+    path_params: dict[str, str] | None = None,
+    max_rounds: int = 5,
+    on_error: Callable[[int, ApiError], ItemResult] | None = None,
+    success: Callable[[int], ItemResult] | None = None,
+) -> dict[int, ItemResult]:
     """Send one bulk request; on a 4xx whose errors point at items, fail (or classify) those and resend the rest.
 
     Errors without a usable pointer, and transient errors that outlived the client's retries, fail every
@@ -145,8 +158,7 @@ async def send_with_resend(client: KlaviyoClient, operation_id: str, labels: lis
                 results[label] = on_error(label, err) if on_error else failed(label, err)
             pending = [label for label in pending if label not in blamed]
             continue
-        results.update({label: (success(label) if success else ItemResult(index=label, ok=True))
-                        for label in pending})
+        results.update({label: (success(label) if success else ItemResult(index=label, ok=True)) for label in pending})
         return results
     err = ApiError(code="too_many_partial_failures", detail=f"gave up after {max_rounds} resend rounds")
     results.update({label: failed(label, err) for label in pending})

@@ -12,7 +12,14 @@ from klaviyo_segment.builders import klaviyo as b
 from klaviyo_segment.errors import ApiError
 from klaviyo_segment.outcomes import ItemResult
 from klaviyo_segment.services.bulk import (
-    CredentialsOrClient, client_scope, failed, invalid, ordered, prevalidate, run_logger, send_each,
+    CredentialsOrClient,
+    client_scope,
+    failed,
+    invalid,
+    ordered,
+    prevalidate,
+    run_logger,
+    send_each,
     send_with_resend,
 )
 
@@ -25,15 +32,15 @@ def is_duplicate_error(err: ApiError) -> bool:
     return "duplicate" in text or ("unique_id" in text and ("repeat" in text or "already" in text))
 
 
-async def create_events(events: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient, *,
-                        concurrency: int = 16) -> list[ItemResult]:
+async def create_events(
+    events: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient, *, concurrency: int = 16
+) -> list[ItemResult]:
     """``POST /api/events`` per event (see ``builders.klaviyo.create_event_body`` for the item shape).
     A 202 means queued, not processed."""
     return await send_each(credentials, "create_event", events, b.create_event_body, concurrency)
 
 
-async def bulk_create_events(events: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient
-                             ) -> list[ItemResult]:
+async def bulk_create_events(events: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient) -> list[ItemResult]:
     """Bulk create jobs of <=1000 events and <=5 MB, grouped per profile.
 
     Items a 400 points at (``/data/attributes/events-bulk-create/data/N/...``) fail and the others are resent.
@@ -44,8 +51,11 @@ async def bulk_create_events(events: Sequence[Mapping[str, Any]], credentials: C
     for label, first in b.bulk_create_events_body([events[i] for i in good], indices=good).duplicates.items():
         results[label] = ItemResult(index=label, ok=True, value={"duplicate": True, "duplicate_of": first})
     good = [i for i in good if i not in results]
-    chunks, oversize = b.chunk([events[i] for i in good], max_count=constants.BULK_EVENTS_MAX,
-                               size_of=lambda e: b.json_size(b.create_event_body(e)))
+    chunks, oversize = b.chunk(
+        [events[i] for i in good],
+        max_count=constants.BULK_EVENTS_MAX,
+        size_of=lambda e: b.json_size(b.create_event_body(e)),
+    )
     for pos in oversize:
         results[good[pos]] = invalid(good[pos], ValueError("event: larger than the 5 MB bulk payload limit"))
 
@@ -70,21 +80,34 @@ async def bulk_create_events(events: Sequence[Mapping[str, Any]], credentials: C
 
     async with client_scope(credentials) as client:
         for positions in chunks:
-            results.update(await send_with_resend(client, "bulk_create_events", [good[p] for p in positions],
-                                                  build, on_error=on_error))
+            results.update(
+                await send_with_resend(
+                    client, "bulk_create_events", [good[p] for p in positions], build, on_error=on_error
+                )
+            )
     failures = sum(1 for r in results.values() if not r.ok)
     run_logger().info("bulk create events: %d events, %d failed", len(events), failures)
     return ordered(results, len(events))
 
 
-async def get_events(credentials: CredentialsOrClient, *, metric_id: str | None = None,
-                     since: datetime | None = None, until: datetime | None = None, profile_id: str | None = None,
-                     include: Sequence[str] = (), page_size: int = constants.GET_EVENTS_PAGE_MAX,
-                     sort: str = "datetime") -> dict[str, list[dict[str, Any]]]:
+async def get_events(
+    credentials: CredentialsOrClient,
+    *,
+    metric_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    profile_id: str | None = None,
+    include: Sequence[str] = (),
+    page_size: int = constants.GET_EVENTS_PAGE_MAX,
+    sort: str = "datetime",
+) -> dict[str, list[dict[str, Any]]]:
     """All events in a window (cursor pagination followed to the end): ``{"data": [...], "included": [...]}``.
     ``since`` is inclusive and ``until`` exclusive, so consecutive polls neither skip nor repeat."""
-    params: dict[str, Any] = {"filter": b.events_filter(metric_id, since=since, until=until, profile_id=profile_id),
-                              "page[size]": page_size, "sort": sort}
+    params: dict[str, Any] = {
+        "filter": b.events_filter(metric_id, since=since, until=until, profile_id=profile_id),
+        "page[size]": page_size,
+        "sort": sort,
+    }
     if include:
         params["include"] = ",".join(include)
     data: list[dict[str, Any]] = []

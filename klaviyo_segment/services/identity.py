@@ -3,8 +3,9 @@
 Policy when identifiers disagree: if email/phone and external_id (Segment userId) point at two different
 profiles, we report an ``identity_conflict`` failure naming both ids. We never create a third profile, and we
 merge only when asked (``merge=True``): the profile found by external_id is kept (userId is the stable key)
-and the other one is merged into it, only if it carries no other userId (never merge two people). ``anonymous_id`` cannot be looked up (Klaviyo only knows it on event
-profiles), so an identity with nothing else resolves to ``status="anonymous_only"``.
+and the other one is merged into it, only if it carries no other userId (never merge two people).
+``anonymous_id`` cannot be looked up (Klaviyo only knows it on event profiles), so an identity with nothing else
+resolves to ``status="anonymous_only"``.
 """
 
 from __future__ import annotations
@@ -96,8 +97,9 @@ def cache_key(field: str, value: str) -> str:
     return f"{field}:{value}"
 
 
-async def _lookup(client: Any, parsed: list[tuple[dict[str, str], list[str]]], known: dict[str, str],
-                  cache: IdentityCache) -> None:
+async def _lookup(
+    client: Any, parsed: list[tuple[dict[str, str], list[str]]], known: dict[str, str], cache: IdentityCache
+) -> None:
     """Batched lookups of every identifier not in ``known``; what is found is cached."""
     for field in FIELDS:
         values = [v for ids, _ in parsed for f, v in ids.items() if f == field and cache_key(f, v) not in known]
@@ -123,8 +125,9 @@ async def _drop_dead(client: Any, known: dict[str, str], cache: IdentityCache) -
     await _forget(cache, known, {k for k, v in known.items() if v not in alive and not is_placeholder(v)})
 
 
-def _stale_conflicts(parsed: list[tuple[dict[str, str], list[str]]], known: dict[str, str],
-                     cached: set[str]) -> set[str]:
+def _stale_conflicts(
+    parsed: list[tuple[dict[str, str], list[str]]], known: dict[str, str], cached: set[str]
+) -> set[str]:
     """Cached keys involved in a conflict: a merge in Klaviyo leaves the cache pointing at the source profile,
     which then looks like a second person. Those are looked up once more before a conflict is reported."""
     stale: set[str] = set()
@@ -135,9 +138,15 @@ def _stale_conflicts(parsed: list[tuple[dict[str, str], list[str]]], known: dict
     return stale
 
 
-async def resolve_identities(identities: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient, *,
-                             default_region: str = "US", cache: IdentityCache | None = None,
-                             merge: bool = False, verify_cached: bool = False) -> list[ItemResult]:
+async def resolve_identities(
+    identities: Sequence[Mapping[str, Any]],
+    credentials: CredentialsOrClient,
+    *,
+    default_region: str = "US",
+    cache: IdentityCache | None = None,
+    merge: bool = False,
+    verify_cached: bool = False,
+) -> list[ItemResult]:
     """ok -> ``value={"profile_id": id|None, "status": "found"|"not_found"|"anonymous_only"|"merged",
     "identifiers": {...}, "warnings": [...]}``; a conflict is a failure with code ``identity_conflict``.
 
@@ -166,8 +175,13 @@ async def resolve_identities(identities: Sequence[Mapping[str, Any]], credential
     return results
 
 
-async def refresh_identities(identities: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient, *,
-                             cache: IdentityCache, default_region: str = "US") -> list[ItemResult]:
+async def refresh_identities(
+    identities: Sequence[Mapping[str, Any]],
+    credentials: CredentialsOrClient,
+    *,
+    cache: IdentityCache,
+    default_region: str = "US",
+) -> list[ItemResult]:
     """For a caller whose request to a cached profile id got 404 (or a conflict): forget these identities'
     cache entries and look them up once more."""
     keys = {cache_key(f, v) for x in identities for f, v in identifiers(x, default_region)[0].items()}
@@ -175,8 +189,15 @@ async def refresh_identities(identities: Sequence[Mapping[str, Any]], credential
     return await resolve_identities(identities, credentials, default_region=default_region, cache=cache)
 
 
-async def _decide(client: Any, index: int, ids: dict[str, str], warnings: list[str], known: dict[str, str],
-                  merge: bool, cache: IdentityCache) -> ItemResult:
+async def _decide(
+    client: Any,
+    index: int,
+    ids: dict[str, str],
+    warnings: list[str],
+    known: dict[str, str],
+    merge: bool,
+    cache: IdentityCache,
+) -> ItemResult:
     """Apply the documented policy to one identity."""
     base = {"identifiers": ids, "warnings": warnings}
     if not ids:
@@ -190,9 +211,16 @@ async def _decide(client: Any, index: int, ids: dict[str, str], warnings: list[s
     if len(distinct) == 1:
         return ItemResult(index=index, ok=True, value={**base, "profile_id": distinct[0], "status": "found"})
     if not merge:
-        return ItemResult(index=index, ok=False, value={**base, "profile_ids": by_field},
-                          error=ApiError(code="identity_conflict", meta={"profile_ids": by_field},
-                                         detail="identifiers belong to different Klaviyo profiles"))
+        return ItemResult(
+            index=index,
+            ok=False,
+            value={**base, "profile_ids": by_field},
+            error=ApiError(
+                code="identity_conflict",
+                meta={"profile_ids": by_field},
+                detail="identifiers belong to different Klaviyo profiles",
+            ),
+        )
     destination = distinct[0]
     try:  # never merge another person: a source carrying a different userId is a conflict, not a merge
         alive = await find_profiles(client, "id", distinct)
@@ -200,9 +228,16 @@ async def _decide(client: Any, index: int, ids: dict[str, str], warnings: list[s
         return failed(index, error_of(exc))
     owners = {d: ((alive.get(d) or {}).get("attributes") or {}).get("external_id") for d in distinct[1:]}
     if any(o not in (None, ids.get("external_id")) for o in owners.values()):
-        return ItemResult(index=index, ok=False, value={**base, "profile_ids": by_field},
-                          error=ApiError(code="identity_conflict", meta={"profile_ids": by_field},
-                                         detail="identifiers belong to another person's Klaviyo profile"))
+        return ItemResult(
+            index=index,
+            ok=False,
+            value={**base, "profile_ids": by_field},
+            error=ApiError(
+                code="identity_conflict",
+                meta={"profile_ids": by_field},
+                detail="identifiers belong to another person's Klaviyo profile",
+            ),
+        )
     for source in distinct[1:]:
         try:
             await client.request("merge_profiles", json=merge_body(destination, source))
@@ -211,5 +246,6 @@ async def _decide(client: Any, index: int, ids: dict[str, str], warnings: list[s
     remapped = {cache_key(f, v): destination for f, v in ids.items()}
     known.update(remapped)
     await cache.put_many(remapped)
-    return ItemResult(index=index, ok=True, value={**base, "profile_id": destination, "status": "merged",
-                                                   "merged": distinct[1:]})
+    return ItemResult(
+        index=index, ok=True, value={**base, "profile_id": destination, "status": "merged", "merged": distinct[1:]}
+    )

@@ -17,7 +17,15 @@ from klaviyo_segment.clients.klaviyo import KlaviyoClient
 from klaviyo_segment.errors import ApiError, KlaviyoAPIError
 from klaviyo_segment.outcomes import ItemResult
 from klaviyo_segment.services.bulk import (
-    CredentialsOrClient, client_scope, error_of, failed, invalid, ordered, pointer_index, prevalidate, run_logger,
+    CredentialsOrClient,
+    client_scope,
+    error_of,
+    failed,
+    invalid,
+    ordered,
+    pointer_index,
+    prevalidate,
+    run_logger,
 )
 
 _IMPORT_POINTER = r"/profiles/data/(\d+)"
@@ -39,15 +47,22 @@ def import_error_labels(err: Mapping[str, Any], chunk_items: Sequence[Mapping[st
     return []
 
 
-async def submit_import_job(client: KlaviyoClient, items: Sequence[Mapping[str, Any]],
-                            list_ids: Sequence[str] = ()) -> str:
+async def submit_import_job(
+    client: KlaviyoClient, items: Sequence[Mapping[str, Any]], list_ids: Sequence[str] = ()
+) -> str:
     """Submit one bulk profile import job; its id is returned at once (callers may record it to resume)."""
     response = await client.request("bulk_import_profiles", json=b.bulk_profile_import_body(items, list_ids=list_ids))
     return str((response.json().get("data") or {}).get("id"))
 
 
-async def await_import_job(client: KlaviyoClient, job_id: str, items: Sequence[Mapping[str, Any]], *,
-                           poll_interval: float = 2.0, timeout: float = 900.0) -> tuple[str, dict[int, ApiError]]:
+async def await_import_job(
+    client: KlaviyoClient,
+    job_id: str,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    poll_interval: float = 2.0,
+    timeout: float = 900.0,
+) -> tuple[str, dict[int, ApiError]]:
     """Poll a job to an end state: (status, errors by position in ``items``); status is ``complete``,
     ``cancelled`` or ``timeout``. Polls start fast and back off to ``poll_interval`` (small jobs finish in
     well under a second; large ones must not spend the endpoint's 10/s budget on polls)."""
@@ -65,19 +80,25 @@ async def await_import_job(client: KlaviyoClient, job_id: str, items: Sequence[M
         delay = min(poll_interval, delay * 2)
     errors: dict[int, ApiError] = {}
     if status == "complete" and attrs.get("failed_count", 1):
-        async for page in client.paginate("get_errors_for_bulk_import_profiles_job", {"page[size]": 100},
-                                          path_params={"id": job_id}):
+        async for page in client.paginate(
+            "get_errors_for_bulk_import_profiles_job", {"page[size]": 100}, path_params={"id": job_id}
+        ):
             for err in page.get("data") or []:
                 a = err.get("attributes") or {}
-                api_error = ApiError(code=a.get("code"), title=a.get("title"), detail=a.get("detail"),
-                                     pointer=(a.get("source") or {}).get("pointer"))
+                api_error = ApiError(
+                    code=a.get("code"),
+                    title=a.get("title"),
+                    detail=a.get("detail"),
+                    pointer=(a.get("source") or {}).get("pointer"),
+                )
                 for pos in import_error_labels(err, items):
                     errors.setdefault(pos, api_error)
     return status, errors
 
 
-async def run_import_job(client: KlaviyoClient, items: list[Mapping[str, Any]], list_ids: Sequence[str],
-                         poll_interval: float, timeout: float) -> tuple[str | None, dict[int, ApiError]]:
+async def run_import_job(
+    client: KlaviyoClient, items: list[Mapping[str, Any]], list_ids: Sequence[str], poll_interval: float, timeout: float
+) -> tuple[str | None, dict[int, ApiError]]:
     """Submit one job, poll it and return (job id, errors by chunk position); a job that timed out or was
     cancelled fails every item in it."""
     job_id = await submit_import_job(client, items, list_ids)
@@ -91,9 +112,14 @@ async def run_import_job(client: KlaviyoClient, items: list[Mapping[str, Any]], 
     return job_id, errors
 
 
-async def bulk_import_profiles(profiles: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient, *,
-                               list_ids: Sequence[str] = (), poll_interval: float = 2.0,
-                               timeout: float = 900.0) -> list[ItemResult]:
+async def bulk_import_profiles(
+    profiles: Sequence[Mapping[str, Any]],
+    credentials: CredentialsOrClient,
+    *,
+    list_ids: Sequence[str] = (),
+    poll_interval: float = 2.0,
+    timeout: float = 900.0,
+) -> list[ItemResult]:
     """Bulk profile import jobs (<=10,000 profiles, <=5 MB each), polled to completion; per-profile errors are
     fetched from ``import-errors`` and mapped back to the input. ok -> ``value={"job_id"}``."""
     good, results = prevalidate(profiles, lambda p: b.bulk_profile_import_body([p]))
@@ -112,7 +138,10 @@ async def bulk_import_profiles(profiles: Sequence[Mapping[str, Any]], credential
                 results.update({i: failed(i, error_of(exc)) for i in labels})
                 continue
             for pos, label in enumerate(labels):
-                results[label] = (failed(label, errors[pos]) if pos in errors
-                                  else ItemResult(index=label, ok=True, value={"job_id": job_id}))
+                results[label] = (
+                    failed(label, errors[pos])
+                    if pos in errors
+                    else ItemResult(index=label, ok=True, value={"job_id": job_id})
+                )
             run_logger().info("bulk import job %s: %d profiles, %d errors", job_id, len(labels), len(errors))
     return ordered(results, len(profiles))

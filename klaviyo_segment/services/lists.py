@@ -12,7 +12,14 @@ from klaviyo_segment.clients.klaviyo import KlaviyoClient
 from klaviyo_segment.errors import ApiError, KlaviyoAPIError
 from klaviyo_segment.outcomes import ItemResult
 from klaviyo_segment.services.bulk import (
-    CredentialsOrClient, client_scope, error_of, failed, invalid, ordered, pointer_index, prevalidate,
+    CredentialsOrClient,
+    client_scope,
+    error_of,
+    failed,
+    invalid,
+    ordered,
+    pointer_index,
+    prevalidate,
     send_with_resend,
 )
 
@@ -21,32 +28,42 @@ _LIST_CACHE: dict[str, dict[str, str]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-async def _membership(operation_id: str, list_id: str, profile_ids: Sequence[str],
-                      credentials: CredentialsOrClient) -> list[ItemResult]:
+async def _membership(
+    operation_id: str, list_id: str, profile_ids: Sequence[str], credentials: CredentialsOrClient
+) -> list[ItemResult]:
     good, results = prevalidate(profile_ids, lambda i: b.list_relationships_body([i]))
 
     def build(labels: list[int]) -> tuple[Any, Any]:
         def locate(pointer: str | None) -> list[int]:
             idx = pointer_index(pointer, r"^/data/(\d+)")
             return [labels[idx]] if idx is not None and idx < len(labels) else []
+
         return b.list_relationships_body([profile_ids[i] for i in labels]), locate
 
     async with client_scope(credentials) as client:
         for start in range(0, len(good), constants.LIST_MEMBERSHIP_MAX):
-            results.update(await send_with_resend(client, operation_id,
-                                                  good[start:start + constants.LIST_MEMBERSHIP_MAX], build,
-                                                  path_params={"id": list_id}))
+            results.update(
+                await send_with_resend(
+                    client,
+                    operation_id,
+                    good[start : start + constants.LIST_MEMBERSHIP_MAX],
+                    build,
+                    path_params={"id": list_id},
+                )
+            )
     return ordered(results, len(profile_ids))
 
 
-async def add_profiles_to_list(list_id: str, profile_ids: Sequence[str], credentials: CredentialsOrClient
-                               ) -> list[ItemResult]:
+async def add_profiles_to_list(
+    list_id: str, profile_ids: Sequence[str], credentials: CredentialsOrClient
+) -> list[ItemResult]:
     """Add profile ids to a list, <=1000 per call. This does not grant consent: use subscribe for that."""
     return await _membership("add_profiles_to_list", list_id, profile_ids, credentials)
 
 
-async def remove_profiles_from_list(list_id: str, profile_ids: Sequence[str], credentials: CredentialsOrClient
-                                    ) -> list[ItemResult]:
+async def remove_profiles_from_list(
+    list_id: str, profile_ids: Sequence[str], credentials: CredentialsOrClient
+) -> list[ItemResult]:
     """Remove profile ids from a list, <=1000 per call. This does not unsubscribe them."""
     return await _membership("remove_profiles_from_list", list_id, profile_ids, credentials)
 
@@ -59,8 +76,10 @@ async def _fetch_lists(client: KlaviyoClient, names: Sequence[str] = ()) -> list
         return lists
     unique = list(dict.fromkeys(names))
     for start in range(0, len(unique), 50):
-        params = {"filter": b.filter_any("name", unique[start:start + 50]),
-                  "page[size]": constants.GET_LISTS_PAGE_MAX}
+        params = {
+            "filter": b.filter_any("name", unique[start : start + 50]),
+            "page[size]": constants.GET_LISTS_PAGE_MAX,
+        }
         async for page in client.paginate("get_lists", params):
             lists.extend(page.get("data") or [])
     return lists
@@ -77,8 +96,14 @@ def clear_list_cache() -> None:
         _LIST_CACHE.clear()
 
 
-async def get_or_create_lists(names: Sequence[str], credentials: CredentialsOrClient, *, create: bool = True,
-                              opt_in_process: str | None = None, max_creates: int = 10) -> list[ItemResult]:
+async def get_or_create_lists(
+    names: Sequence[str],
+    credentials: CredentialsOrClient,
+    *,
+    create: bool = True,
+    opt_in_process: str | None = None,
+    max_creates: int = 10,
+) -> list[ItemResult]:
     """Resolve list names to ids (``value={"id", "created"}``), creating each missing name at most once.
 
     Creation is capped by Klaviyo at 150/day, so results are cached per account for the process, a failed
@@ -103,12 +128,15 @@ async def get_or_create_lists(names: Sequence[str], credentials: CredentialsOrCl
         errors: dict[str, ItemResult] = {}
         for name in [n for n in missing if n not in cache] if create else []:
             if len(created) >= max_creates:
-                errors[name] = failed(0, ApiError(code="max_creates_reached",
-                                                  detail=f"not creating more than {max_creates} lists per call"))
+                errors[name] = failed(
+                    0,
+                    ApiError(code="max_creates_reached", detail=f"not creating more than {max_creates} lists per call"),
+                )
                 continue
             try:
-                response = await client.request("create_list", json=b.create_list_body(name,
-                                                                                      opt_in_process=opt_in_process))
+                response = await client.request(
+                    "create_list", json=b.create_list_body(name, opt_in_process=opt_in_process)
+                )
             except KlaviyoAPIError as exc:
                 errors[name] = failed(0, error_of(exc))
                 continue

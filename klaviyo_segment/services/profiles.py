@@ -13,7 +13,12 @@ from klaviyo_segment.clients.klaviyo import KlaviyoClient
 from klaviyo_segment.errors import ApiError, KlaviyoAPIError
 from klaviyo_segment.outcomes import ItemResult
 from klaviyo_segment.services.bulk import (
-    CredentialsOrClient, client_scope, error_of, failed, gather_limited, invalid,
+    CredentialsOrClient,
+    client_scope,
+    error_of,
+    failed,
+    gather_limited,
+    invalid,
 )
 
 #: Values per ``any()`` filter: one page (100) answers the whole chunk, and the URL stays well under 8 KB.
@@ -39,23 +44,30 @@ async def _upsert_one(client: KlaviyoClient, index: int, item: Mapping[str, Any]
     return ItemResult(index=index, ok=True, value={"id": data.get("id"), "created": response.status_code == 201})
 
 
-async def upsert_profiles(profiles: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient, *,
-                          concurrency: int = 8) -> list[ItemResult]:
+async def upsert_profiles(
+    profiles: Sequence[Mapping[str, Any]], credentials: CredentialsOrClient, *, concurrency: int = 8
+) -> list[ItemResult]:
     """``profile-import`` per profile (items: attributes plus optional ``id``/``meta``).
 
     ok -> ``value={"id", "created"}``. A 409 ``duplicate_profile`` (identifiers owned by different profiles) is
     a failure whose ``value`` carries ``duplicate_profile_id`` for the identity policy to act on.
     """
     async with client_scope(credentials) as client:
-        return await gather_limited([functools.partial(_upsert_one, client, i, p) for i, p in enumerate(profiles)],
-                                    concurrency)
+        return await gather_limited(
+            [functools.partial(_upsert_one, client, i, p) for i, p in enumerate(profiles)], concurrency
+        )
 
 
 def lookup_chunks(values: Sequence[str]) -> list[list[str]]:
     """Unique values split so each ``any()`` filter fits one page and a sane URL length."""
     unique = list(dict.fromkeys(v for v in values if v))
-    chunks, _ = b.chunk(unique, max_count=LOOKUP_CHUNK, max_bytes=LOOKUP_URL_BUDGET, envelope_bytes=0,
-                        size_of=lambda v: len(b.quote_filter_value(v)) * 3)
+    chunks, _ = b.chunk(
+        unique,
+        max_count=LOOKUP_CHUNK,
+        max_bytes=LOOKUP_URL_BUDGET,
+        envelope_bytes=0,
+        size_of=lambda v: len(b.quote_filter_value(v)) * 3,
+    )
     return [[unique[i] for i in c] for c in chunks]
 
 
@@ -64,8 +76,9 @@ def match_key(field: str, value: Any) -> Any:
     return value.strip().lower() if field == "email" and isinstance(value, str) else value
 
 
-async def find_profiles(client: KlaviyoClient, field: str, values: Sequence[str], *,
-                        additional_fields: Sequence[str] = ()) -> dict[Any, dict[str, Any]]:
+async def find_profiles(
+    client: KlaviyoClient, field: str, values: Sequence[str], *, additional_fields: Sequence[str] = ()
+) -> dict[Any, dict[str, Any]]:
     """Profiles keyed by the (normalised) identifier value, in few calls; unknown values are simply absent."""
     found: dict[Any, dict[str, Any]] = {}
     for part in lookup_chunks(values):
@@ -78,36 +91,41 @@ async def find_profiles(client: KlaviyoClient, field: str, values: Sequence[str]
     return found
 
 
-async def get_profiles_by_identifiers(values: Sequence[str], credentials: CredentialsOrClient, *,
-                                      field: str = "email",
-                                      additional_fields: Sequence[str] = ()) -> list[ItemResult]:
+async def get_profiles_by_identifiers(
+    values: Sequence[str],
+    credentials: CredentialsOrClient,
+    *,
+    field: str = "email",
+    additional_fields: Sequence[str] = (),
+) -> list[ItemResult]:
     """Batched ``any(field,[...])`` lookups (email, phone_number, external_id or id), every page followed.
     ok -> ``value`` is the profile resource, or None when Klaviyo has no such profile."""
     async with client_scope(credentials) as client:
         try:
             found = await find_profiles(client, field, values, additional_fields=additional_fields)
         except (KlaviyoAPIError, ValueError) as exc:
-            err = error_of(exc) if isinstance(exc, KlaviyoAPIError) else ApiError(code="invalid_input",
-                                                                                   detail=str(exc))
+            err = error_of(exc) if isinstance(exc, KlaviyoAPIError) else ApiError(code="invalid_input", detail=str(exc))
             return [failed(i, err) for i in range(len(values))]
     return [ItemResult(index=i, ok=True, value=found.get(match_key(field, v))) for i, v in enumerate(values)]
 
 
-async def get_profile_consent(values: Sequence[str], credentials: CredentialsOrClient, *,
-                              field: str = "id") -> list[ItemResult]:
+async def get_profile_consent(
+    values: Sequence[str], credentials: CredentialsOrClient, *, field: str = "id"
+) -> list[ItemResult]:
     """Consent state (``attributes.subscriptions``); read it before subscribing, since subscribe clears
     suppressions. ok -> ``value`` is the subscriptions object, or None for an unknown profile."""
-    results = await get_profiles_by_identifiers(values, credentials, field=field,
-                                                additional_fields=("subscriptions",))
+    results = await get_profiles_by_identifiers(values, credentials, field=field, additional_fields=("subscriptions",))
     for r in results:
         if r.ok and r.value is not None:
             r.value = (r.value.get("attributes") or {}).get("subscriptions")
     return results
 
 
-async def merge_profiles(pairs: Sequence[tuple[str, str]], credentials: CredentialsOrClient, *,
-                         concurrency: int = 4) -> list[ItemResult]:
+async def merge_profiles(
+    pairs: Sequence[tuple[str, str]], credentials: CredentialsOrClient, *, concurrency: int = 4
+) -> list[ItemResult]:
     """Merge each ``(destination_id, source_id)``; the source is deleted asynchronously by Klaviyo."""
+
     async def one(client: KlaviyoClient, index: int, destination: str, source: str) -> ItemResult:
         try:
             body = b.merge_body(destination, source)
@@ -120,5 +138,6 @@ async def merge_profiles(pairs: Sequence[tuple[str, str]], credentials: Credenti
         return ItemResult(index=index, ok=True, value={"id": destination, "merged": source})
 
     async with client_scope(credentials) as client:
-        return await gather_limited([functools.partial(one, client, i, p[0], p[1]) for i, p in enumerate(pairs)],
-                                    concurrency)
+        return await gather_limited(
+            [functools.partial(one, client, i, p[0], p[1]) for i, p in enumerate(pairs)], concurrency
+        )

@@ -23,8 +23,9 @@ from klaviyo_segment.outcomes import ItemResult
 MAX_CONCURRENT_REQUESTS = 4
 
 
-async def send_messages(messages: Sequence[Mapping[str, Any]], client: SegmentClient,
-                        concurrency: int = MAX_CONCURRENT_REQUESTS) -> list[ItemResult]:
+async def send_messages(
+    messages: Sequence[Mapping[str, Any]], client: SegmentClient, concurrency: int = MAX_CONCURRENT_REQUESTS
+) -> list[ItemResult]:
     """Send through an open client (receiver, bench, the task): one request per chunk, results in input order."""
     split = split_batches(messages)
     results: dict[int, ItemResult] = {r.index: r for r in split.rejected}
@@ -45,8 +46,12 @@ async def send_messages(messages: Sequence[Mapping[str, Any]], client: SegmentCl
     return [results[i] for i in range(len(messages))]
 
 
-async def send_to_segment(messages: Sequence[Mapping[str, Any]], credentials: SegmentCredentials | SegmentClient, *,
-                          transport: httpx.AsyncBaseTransport | None = None) -> list[ItemResult]:
+async def send_to_segment(
+    messages: Sequence[Mapping[str, Any]],
+    credentials: SegmentCredentials | SegmentClient,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> list[ItemResult]:
     """``credentials`` may be an open :class:`SegmentClient` (reused, not closed); otherwise a client is opened
     for this call, over ``transport`` when given (preview records the requests instead of sending them)."""
     if isinstance(credentials, SegmentClient):

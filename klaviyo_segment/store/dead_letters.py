@@ -40,9 +40,17 @@ def storable(text: str) -> str:
 
 
 def _row_to_dead_letter(r: sa.Row[Any]) -> DeadLetter:
-    return DeadLetter(id=r.id, message_id=r.message_id, flow=r.flow, reason=r.reason, error=loads(r.error),
-                      attempts=r.attempts, created_at=from_us(r.created_us),  # type: ignore[arg-type]
-                      updated_at=from_us(r.updated_us), message=loads(r.body))  # type: ignore[arg-type]
+    return DeadLetter(
+        id=r.id,
+        message_id=r.message_id,
+        flow=r.flow,
+        reason=r.reason,
+        error=loads(r.error),
+        attempts=r.attempts,
+        created_at=from_us(r.created_us),  # type: ignore[arg-type]
+        updated_at=from_us(r.updated_us),
+        message=loads(r.body),
+    )  # type: ignore[arg-type]
 
 
 class DeadLetterMixin(StoreBase):
@@ -60,15 +68,32 @@ class DeadLetterMixin(StoreBase):
             message_id = None if item.message_id is None else storable(item.message_id)
             dl_id = dead_letter_id(item.flow, message_id)
             ids.append(dl_id)
-            rows[dl_id] = {"id": dl_id, "flow": item.flow, "message_id": message_id, "reason": storable(item.reason),
-                           "error": None if item.error is None else dumps(item.error), "attempts": 1,
-                           "body": dumps(item.message), "created_us": now, "updated_us": now}
+            rows[dl_id] = {
+                "id": dl_id,
+                "flow": item.flow,
+                "message_id": message_id,
+                "reason": storable(item.reason),
+                "error": None if item.error is None else dumps(item.error),
+                "attempts": 1,
+                "body": dumps(item.message),
+                "created_us": now,
+                "updated_us": now,
+            }
         for part in chunks([rows[k] for k in sorted(rows)]):  # sorted: one lock order, no deadlocks
             stmt = self._insert(t.dead_letters).values(part)
             ex = stmt.excluded
-            await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={
-                "attempts": t.dead_letters.c.attempts + 1, "reason": ex.reason, "error": ex.error,
-                "body": ex.body, "updated_us": ex.updated_us}))
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["id"],
+                    set_={
+                        "attempts": t.dead_letters.c.attempts + 1,
+                        "reason": ex.reason,
+                        "error": ex.error,
+                        "body": ex.body,
+                        "updated_us": ex.updated_us,
+                    },
+                )
+            )
         return ids
 
     async def list_dead_letters(self, flow: str | None = None, limit: int | None = None) -> list[DeadLetter]:
@@ -82,8 +107,7 @@ class DeadLetterMixin(StoreBase):
 
     async def get_dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
         async with self._tx() as conn:
-            row = (await conn.execute(sa.select(t.dead_letters)
-                                      .where(t.dead_letters.c.id == dead_letter_id))).first()
+            row = (await conn.execute(sa.select(t.dead_letters).where(t.dead_letters.c.id == dead_letter_id))).first()
         return None if row is None else _row_to_dead_letter(row)
 
     async def resolve_dead_letters(self, ids: Sequence[str]) -> int:
@@ -91,8 +115,9 @@ class DeadLetterMixin(StoreBase):
         removed = 0
         async with self._tx() as conn:
             for part in chunks(unique(ids)):
-                removed += (await conn.execute(sa.delete(t.dead_letters)
-                                               .where(t.dead_letters.c.id.in_(part)))).rowcount or 0
+                removed += (
+                    await conn.execute(sa.delete(t.dead_letters).where(t.dead_letters.c.id.in_(part)))
+                ).rowcount or 0
         return removed
 
     async def purge_dead_letters(self, older_than: timedelta | None = None) -> int:

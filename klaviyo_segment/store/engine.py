@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -114,6 +114,10 @@ def to_us(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+@overload
+def from_us(value: int) -> datetime: ...
+@overload
+def from_us(value: None) -> None: ...
 def from_us(value: int | None) -> datetime | None:
     if value is None:
         return None
@@ -132,7 +136,7 @@ def chunks(items: list[Any], size: int = CHUNK) -> Iterator[list[Any]]:
     """Multi-row writers pass rows sorted by key: concurrent PostgreSQL upserts then lock rows in one order and
     cannot deadlock each other."""
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 class StoreBase:

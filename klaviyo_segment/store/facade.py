@@ -47,8 +47,9 @@ class Store(InboxMixin, DeadLetterMixin, StateMixin, IdentityMixin, PrivacyMixin
     async def __aenter__(self) -> Store:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     def __repr__(self) -> str:

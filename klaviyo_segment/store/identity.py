@@ -36,15 +36,20 @@ class IdentityMixin(StoreBase):
         async with self._tx() as conn:
             for part in chunks(rows):
                 stmt = self._insert(t.profile_ids).values(part)
-                await conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={
-                    "profile_id": stmt.excluded.profile_id, "updated_us": stmt.excluded.updated_us}))
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["key"],
+                        set_={"profile_id": stmt.excluded.profile_id, "updated_us": stmt.excluded.updated_us},
+                    )
+                )
 
     async def get_profile_ids(self, keys: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         async with self._tx() as conn:
             for part in chunks(unique(keys)):
-                rows = await conn.execute(sa.select(t.profile_ids.c.key, t.profile_ids.c.profile_id)
-                                          .where(t.profile_ids.c.key.in_(part)))
+                rows = await conn.execute(
+                    sa.select(t.profile_ids.c.key, t.profile_ids.c.profile_id).where(t.profile_ids.c.key.in_(part))
+                )
                 out.update({r.key: r.profile_id for r in rows})
         return out
 
@@ -68,25 +73,36 @@ class IdentityMixin(StoreBase):
         async with self._tx() as conn:
             for part in chunks(sorted(aliases)):
                 existing = await self._locked_aliases(conn, part)
-                new_rows = [{"anonymous_id": i, "data": dumps(merge_alias({}, aliases[i])), "updated_us": now}
-                            for i in part if i not in existing]
+                new_rows = [
+                    {"anonymous_id": i, "data": dumps(merge_alias({}, aliases[i])), "updated_us": now}
+                    for i in part
+                    if i not in existing
+                ]
                 inserted: set[str] = set()
                 if new_rows:
-                    stmt = self._insert(t.aliases).values(new_rows).on_conflict_do_nothing(
-                        index_elements=["anonymous_id"]).returning(t.aliases.c.anonymous_id)
+                    stmt = (
+                        self._insert(t.aliases)
+                        .values(new_rows)
+                        .on_conflict_do_nothing(index_elements=["anonymous_id"])
+                        .returning(t.aliases.c.anonymous_id)
+                    )
                     inserted = {r[0] for r in await conn.execute(stmt)}
                 # Rows another writer inserted between our read and insert: lock them now and merge.
                 raced = [i for i in part if i not in existing and i not in inserted]
                 existing.update(await self._locked_aliases(conn, raced) if raced else {})
                 for anon_id, old in existing.items():
-                    await conn.execute(sa.update(t.aliases).where(t.aliases.c.anonymous_id == anon_id).values(
-                        data=dumps(merge_alias(old, aliases[anon_id])), updated_us=now))
+                    await conn.execute(
+                        sa.update(t.aliases)
+                        .where(t.aliases.c.anonymous_id == anon_id)
+                        .values(data=dumps(merge_alias(old, aliases[anon_id])), updated_us=now)
+                    )
 
     async def get_aliases(self, anonymous_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         async with self._tx() as conn:
             for part in chunks(unique(anonymous_ids)):
-                rows = await conn.execute(sa.select(t.aliases.c.anonymous_id, t.aliases.c.data)
-                                          .where(t.aliases.c.anonymous_id.in_(part)))
+                rows = await conn.execute(
+                    sa.select(t.aliases.c.anonymous_id, t.aliases.c.data).where(t.aliases.c.anonymous_id.in_(part))
+                )
                 out.update({r.anonymous_id: loads(r.data) for r in rows})
         return out

@@ -70,14 +70,27 @@ def _holder_is_dead(holder: Any, host: str) -> bool:
 
 
 def _info(row: sa.Row[Any]) -> BatchInfo:
-    return BatchInfo(id=row.id, flow=row.flow, status=row.status, attempts=row.attempts, size=row.size,
-                     created_at=from_us(row.created_us), lease_owner=row.lease_owner,  # type: ignore[arg-type]
-                     lease_expires_at=from_us(row.lease_expires_us), dispatched_run_id=row.dispatched_run_id)
+    return BatchInfo(
+        id=row.id,
+        flow=row.flow,
+        status=row.status,
+        attempts=row.attempts,
+        size=row.size,
+        created_at=from_us(row.created_us),
+        lease_owner=row.lease_owner,  # type: ignore[arg-type]
+        lease_expires_at=from_us(row.lease_expires_us),
+        dispatched_run_id=row.dispatched_run_id,
+    )
 
 
 class InboxMixin(DeadLetterMixin):
-    async def accept(self, messages: list[dict[str, Any]], *, key: Callable[[dict[str, Any]], str | None],
-                     route: Callable[[dict[str, Any]], Iterable[str]]) -> AcceptResult:
+    async def accept(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        key: Callable[[dict[str, Any]], str | None],
+        route: Callable[[dict[str, Any]], Iterable[str]],
+    ) -> AcceptResult:
         """Record new messages and create one batch per target flow, all in one transaction (group commit).
 
         A message whose key was accepted before (or earlier in this call) is a duplicate; a ``None`` key is always
@@ -90,8 +103,9 @@ class InboxMixin(DeadLetterMixin):
             fresh: set[str] = set()
             for part in chunks(wanted):
                 stmt = self._insert(t.inbox_seen).values([{"key": k, "created_us": now} for k in part])
-                rows = await conn.execute(stmt.on_conflict_do_nothing(index_elements=["key"])
-                                          .returning(t.inbox_seen.c.key))
+                rows = await conn.execute(
+                    stmt.on_conflict_do_nothing(index_elements=["key"]).returning(t.inbox_seen.c.key)
+                )
                 fresh.update(r[0] for r in rows)
             per_flow: dict[str, list[tuple[str | None, dict[str, Any]]]] = {}
             accepted = duplicates = 0
@@ -108,20 +122,41 @@ class InboxMixin(DeadLetterMixin):
             await self._write_batches(conn, batches, per_flow, now)
         return AcceptResult(batches=batches, accepted=accepted, duplicates=duplicates)
 
-    async def _write_batches(self, conn: AsyncConnection, batches: dict[str, str],
-                             per_flow: dict[str, list[tuple[str | None, dict[str, Any]]]], now: int) -> None:
+    async def _write_batches(
+        self,
+        conn: AsyncConnection,
+        batches: dict[str, str],
+        per_flow: dict[str, list[tuple[str | None, dict[str, Any]]]],
+        now: int,
+    ) -> None:
         if not batches:
             return
-        await conn.execute(sa.insert(t.inbox_batches), [
-            {"id": bid, "flow": flow, "status": "pending", "attempts": 0, "size": len(per_flow[flow]),
-             "created_us": now, "updated_us": now} for flow, bid in batches.items()])
-        rows = [{"batch_id": batches[flow], "pos": pos, "message_id": k, "body": dumps(m)}
-                for flow, items in per_flow.items() for pos, (k, m) in enumerate(items)]
+        await conn.execute(
+            sa.insert(t.inbox_batches),
+            [
+                {
+                    "id": bid,
+                    "flow": flow,
+                    "status": "pending",
+                    "attempts": 0,
+                    "size": len(per_flow[flow]),
+                    "created_us": now,
+                    "updated_us": now,
+                }
+                for flow, bid in batches.items()
+            ],
+        )
+        rows = [
+            {"batch_id": batches[flow], "pos": pos, "message_id": k, "body": dumps(m)}
+            for flow, items in per_flow.items()
+            for pos, (k, m) in enumerate(items)
+        ]
         for part in chunks(rows):
             await conn.execute(sa.insert(t.inbox_messages), part)
 
-    async def _lease_where(self, where: sa.ColumnElement[bool], owner: str, lease_seconds: float,
-                           limit: int | None) -> list[Batch]:
+    async def _lease_where(
+        self, where: sa.ColumnElement[bool], owner: str, lease_seconds: float, limit: int | None
+    ) -> list[Batch]:
         b = t.inbox_batches.c
         now = now_us()
         expires = now + int(lease_seconds * 1_000_000)
@@ -132,16 +167,26 @@ class InboxMixin(DeadLetterMixin):
             ids = [r[0] for r in await conn.execute(query)]
             if not ids:
                 return []
-            exhausted = [r.id for r in await conn.execute(
-                sa.select(b.id).where(b.id.in_(ids), b.attempts >= self.max_attempts))]
+            exhausted = [
+                r.id for r in await conn.execute(sa.select(b.id).where(b.id.in_(ids), b.attempts >= self.max_attempts))
+            ]
             if exhausted:
                 await self._give_up(conn, exhausted, now)
                 ids = [i for i in ids if i not in set(exhausted)]
                 if not ids:
                     return []
-            await conn.execute(sa.update(t.inbox_batches).where(b.id.in_(ids)).values(
-                status="leased", lease_owner=owner, lease_expires_us=expires, attempts=b.attempts + 1,
-                updated_us=now, summary=dumps({"holder": lease_holder()})))
+            await conn.execute(
+                sa.update(t.inbox_batches)
+                .where(b.id.in_(ids))
+                .values(
+                    status="leased",
+                    lease_owner=owner,
+                    lease_expires_us=expires,
+                    attempts=b.attempts + 1,
+                    updated_us=now,
+                    summary=dumps({"holder": lease_holder()}),
+                )
+            )
             return await self._load(conn, ids)
 
     #: Per store instance so tests can lower it; see :data:`MAX_ATTEMPTS`.
@@ -153,28 +198,49 @@ class InboxMixin(DeadLetterMixin):
             last = _summary(batch.summary_text).get("last_error")
             why = last or "no run completed it (worker killed or run crashed before recording an error)"
             reason = f"gave up after {batch.attempts} attempts: {why}"
-            await self._upsert_dead_letters(conn, [
-                DeadLetterIn(flow=batch.flow, message=m if isinstance(m, dict) else {"raw": m},
-                             message_id=mid, reason=reason) for mid, m in zip(batch.message_ids, batch.messages)])
-        await conn.execute(sa.update(t.inbox_batches).where(t.inbox_batches.c.id.in_(ids)).values(
-            status="partial", lease_expires_us=None, updated_us=now,
-            summary=dumps({"gave_up": True, "reason": "attempts exhausted"})))
+            await self._upsert_dead_letters(
+                conn,
+                [
+                    DeadLetterIn(
+                        flow=batch.flow, message=m if isinstance(m, dict) else {"raw": m}, message_id=mid, reason=reason
+                    )
+                    for mid, m in zip(batch.message_ids, batch.messages, strict=False)
+                ],
+            )
+        await conn.execute(
+            sa.update(t.inbox_batches)
+            .where(t.inbox_batches.c.id.in_(ids))
+            .values(
+                status="partial",
+                lease_expires_us=None,
+                updated_us=now,
+                summary=dumps({"gave_up": True, "reason": "attempts exhausted"}),
+            )
+        )
 
     async def record_failure(self, batch_id: str, owner: str, error: str) -> bool:
         """A run over this leased batch failed with ``error``: keep it for the dead letters the attempt cap writes,
         and shorten the lease so the retry comes after a backoff (30 s, 60 s, ...) rather than the full lease."""
         b = t.inbox_batches.c
         async with self._tx() as conn:
-            row = (await conn.execute(sa.select(b.attempts, b.lease_expires_us, b.summary).where(
-                b.id == batch_id, b.status == "leased", b.lease_owner == owner))).first()
+            row = (
+                await conn.execute(
+                    sa.select(b.attempts, b.lease_expires_us, b.summary).where(
+                        b.id == batch_id, b.status == "leased", b.lease_owner == owner
+                    )
+                )
+            ).first()
             if row is None:
                 return False
             now = now_us()
             backoff = int(RETRY_BASE_SECONDS * 2 ** max(0, row.attempts - 1) * 1_000_000)
             expires = min(row.lease_expires_us or now + backoff, now + backoff)
             summary = _summary(row.summary) | {"last_error": error}
-            await conn.execute(sa.update(t.inbox_batches).where(b.id == batch_id).values(
-                summary=dumps(summary), lease_expires_us=expires, updated_us=now))
+            await conn.execute(
+                sa.update(t.inbox_batches)
+                .where(b.id == batch_id)
+                .values(summary=dumps(summary), lease_expires_us=expires, updated_us=now)
+            )
             return True
 
     async def reclaim_dead_holders(self) -> list[str]:
@@ -186,29 +252,45 @@ class InboxMixin(DeadLetterMixin):
         b = t.inbox_batches.c
         host = socket.gethostname()
         async with self._tx() as conn:
-            rows = (await conn.execute(sa.select(b.id, b.lease_owner, b.summary).where(
-                b.status == "leased", b.lease_expires_us > now_us()))).all()
+            rows = (
+                await conn.execute(
+                    sa.select(b.id, b.lease_owner, b.summary).where(b.status == "leased", b.lease_expires_us > now_us())
+                )
+            ).all()
             dead = [r for r in rows if _holder_is_dead(_summary(r.summary).get("holder"), host)]
             for r in dead:  # per row: only if still held by the same lease (not taken over meanwhile)
-                await conn.execute(sa.update(t.inbox_batches).where(
-                    b.id == r.id, b.status == "leased", b.lease_owner == r.lease_owner).values(
-                    lease_expires_us=now_us() - 1, updated_us=now_us()))
+                await conn.execute(
+                    sa.update(t.inbox_batches)
+                    .where(b.id == r.id, b.status == "leased", b.lease_owner == r.lease_owner)
+                    .values(lease_expires_us=now_us() - 1, updated_us=now_us())
+                )
         return [r.id for r in dead]
 
     async def _load(self, conn: AsyncConnection, ids: list[str]) -> list[Batch]:
         b, m = t.inbox_batches.c, t.inbox_messages.c
-        rows = (await conn.execute(sa.select(t.inbox_batches).where(b.id.in_(ids))
-                                   .order_by(b.created_us, b.id))).all()
+        rows = (await conn.execute(sa.select(t.inbox_batches).where(b.id.in_(ids)).order_by(b.created_us, b.id))).all()
         bodies: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
         keys: dict[str, list[str | None]] = {i: [] for i in ids}
-        for r in await conn.execute(sa.select(m.batch_id, m.message_id, m.body).where(m.batch_id.in_(ids))
-                                    .order_by(m.batch_id, m.pos)):
+        for r in await conn.execute(
+            sa.select(m.batch_id, m.message_id, m.body).where(m.batch_id.in_(ids)).order_by(m.batch_id, m.pos)
+        ):
             bodies[r.batch_id].append(loads(r.body))
             keys[r.batch_id].append(r.message_id)
-        return [Batch(id=r.id, flow=r.flow, status=r.status, attempts=r.attempts, messages=bodies[r.id],
-                      created_at=from_us(r.created_us), lease_owner=r.lease_owner,  # type: ignore[arg-type]
-                      lease_expires_at=from_us(r.lease_expires_us), message_ids=keys[r.id],
-                      summary_text=r.summary) for r in rows]
+        return [
+            Batch(
+                id=r.id,
+                flow=r.flow,
+                status=r.status,
+                attempts=r.attempts,
+                messages=bodies[r.id],
+                created_at=from_us(r.created_us),
+                lease_owner=r.lease_owner,  # type: ignore[arg-type]
+                lease_expires_at=from_us(r.lease_expires_us),
+                message_ids=keys[r.id],
+                summary_text=r.summary,
+            )
+            for r in rows
+        ]
 
     async def lease(self, batch_ids: Sequence[str], owner: str, lease_seconds: float) -> list[Batch]:
         """Lease these batches if they are pending or their lease expired; others (done, held) are left out."""
@@ -217,8 +299,7 @@ class InboxMixin(DeadLetterMixin):
             return []
         return await self._lease_where(t.inbox_batches.c.id.in_(ids), owner, lease_seconds, None)
 
-    async def claim(self, owner: str, lease_seconds: float, limit: int,
-                    flow: str | None = None) -> list[Batch]:
+    async def claim(self, owner: str, lease_seconds: float, limit: int, flow: str | None = None) -> list[Batch]:
         """Lease up to ``limit`` claimable batches, oldest first (workers polling the inbox)."""
         where = sa.true() if flow is None else t.inbox_batches.c.flow == flow
         return await self._lease_where(where, owner, lease_seconds, limit)
@@ -226,25 +307,34 @@ class InboxMixin(DeadLetterMixin):
     async def _owned_update(self, batch_id: str, owner: str, values: dict[str, Any]) -> bool:
         b = t.inbox_batches.c
         async with self._tx() as conn:
-            result = await conn.execute(sa.update(t.inbox_batches).where(
-                b.id == batch_id, b.status == "leased", b.lease_owner == owner).values(updated_us=now_us(), **values))
+            result = await conn.execute(
+                sa.update(t.inbox_batches)
+                .where(b.id == batch_id, b.status == "leased", b.lease_owner == owner)
+                .values(updated_us=now_us(), **values)
+            )
             return bool(result.rowcount)
 
-    async def complete(self, batch_id: str, owner: str, status: str = "done",
-                       summary: dict[str, Any] | None = None) -> bool:
+    async def complete(
+        self, batch_id: str, owner: str, status: str = "done", summary: dict[str, Any] | None = None
+    ) -> bool:
         """Finish a leased batch. False means the lease was lost (expired and taken by another worker)."""
         if status not in _FINAL:
             raise ValueError(f"status must be one of {_FINAL}, not {status!r}")
-        return await self._owned_update(batch_id, owner, {
-            "status": status, "summary": None if summary is None else dumps(summary), "lease_expires_us": None})
+        return await self._owned_update(
+            batch_id,
+            owner,
+            {"status": status, "summary": None if summary is None else dumps(summary), "lease_expires_us": None},
+        )
 
     async def renew(self, batch_id: str, owner: str, lease_seconds: float) -> bool:
         """Extend a lease still held by ``owner``; False means it was lost and the work should stop."""
-        return await self._owned_update(batch_id, owner,
-                                        {"lease_expires_us": now_us() + int(lease_seconds * 1_000_000)})
+        return await self._owned_update(
+            batch_id, owner, {"lease_expires_us": now_us() + int(lease_seconds * 1_000_000)}
+        )
 
-    async def pending_batches(self, flow: str | None = None, older_than_seconds: float = 0,
-                              redispatch_after_seconds: float | None = None) -> list[BatchInfo]:
+    async def pending_batches(
+        self, flow: str | None = None, older_than_seconds: float = 0, redispatch_after_seconds: float | None = None
+    ) -> list[BatchInfo]:
         """Batches a sweeper should (re)dispatch: pending and never dispatched, or leased with an expired lease.
 
         ``redispatch_after_seconds`` also returns pending batches dispatched that long ago but never leased (the
@@ -269,21 +359,29 @@ class InboxMixin(DeadLetterMixin):
         b = t.inbox_batches.c
         async with self._tx() as conn:
             for part in chunks(unique(batch_ids)):
-                await conn.execute(sa.update(t.inbox_batches).where(b.id.in_(part))
-                                   .values(dispatched_run_id=run_id, dispatched_us=now_us()))
+                await conn.execute(
+                    sa.update(t.inbox_batches)
+                    .where(b.id.in_(part))
+                    .values(dispatched_run_id=run_id, dispatched_us=now_us())
+                )
 
     async def get_batches(self, batch_ids: Sequence[str]) -> list[BatchInfo]:
         b = t.inbox_batches.c
         async with self._tx() as conn:
-            return [_info(r) for r in await conn.execute(
-                sa.select(t.inbox_batches).where(b.id.in_(unique(batch_ids))).order_by(b.created_us, b.id))]
+            return [
+                _info(r)
+                for r in await conn.execute(
+                    sa.select(t.inbox_batches).where(b.id.in_(unique(batch_ids))).order_by(b.created_us, b.id)
+                )
+            ]
 
     async def backlog(self) -> dict[str, int]:
         """Messages not yet finished (pending or leased), per flow: the number a health check or scaler wants."""
         b = t.inbox_batches.c
         async with self._tx() as conn:
-            rows = await conn.execute(sa.select(b.flow, sa.func.sum(b.size)).where(b.status.in_(_OPEN))
-                                      .group_by(b.flow))
+            rows = await conn.execute(
+                sa.select(b.flow, sa.func.sum(b.size)).where(b.status.in_(_OPEN)).group_by(b.flow)
+            )
             return {r[0]: int(r[1] or 0) for r in rows}
 
     # --- staging for `klaviyo-segment run` (perf): the CLI's own batches, invisible to serve's dispatcher ---
@@ -298,13 +396,33 @@ class InboxMixin(DeadLetterMixin):
         now = now_us()
         bid = _new_id()
         async with self._tx() as conn:
-            await conn.execute(sa.insert(t.inbox_batches), [{
-                "id": bid, "flow": flow, "status": "leased", "attempts": 0, "size": len(messages),
-                "lease_owner": owner, "lease_expires_us": now + int(lease_seconds * 1_000_000),
-                "created_us": now, "updated_us": now}])
-            rows = [{"batch_id": bid, "pos": pos, "body": dumps(m),
-                     "message_id": m.get("messageId") if isinstance(m, dict) and isinstance(m.get("messageId"), str)
-                     else None} for pos, m in enumerate(messages)]
+            await conn.execute(
+                sa.insert(t.inbox_batches),
+                [
+                    {
+                        "id": bid,
+                        "flow": flow,
+                        "status": "leased",
+                        "attempts": 0,
+                        "size": len(messages),
+                        "lease_owner": owner,
+                        "lease_expires_us": now + int(lease_seconds * 1_000_000),
+                        "created_us": now,
+                        "updated_us": now,
+                    }
+                ],
+            )
+            rows = [
+                {
+                    "batch_id": bid,
+                    "pos": pos,
+                    "body": dumps(m),
+                    "message_id": m.get("messageId")
+                    if isinstance(m, dict) and isinstance(m.get("messageId"), str)
+                    else None,
+                }
+                for pos, m in enumerate(messages)
+            ]
             for part in chunks(rows):
                 await conn.execute(sa.insert(t.inbox_messages), part)
         return bid
@@ -316,8 +434,11 @@ class InboxMixin(DeadLetterMixin):
         renewed = 0
         async with self._tx() as conn:
             for part in chunks(unique(batch_ids)):
-                result = await conn.execute(sa.update(t.inbox_batches).where(
-                    b.id.in_(part), b.status == "leased", b.lease_owner == owner).values(lease_expires_us=expires))
+                result = await conn.execute(
+                    sa.update(t.inbox_batches)
+                    .where(b.id.in_(part), b.status == "leased", b.lease_owner == owner)
+                    .values(lease_expires_us=expires)
+                )
                 renewed += result.rowcount or 0
         return renewed
 
@@ -330,17 +451,27 @@ class InboxMixin(DeadLetterMixin):
         b = t.inbox_batches.c
         now = now_us()
         async with self._tx() as conn:
-            query = sa.select(b.id).where(b.id.in_(ids), b.status == "leased",
-                                          b.lease_owner.startswith(STAGED_PREFIX, autoescape=True),
-                                          b.lease_expires_us >= now)
+            query = sa.select(b.id).where(
+                b.id.in_(ids),
+                b.status == "leased",
+                b.lease_owner.startswith(STAGED_PREFIX, autoescape=True),
+                b.lease_expires_us >= now,
+            )
             if self.is_postgres:
                 query = query.with_for_update(skip_locked=True)
             taken = [r[0] for r in await conn.execute(query)]
             if not taken:
                 return []
-            await conn.execute(sa.update(t.inbox_batches).where(b.id.in_(taken)).values(
-                lease_owner=owner, lease_expires_us=now + int(lease_seconds * 1_000_000),
-                attempts=b.attempts + 1, updated_us=now))
+            await conn.execute(
+                sa.update(t.inbox_batches)
+                .where(b.id.in_(taken))
+                .values(
+                    lease_owner=owner,
+                    lease_expires_us=now + int(lease_seconds * 1_000_000),
+                    attempts=b.attempts + 1,
+                    updated_us=now,
+                )
+            )
             return await self._load(conn, taken)
 
     async def discard_staged(self, batch_ids: Sequence[str], owner: str) -> None:

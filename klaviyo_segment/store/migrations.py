@@ -23,28 +23,72 @@ def _v1(conn: sa.Connection) -> None:
     """Initial schema: inbox, dead letters, versions, cursors/checkpoints, idempotency, identity cache."""
     md = sa.MetaData()
     T, I, B = sa.Text, sa.Integer, sa.BigInteger  # noqa: E741 - column-type shorthands keep the DDL readable
-    sa.Table("ks_inbox_batches", md, sa.Column("id", T, primary_key=True), sa.Column("flow", T, nullable=False),
-             sa.Column("status", T, nullable=False), sa.Column("attempts", I, nullable=False),
-             sa.Column("size", I, nullable=False), sa.Column("lease_owner", T), sa.Column("lease_expires_us", B),
-             sa.Column("summary", T), sa.Column("created_us", B, nullable=False),
-             sa.Column("updated_us", B, nullable=False))
-    sa.Table("ks_inbox_messages", md, sa.Column("batch_id", T, primary_key=True),
-             sa.Column("pos", I, primary_key=True), sa.Column("message_id", T), sa.Column("body", T, nullable=False))
+    sa.Table(
+        "ks_inbox_batches",
+        md,
+        sa.Column("id", T, primary_key=True),
+        sa.Column("flow", T, nullable=False),
+        sa.Column("status", T, nullable=False),
+        sa.Column("attempts", I, nullable=False),
+        sa.Column("size", I, nullable=False),
+        sa.Column("lease_owner", T),
+        sa.Column("lease_expires_us", B),
+        sa.Column("summary", T),
+        sa.Column("created_us", B, nullable=False),
+        sa.Column("updated_us", B, nullable=False),
+    )
+    sa.Table(
+        "ks_inbox_messages",
+        md,
+        sa.Column("batch_id", T, primary_key=True),
+        sa.Column("pos", I, primary_key=True),
+        sa.Column("message_id", T),
+        sa.Column("body", T, nullable=False),
+    )
     sa.Table("ks_inbox_seen", md, sa.Column("key", T, primary_key=True), sa.Column("created_us", B, nullable=False))
-    sa.Table("ks_dead_letters", md, sa.Column("id", T, primary_key=True), sa.Column("flow", T, nullable=False),
-             sa.Column("message_id", T), sa.Column("reason", T, nullable=False), sa.Column("error", T),
-             sa.Column("attempts", I, nullable=False), sa.Column("body", T, nullable=False),
-             sa.Column("created_us", B, nullable=False), sa.Column("updated_us", B, nullable=False))
-    sa.Table("ks_versions", md, sa.Column("key", T, primary_key=True), sa.Column("version_us", B, nullable=False),
-             sa.Column("updated_us", B, nullable=False))
+    sa.Table(
+        "ks_dead_letters",
+        md,
+        sa.Column("id", T, primary_key=True),
+        sa.Column("flow", T, nullable=False),
+        sa.Column("message_id", T),
+        sa.Column("reason", T, nullable=False),
+        sa.Column("error", T),
+        sa.Column("attempts", I, nullable=False),
+        sa.Column("body", T, nullable=False),
+        sa.Column("created_us", B, nullable=False),
+        sa.Column("updated_us", B, nullable=False),
+    )
+    sa.Table(
+        "ks_versions",
+        md,
+        sa.Column("key", T, primary_key=True),
+        sa.Column("version_us", B, nullable=False),
+        sa.Column("updated_us", B, nullable=False),
+    )
     for name in ("ks_cursors", "ks_checkpoints"):
-        sa.Table(name, md, sa.Column("name", T, primary_key=True), sa.Column("value", T, nullable=False),
-                 sa.Column("updated_us", B, nullable=False))
+        sa.Table(
+            name,
+            md,
+            sa.Column("name", T, primary_key=True),
+            sa.Column("value", T, nullable=False),
+            sa.Column("updated_us", B, nullable=False),
+        )
     sa.Table("ks_idempotency", md, sa.Column("key", T, primary_key=True), sa.Column("created_us", B, nullable=False))
-    sa.Table("ks_profile_ids", md, sa.Column("key", T, primary_key=True), sa.Column("profile_id", T, nullable=False),
-             sa.Column("updated_us", B, nullable=False))
-    sa.Table("ks_aliases", md, sa.Column("anonymous_id", T, primary_key=True), sa.Column("data", T, nullable=False),
-             sa.Column("updated_us", B, nullable=False))
+    sa.Table(
+        "ks_profile_ids",
+        md,
+        sa.Column("key", T, primary_key=True),
+        sa.Column("profile_id", T, nullable=False),
+        sa.Column("updated_us", B, nullable=False),
+    )
+    sa.Table(
+        "ks_aliases",
+        md,
+        sa.Column("anonymous_id", T, primary_key=True),
+        sa.Column("data", T, nullable=False),
+        sa.Column("updated_us", B, nullable=False),
+    )
     md.create_all(conn)
     conn.exec_driver_sql("CREATE INDEX ix_ks_dead_letters_flow ON ks_dead_letters (flow, created_us)")
 
@@ -59,8 +103,9 @@ def _v2(conn: sa.Connection) -> None:
 
 def _v3(conn: sa.Connection) -> None:
     """Delete tombstones: salted hashes of a deleted person's identifiers, so older re-runs cannot re-create them."""
-    conn.exec_driver_sql("CREATE TABLE ks_tombstones (hash TEXT PRIMARY KEY, deleted_us BIGINT NOT NULL, "
-                         "created_us BIGINT NOT NULL)")
+    conn.exec_driver_sql(
+        "CREATE TABLE ks_tombstones (hash TEXT PRIMARY KEY, deleted_us BIGINT NOT NULL, created_us BIGINT NOT NULL)"
+    )
     conn.exec_driver_sql("CREATE INDEX ix_ks_tombstones_created ON ks_tombstones (created_us)")
 
 
@@ -71,8 +116,11 @@ LATEST = len(STEPS)
 async def _lock_and_read(conn: AsyncConnection) -> int:
     if conn.dialect.name == "postgresql":
         await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
-    await conn.execute(sa.text(
-        "CREATE TABLE IF NOT EXISTS ks_schema_version (version INTEGER PRIMARY KEY, applied_us BIGINT NOT NULL)"))
+    await conn.execute(
+        sa.text(
+            "CREATE TABLE IF NOT EXISTS ks_schema_version (version INTEGER PRIMARY KEY, applied_us BIGINT NOT NULL)"
+        )
+    )
     current = (await conn.execute(sa.text("SELECT MAX(version) FROM ks_schema_version"))).scalar()
     return int(current or 0)
 
@@ -86,8 +134,10 @@ async def migrate(engine: AsyncEngine, target: int = LATEST) -> int:
         current = await _lock_and_read(conn)
         for version in range(current + 1, target + 1):
             await conn.run_sync(STEPS[version - 1])
-            await conn.execute(sa.text("INSERT INTO ks_schema_version (version, applied_us) VALUES (:v, :t)"),
-                               {"v": version, "t": now_us()})
+            await conn.execute(
+                sa.text("INSERT INTO ks_schema_version (version, applied_us) VALUES (:v, :t)"),
+                {"v": version, "t": now_us()},
+            )
         return max(current, target)
 
 

@@ -74,14 +74,22 @@ class PeopleMixin(StoreBase):
         if not keys:
             return
         salt, now, at = await self._salt(), now_us(), to_us(deleted_at)
-        rows = [{"hash": h, "deleted_us": at, "created_us": now}
-                for h in sorted(self._digest(salt, k) for k in keys)]  # sorted: one lock order
+        rows = [
+            {"hash": h, "deleted_us": at, "created_us": now} for h in sorted(self._digest(salt, k) for k in keys)
+        ]  # sorted: one lock order
         async with self._tx() as conn:
             stmt = self._insert(t.tombstones).values(rows)
-            await conn.execute(stmt.on_conflict_do_update(index_elements=["hash"], set_={
-                "deleted_us": sa.func.max(t.tombstones.c.deleted_us, stmt.excluded.deleted_us)
-                if not self.is_postgres else sa.func.greatest(t.tombstones.c.deleted_us, stmt.excluded.deleted_us),
-                "created_us": stmt.excluded.created_us}))
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["hash"],
+                    set_={
+                        "deleted_us": sa.func.max(t.tombstones.c.deleted_us, stmt.excluded.deleted_us)
+                        if not self.is_postgres
+                        else sa.func.greatest(t.tombstones.c.deleted_us, stmt.excluded.deleted_us),
+                        "created_us": stmt.excluded.created_us,
+                    },
+                )
+            )
 
     async def deleted_at(self, people: Sequence[Mapping[str, Any]]) -> list[datetime | None]:
         """Per person: the latest delete of any of their identifiers still remembered, or None."""
@@ -90,8 +98,9 @@ class PeopleMixin(StoreBase):
         found: dict[str, int] = {}
         async with self._tx() as conn:
             for part in chunks(unique(h for hs in hashed for h in hs)):
-                rows = await conn.execute(sa.select(t.tombstones.c.hash, t.tombstones.c.deleted_us)
-                                          .where(t.tombstones.c.hash.in_(part)))
+                rows = await conn.execute(
+                    sa.select(t.tombstones.c.hash, t.tombstones.c.deleted_us).where(t.tombstones.c.hash.in_(part))
+                )
                 found.update({r.hash: r.deleted_us for r in rows})
         out: list[datetime | None] = []
         for hs in hashed:
@@ -103,5 +112,4 @@ class PeopleMixin(StoreBase):
         """Drop tombstones recorded more than ``keep`` before ``now`` (injected in tests); returns how many."""
         cutoff = (to_us(now) if now is not None else now_us()) - int(keep.total_seconds() * 1_000_000)
         async with self._tx() as conn:
-            return (await conn.execute(sa.delete(t.tombstones).where(t.tombstones.c.created_us < cutoff))
-                    ).rowcount or 0
+            return (await conn.execute(sa.delete(t.tombstones).where(t.tombstones.c.created_us < cutoff))).rowcount or 0

@@ -30,8 +30,12 @@ def key_mentions(column: sa.ColumnElement[str], values: set[str]) -> sa.ColumnEl
     parts: list[sa.ColumnElement[bool]] = [sa.false()]
     for v in values:
         e = _esc(v)
-        parts += [column == v, column.like(f"%:{e}", escape="\\"), column.like(f"{e}:%", escape="\\"),
-                  column.like(f"%:{e}:%", escape="\\")]
+        parts += [
+            column == v,
+            column.like(f"%:{e}", escape="\\"),
+            column.like(f"{e}:%", escape="\\"),
+            column.like(f"%:{e}:%", escape="\\"),
+        ]
     return sa.or_(*parts)
 
 
@@ -58,8 +62,9 @@ class PrivacyMixin(StoreBase):
         """Grow the identifier set with aliases and cached Klaviyo profile ids of the same person."""
         a, p = t.aliases.c, t.profile_ids.c
         anon_ids: set[str] = set()
-        for r in await conn.execute(sa.select(a.anonymous_id, a.data).where(
-                sa.or_(a.anonymous_id.in_(values), body_mentions(a.data, values)))):
+        for r in await conn.execute(
+            sa.select(a.anonymous_id, a.data).where(sa.or_(a.anonymous_id.in_(values), body_mentions(a.data, values)))
+        ):
             anon_ids.add(r.anonymous_id)
             data = loads(r.data) or {}
             values |= {data[f] for f in _ALIAS_FIELDS if isinstance(data.get(f), str) and data[f]}
@@ -83,16 +88,19 @@ class PrivacyMixin(StoreBase):
             m, b = t.inbox_messages.c, t.inbox_batches.c
             finished = sa.select(b.id).where(b.status.in_(("done", "partial"))).scalar_subquery()
             statements = {
-                "aliases": sa.delete(t.aliases).where(sa.or_(t.aliases.c.anonymous_id.in_(anon_ids or {""}),
-                                                             body_mentions(t.aliases.c.data, values))),
-                "profile_ids": sa.delete(t.profile_ids).where(sa.or_(
-                    key_mentions(t.profile_ids.c.key, values), t.profile_ids.c.profile_id.in_(values))),
+                "aliases": sa.delete(t.aliases).where(
+                    sa.or_(t.aliases.c.anonymous_id.in_(anon_ids or {""}), body_mentions(t.aliases.c.data, values))
+                ),
+                "profile_ids": sa.delete(t.profile_ids).where(
+                    sa.or_(key_mentions(t.profile_ids.c.key, values), t.profile_ids.c.profile_id.in_(values))
+                ),
                 "versions": sa.delete(t.versions).where(key_mentions(t.versions.c.key, values)),
                 "idempotency": sa.delete(t.idempotency).where(key_mentions(t.idempotency.c.key, values)),
                 "kv": sa.delete(t.kv).where(key_mentions(t.kv.c.key, values)),
                 "dead_letters": sa.delete(t.dead_letters).where(body_mentions(t.dead_letters.c.body, values)),
                 "inbox_messages": sa.delete(t.inbox_messages).where(
-                    m.batch_id.in_(finished), body_mentions(m.body, values)),
+                    m.batch_id.in_(finished), body_mentions(m.body, values)
+                ),
             }
             for name, stmt in statements.items():
                 removed[name] = (await conn.execute(stmt)).rowcount or 0
@@ -110,14 +118,19 @@ class PrivacyMixin(StoreBase):
         old = sa.select(b.id).where(b.status.in_(("done", "partial")), b.updated_us < done_cutoff)
         removed: dict[str, int] = {}
         async with self._tx() as conn:
-            removed["inbox_messages"] = (await conn.execute(
-                sa.delete(t.inbox_messages).where(t.inbox_messages.c.batch_id.in_(old.scalar_subquery())))).rowcount
-            removed["inbox_batches"] = (await conn.execute(
-                sa.delete(t.inbox_batches).where(b.status.in_(("done", "partial")),
-                                                 b.updated_us < done_cutoff))).rowcount
-            removed["inbox_seen"] = (await conn.execute(
-                sa.delete(t.inbox_seen).where(t.inbox_seen.c.created_us < rec_cutoff))).rowcount
+            removed["inbox_messages"] = (
+                await conn.execute(
+                    sa.delete(t.inbox_messages).where(t.inbox_messages.c.batch_id.in_(old.scalar_subquery()))
+                )
+            ).rowcount
+            removed["inbox_batches"] = (
+                await conn.execute(
+                    sa.delete(t.inbox_batches).where(b.status.in_(("done", "partial")), b.updated_us < done_cutoff)
+                )
+            ).rowcount
+            removed["inbox_seen"] = (
+                await conn.execute(sa.delete(t.inbox_seen).where(t.inbox_seen.c.created_us < rec_cutoff))
+            ).rowcount
             for name, table in (("versions", t.versions), ("profile_ids", t.profile_ids), ("aliases", t.aliases)):
-                removed[name] = (await conn.execute(
-                    sa.delete(table).where(table.c.updated_us < rec_cutoff))).rowcount
+                removed[name] = (await conn.execute(sa.delete(table).where(table.c.updated_us < rec_cutoff))).rowcount
         return {k: v or 0 for k, v in removed.items()}

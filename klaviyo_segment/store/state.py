@@ -28,7 +28,8 @@ class StateMixin(StoreBase):
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["key"],
                     set_={"version_us": stmt.excluded.version_us, "updated_us": stmt.excluded.updated_us},
-                    where=t.versions.c.version_us < stmt.excluded.version_us)
+                    where=t.versions.c.version_us < stmt.excluded.version_us,
+                )
                 won.update(r[0] for r in await conn.execute(stmt.returning(t.versions.c.key)))
         return won
 
@@ -36,8 +37,9 @@ class StateMixin(StoreBase):
         out: dict[str, datetime] = {}
         async with self._tx() as conn:
             for part in chunks(unique(keys)):
-                for r in await conn.execute(sa.select(t.versions.c.key, t.versions.c.version_us)
-                                            .where(t.versions.c.key.in_(part))):
+                for r in await conn.execute(
+                    sa.select(t.versions.c.key, t.versions.c.version_us).where(t.versions.c.key.in_(part))
+                ):
                     out[r.key] = from_us(r.version_us)  # type: ignore[assignment]
         return out
 
@@ -48,8 +50,11 @@ class StateMixin(StoreBase):
     async def _set_named(self, table: sa.Table, name: str, value: str) -> None:
         stmt = self._insert(table).values(name=name, value=value, updated_us=now_us())
         async with self._tx() as conn:
-            await conn.execute(stmt.on_conflict_do_update(
-                index_elements=["name"], set_={"value": stmt.excluded.value, "updated_us": stmt.excluded.updated_us}))
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["name"], set_={"value": stmt.excluded.value, "updated_us": stmt.excluded.updated_us}
+                )
+            )
 
     async def get_cursor(self, name: str) -> str | None:
         return await self._get_named(t.cursors, name)
@@ -68,8 +73,7 @@ class StateMixin(StoreBase):
         """Mark keys done and return those that were not marked before: the caller owns those side effects."""
         now = now_us()
         claimed: set[str] = set()
-        stmt = (self._insert(t.idempotency).on_conflict_do_nothing(index_elements=["key"])
-                .returning(t.idempotency.c.key))
+        stmt = self._insert(t.idempotency).on_conflict_do_nothing(index_elements=["key"]).returning(t.idempotency.c.key)
         async with self._tx() as conn:
             # executemany: SQLAlchemy's "insertmanyvalues" batches the rows into multi-row INSERTs from one cached
             # compiled statement (a .values([...]) statement is compiled anew per call: ~80 ms per 500 rows)
@@ -82,8 +86,10 @@ class StateMixin(StoreBase):
         done: set[str] = set()
         async with self._tx() as conn:
             for part in chunks(unique(keys)):
-                done.update(r[0] for r in await conn.execute(
-                    sa.select(t.idempotency.c.key).where(t.idempotency.c.key.in_(part))))
+                done.update(
+                    r[0]
+                    for r in await conn.execute(sa.select(t.idempotency.c.key).where(t.idempotency.c.key.in_(part)))
+                )
         return done
 
     async def unmark(self, keys: Sequence[str]) -> None:
@@ -107,8 +113,12 @@ class StateMixin(StoreBase):
         async with self._tx() as conn:
             for part in chunks(rows):
                 stmt = self._insert(t.kv).values(part)
-                await conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={
-                    "value": stmt.excluded.value, "updated_us": stmt.excluded.updated_us}))
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["key"],
+                        set_={"value": stmt.excluded.value, "updated_us": stmt.excluded.updated_us},
+                    )
+                )
 
     async def delete_values(self, keys: Sequence[str]) -> None:
         async with self._tx() as conn:

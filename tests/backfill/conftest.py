@@ -24,13 +24,20 @@ class Env:
 
     @property
     def raw_config(self) -> dict[str, Any]:
-        return {"klaviyo": {"api_key": self.box.klaviyo_api_key, "base_url": self.box.klaviyo_url},
-                "store": {"url": self.store_url}}
+        return {
+            "klaviyo": {"api_key": self.box.klaviyo_api_key, "base_url": self.box.klaviyo_url},
+            "store": {"url": self.store_url},
+        }
 
     @property
     def environ(self) -> dict[str, str]:
-        return dict(os.environ, KLAVIYO_API_KEY=self.box.klaviyo_api_key, KLAVIYO_BASE_URL=self.box.klaviyo_url,
-                    KLAVIYO_SEGMENT_STORE_URL=self.store_url, PYTHONUNBUFFERED="1")
+        return dict(
+            os.environ,
+            KLAVIYO_API_KEY=self.box.klaviyo_api_key,
+            KLAVIYO_BASE_URL=self.box.klaviyo_url,
+            KLAVIYO_SEGMENT_STORE_URL=self.store_url,
+            PYTHONUNBUFFERED="1",
+        )
 
     def cli(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "klaviyo_segment", "backfill", *args]

@@ -21,13 +21,18 @@ from klaviyo_segment.store import Store
 from tests.backfill.conftest import Env
 
 ROWS: list[dict[str, Any]] = [
-    {"userId": "u1", "email": " Ann@Example.com ", "phone": "(415) 555-2671", "firstName": "Ann",
-     "address.city": "Oslo", "plan": "pro"},
+    {
+        "userId": "u1",
+        "email": " Ann@Example.com ",
+        "phone": "(415) 555-2671",
+        "firstName": "Ann",
+        "address.city": "Oslo",
+        "plan": "pro",
+    },
     {"userId": None, "email": None, "phone": None, "firstName": "Ghost", "address.city": None, "plan": "free"},
     {"userId": "u3", "email": None, "phone": "not a phone", "firstName": "Cy", "address.city": None, "plan": None},
     {"userId": None, "email": "bad-email", "phone": None, "firstName": None, "address.city": None, "plan": None},
-    {"userId": "u5", "email": "e@example.com", "phone": None, "firstName": None, "address.city": None,
-     "plan": "pro"},
+    {"userId": "u5", "email": "e@example.com", "phone": None, "firstName": None, "address.city": None, "plan": "pro"},
 ]
 
 
@@ -42,8 +47,9 @@ def _rejects(path: Path) -> dict[int, str]:
 
 
 def _by_external_id(env: Env) -> dict[str, dict[str, Any]]:
-    return {p["attributes"]["external_id"]: p["attributes"] for p in env.profiles()
-            if p["attributes"].get("external_id")}
+    return {
+        p["attributes"]["external_id"]: p["attributes"] for p in env.profiles() if p["attributes"].get("external_id")
+    }
 
 
 def test_csv_bad_rows_and_rejects(env: Env, tmp_path: Path) -> None:
@@ -66,10 +72,16 @@ def test_parquet_and_jsonl_with_traits_column(env: Env, tmp_path: Path) -> None:
     parquet = tmp_path / "users.parquet"
     pl.DataFrame(ROWS[:1]).write_parquet(parquet)
     jsonl = tmp_path / "users.jsonl"
-    jsonl.write_text("\n".join(json.dumps(r) for r in [
-        {"user_id": "j1", "traits": {"email": "J1@Example.com", "lastName": "Lind", "tier": "gold"}},
-        {"anonymous_id": "a-only", "traits": {"plan": "x"}},
-    ]) + "\n")
+    jsonl.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"user_id": "j1", "traits": {"email": "J1@Example.com", "lastName": "Lind", "tier": "gold"}},
+                {"anonymous_id": "a-only", "traits": {"plan": "x"}},
+            ]
+        )
+        + "\n"
+    )
     assert _run(env, parquet).sent == 1
     report = _run(env, jsonl)
     assert (report.sent, report.skipped, report.exit_code) == (1, 1, 0)
@@ -115,6 +127,7 @@ def _checkpoint(env: Env, path: Path) -> dict[str, Any] | None:
             return await store.get_checkpoint(checkpoint_name(content_hash(path), template, []))
         finally:
             await store.close()
+
     return asyncio.run(read())
 
 
@@ -126,8 +139,9 @@ def test_resume_after_kill_never_sends_a_chunk_twice(sandbox_factory: Any, tmp_p
     with httpx.Client(base_url=box.klaviyo_url) as client:
         env = Env(box, client, tmp_path)
         path = tmp_path / "many.csv"
-        pl.DataFrame({"userId": [f"k{i}" for i in range(40)],
-                      "email": [f"k{i}@example.com" for i in range(40)]}).write_csv(path)
+        pl.DataFrame(
+            {"userId": [f"k{i}" for i in range(40)], "email": [f"k{i}@example.com" for i in range(40)]}
+        ).write_csv(path)
         args = ("--input", str(path), "--max-per-job", "10", "--jobs-in-flight", "1")
         proc = subprocess.Popen(env.cli(*args), env=env.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
@@ -164,5 +178,6 @@ def test_purge_removes_a_person_from_rejects(env: Env, tmp_path: Path) -> None:
             return await purge_rejects(store, {"email": "BAD-EMAIL"})
         finally:
             await store.close()
+
     assert asyncio.run(purge()) == 1
     assert set(_rejects(path)) == {1}

@@ -11,16 +11,18 @@ IDENTIFY = compile_template("identify-default")
 
 
 def test_vectorised_equals_per_message() -> None:
-    frame = pl.DataFrame({
-        "user_id": ["u1", " ", None, "u4"],
-        "email": ["  MiXed@Example.COM ", "", None, "x@y.io"],
-        "phoneNumber": ["(415) 555-2671", "+14155552671", "garbage", None],
-        "company.name": ["Acme", None, "  ", None],
-        "address.postalCode": ["02139", None, None, None],
-        "address.foo": ["dropped", None, None, None],
-        "age": [41, None, 3, None],
-        "prefs.color": ["red", None, None, "blue"],
-    })
+    frame = pl.DataFrame(
+        {
+            "user_id": ["u1", " ", None, "u4"],
+            "email": ["  MiXed@Example.COM ", "", None, "x@y.io"],
+            "phoneNumber": ["(415) 555-2671", "+14155552671", "garbage", None],
+            "company.name": ["Acme", None, "  ", None],
+            "address.postalCode": ["02139", None, None, None],
+            "address.foo": ["dropped", None, None, None],
+            "age": [41, None, 3, None],
+            "prefs.color": ["red", None, None, "blue"],
+        }
+    )
     assert is_vectorisable(IDENTIFY)
     rows = map_slice(IDENTIFY, frame, offset=100)
     assert [r.row for r in rows] == [100, 101, 102, 103]

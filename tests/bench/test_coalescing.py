@@ -23,9 +23,11 @@ async def _commit(store: Store, i: int) -> dict[str, str]:
 
 async def _until(predicate: Callable[[], bool]) -> None:
     """Wait for the dispatcher to react; the generous bound only turns a hang into a failure."""
+
     async def poll() -> None:
         while not predicate():
             await asyncio.sleep(0.005)
+
     await asyncio.wait_for(poll(), 60)
 
 

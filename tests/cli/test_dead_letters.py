@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,18 @@ def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     async def seed() -> None:
         store = await Store.open(url)
         try:
-            await store.add_dead_letters([
-                DeadLetterIn(flow="forward-track", message={"type": "track", "email": "eve@example.com"},
-                             message_id="m-1", reason="invalid data", error={"status": 400, "detail": "bad"}),
-                DeadLetterIn(flow="backfill-profiles", message={"row": 3}, message_id="row-3", reason="no id"),
-            ])
+            await store.add_dead_letters(
+                [
+                    DeadLetterIn(
+                        flow="forward-track",
+                        message={"type": "track", "email": "eve@example.com"},
+                        message_id="m-1",
+                        reason="invalid data",
+                        error={"status": 400, "detail": "bad"},
+                    ),
+                    DeadLetterIn(flow="backfill-profiles", message={"row": 3}, message_id="row-3", reason="no id"),
+                ]
+            )
         finally:
             await store.close()
 
@@ -76,7 +84,7 @@ def test_durations() -> None:
     assert parse_duration("7d").days == 7
     with pytest.raises(ConfigError):
         parse_duration("soon")
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert format_age(now - timedelta(hours=5), now) == "5h" and format_age(now, now) == "0s"

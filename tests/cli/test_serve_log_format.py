@@ -21,9 +21,15 @@ def test_exception_and_its_traceback_are_in_the_json_line() -> None:
     except RuntimeError:
         import sys
 
-        record = logging.LogRecord("klaviyo_segment.ingress.dispatcher", logging.ERROR, __file__, 1,
-                                   "dispatch of %s failed; will retry on the next sweep", ("sync-identify",),
-                                   sys.exc_info())
+        record = logging.LogRecord(
+            "klaviyo_segment.ingress.dispatcher",
+            logging.ERROR,
+            __file__,
+            1,
+            "dispatch of %s failed; will retry on the next sweep",
+            ("sync-identify",),
+            sys.exc_info(),
+        )
     line = _format(record)
     assert line["msg"] == "dispatch of sync-identify failed; will retry on the next sweep"
     assert line["error"] == "RuntimeError: store unreachable for s***@example.com"  # redacted like the message

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,8 @@ def _instant(value: str) -> datetime:
     text = value.replace("Z", "+00:00")
     head, _, rest = text.partition(".")
     if rest:
-        digits = rest[:len(rest) - len(rest.lstrip("0123456789"))]
-        zone = rest[len(digits):]
+        digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]
+        zone = rest[len(digits) :]
         text = f"{head}.{digits[:3].ljust(3, '0')}{zone}"
     return datetime.fromisoformat(text)
 
@@ -108,7 +108,7 @@ def _expected(segment_body: dict[str, Any], differences: dict[str, Any]) -> dict
 
 
 def _is_old(message: dict[str, Any]) -> bool:
-    return datetime.now(timezone.utc) - _instant(message["timestamp"]) > MAX_EVENT_AGE
+    return datetime.now(UTC) - _instant(message["timestamp"]) > MAX_EVENT_AGE
 
 
 def _check_event(case: dict[str, Any], lines: list[dict[str, Any]]) -> None:
@@ -121,7 +121,7 @@ def _check_event(case: dict[str, Any], lines: list[dict[str, Any]]) -> None:
         if _is_old(ours["messages"][0]):
             expected["data.attributes.backfill"] = True  # documented: events older than max_event_age_hours
         assert _normalise(_flatten(bodies[0])) == expected
-    for request, body in zip(requests[1:], bodies[1:]):
+    for request, body in zip(requests[1:], bodies[1:], strict=False):
         flat = _flatten(body)
         for key, want in request["body"]["__checks__"].items():
             assert key in flat, f"{key} missing in {flat}"
@@ -163,17 +163,25 @@ def test_case(case: dict[str, Any]) -> None:
         assert _flatten(sent[0]["body"]) == _expected(want["body"], diffs)
         return
     if case["id"] == "orderCompleted/same-product-twice":
-        products = [b for b in _event_bodies(lines)
-                    if b["data"]["attributes"]["metric"]["data"]["attributes"]["name"] == "Ordered Product"]
+        products = [
+            b
+            for b in _event_bodies(lines)
+            if b["data"]["attributes"]["metric"]["data"]["attributes"]["name"] == "Ordered Product"
+        ]
         assert len(products) == 2
-        assert len({b["data"]["attributes"]["unique_id"] for b in products}) == 2, \
+        assert len({b["data"]["attributes"]["unique_id"] for b in products}) == 2, (
             "two line items must keep two unique_ids"
+        )
         return
     if "__list_add__" in diffs or "__list_remove__" in diffs:
-        method, list_id = ("POST", diffs["__list_add__"]) if "__list_add__" in diffs else ("DELETE",
-                                                                                           diffs["__list_remove__"])
-        rel = [line for line in lines
-               if line["method"] == method and line["path"] == f"/api/lists/{list_id}/relationships/profiles"]
+        method, list_id = (
+            ("POST", diffs["__list_add__"]) if "__list_add__" in diffs else ("DELETE", diffs["__list_remove__"])
+        )
+        rel = [
+            line
+            for line in lines
+            if line["method"] == method and line["path"] == f"/api/lists/{list_id}/relationships/profiles"
+        ]
         assert len(rel) == 1, f"expected one {method} list relationship: {lines}"
         assert [item["type"] for item in rel[0]["body"]["data"]] == ["profile"]
         return

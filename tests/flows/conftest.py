@@ -92,8 +92,9 @@ def wire(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[[
 
 
 @pytest.fixture
-def flow_env(sandbox: Sandbox, klaviyo: httpx.Client, prefect_server: str,
-             wire: Callable[[Sandbox], FlowSandbox]) -> FlowSandbox:
+def flow_env(
+    sandbox: Sandbox, klaviyo: httpx.Client, prefect_server: str, wire: Callable[[Sandbox], FlowSandbox]
+) -> FlowSandbox:
     """The shared sandbox (reset by the ``klaviyo`` fixture), a fresh store, and a real Prefect server."""
     return wire(sandbox)
 

@@ -7,7 +7,7 @@ Each test starts from what a user sends (a Segment message) and checks what we w
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,11 +17,12 @@ from klaviyo_segment.config import AppConfig
 from klaviyo_segment.errors import ConfigError
 from klaviyo_segment.preview import preview_flow
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-def _run(flow: str, messages: list[dict[str, Any]], config: dict[str, Any] | None = None
-         ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _run(
+    flow: str, messages: list[dict[str, Any]], config: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return asyncio.run(preview_flow(flow, messages, config or {}))
 
 
@@ -39,14 +40,29 @@ def _events(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _order(message_id: str, event: str = "Order Completed", **props: Any) -> dict[str, Any]:
-    properties = {"order_id": "o-1", "total": 43.0, "revenue": 38.0, "shipping": 5.0, "currency": "USD",
-                  "coupon": "SUMMER", "affiliation": "Web shop",
-                  "products": [{"product_id": "tee", "sku": "tee-S", "size": "S", "price": 19, "quantity": 1},
-                               {"product_id": "tee", "sku": "tee-M", "size": "M", "price": 9.5, "quantity": 2}]}
+    properties = {
+        "order_id": "o-1",
+        "total": 43.0,
+        "revenue": 38.0,
+        "shipping": 5.0,
+        "currency": "USD",
+        "coupon": "SUMMER",
+        "affiliation": "Web shop",
+        "products": [
+            {"product_id": "tee", "sku": "tee-S", "size": "S", "price": 19, "quantity": 1},
+            {"product_id": "tee", "sku": "tee-M", "size": "M", "price": 9.5, "quantity": 2},
+        ],
+    }
     properties.update(props)
-    return {"type": "track", "event": event, "userId": "u1", "messageId": message_id,
-            "timestamp": NOW.isoformat(), "context": {"traits": {"email": "buyer@example.com"}},
-            "properties": properties}
+    return {
+        "type": "track",
+        "event": event,
+        "userId": "u1",
+        "messageId": message_id,
+        "timestamp": NOW.isoformat(),
+        "context": {"traits": {"email": "buyer@example.com"}},
+        "properties": properties,
+    }
 
 
 # -- item 10 -------------------------------------------------------------------------------------------------
@@ -57,8 +73,9 @@ def test_same_product_in_two_sizes_is_two_ordered_products_stable_across_retries
     assert len({p["unique_id"] for p in products}) == 2
     assert summary["sent"] == 1
     retry, _ = _run("forward-track", [_order("m-retry")])  # Segment retried with a new messageId
-    assert [e["unique_id"] for e in _events(retry) if e["metric"] == "Ordered Product"] == \
-        [p["unique_id"] for p in products]
+    assert [e["unique_id"] for e in _events(retry) if e["metric"] == "Ordered Product"] == [
+        p["unique_id"] for p in products
+    ]
 
 
 # -- item 11 -------------------------------------------------------------------------------------------------
@@ -80,16 +97,26 @@ def test_order_values_and_order_level_properties_on_products() -> None:
     products = [e for e in events if e["metric"] == "Ordered Product"]
     assert [p["value"] for p in products] == [19, 19.0]  # price x quantity
     for product in products:
-        assert {k: product["properties"].get(k) for k in ("currency", "coupon", "affiliation", "order_id")} == \
-            {"currency": "USD", "coupon": "SUMMER", "affiliation": "Web shop", "order_id": "o-1"}
+        assert {k: product["properties"].get(k) for k in ("currency", "coupon", "affiliation", "order_id")} == {
+            "currency": "USD",
+            "coupon": "SUMMER",
+            "affiliation": "Web shop",
+            "order_id": "o-1",
+        }
         assert "products" not in product["properties"]
     no_total, _ = _run("forward-track", [_order("m-3", total=None)])
     assert next(e for e in _events(no_total) if e["metric"] == "Placed Order")["value"] == 38.0  # then revenue
 
 
 def test_generic_track_value_is_not_monetary() -> None:
-    points = {"type": "track", "event": "Points Earned", "userId": "u1", "messageId": "p-1",
-              "timestamp": NOW.isoformat(), "properties": {"value": 50}}
+    points = {
+        "type": "track",
+        "event": "Points Earned",
+        "userId": "u1",
+        "messageId": "p-1",
+        "timestamp": NOW.isoformat(),
+        "properties": {"value": 50},
+    }
     lines, _ = _run("forward-track", [points])
     (event,) = _events(lines)
     assert "value" not in event and event["properties"] == {"value": 50}
@@ -98,8 +125,14 @@ def test_generic_track_value_is_not_monetary() -> None:
 # -- item 13 -------------------------------------------------------------------------------------------------
 def test_event_names_segment_keeps_segment_names() -> None:
     config = {"track": {"event_names": "segment"}}
-    viewed = {"type": "track", "event": "Product Viewed", "userId": "u1", "messageId": "v-1",
-              "timestamp": NOW.isoformat(), "properties": {"product_id": "tee", "price": 19}}
+    viewed = {
+        "type": "track",
+        "event": "Product Viewed",
+        "userId": "u1",
+        "messageId": "v-1",
+        "timestamp": NOW.isoformat(),
+        "properties": {"product_id": "tee", "price": 19},
+    }
     lines, _ = _run("forward-track", [_order("m-1"), viewed], config)
     names = [e["metric"] for e in _events(lines)]
     assert names == ["Order Completed", "Ordered Product", "Ordered Product", "Product Viewed"]
@@ -124,15 +157,25 @@ def test_loop_guard_disables_both_klaviyo_destinations() -> None:
 
 
 # -- item 15 -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("change", "reason"), [
-    ({"timestamp": "1989-12-31T23:59:59Z"}, "before 1990"),
-    ({"timestamp": (NOW + timedelta(days=400)).isoformat()}, "more than a year"),
-    ({"context": {"traits": {"email": "user@domain.c"}}}, "not a valid email"),
-    ({"event": "E" * 128}, "must be less than 128 characters"),
-])
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"timestamp": "1989-12-31T23:59:59Z"}, "before 1990"),
+        ({"timestamp": (NOW + timedelta(days=400)).isoformat()}, "more than a year"),
+        ({"context": {"traits": {"email": "user@domain.c"}}}, "not a valid email"),
+        ({"event": "E" * 128}, "must be less than 128 characters"),
+    ],
+)
 def test_what_klaviyo_rejects_is_failed_locally_not_sent(change: dict[str, Any], reason: str) -> None:
-    message = {"type": "track", "event": "Signed In", "userId": "u1", "messageId": "bad",
-               "timestamp": NOW.isoformat(), "properties": {}, **change}
+    message = {
+        "type": "track",
+        "event": "Signed In",
+        "userId": "u1",
+        "messageId": "bad",
+        "timestamp": NOW.isoformat(),
+        "properties": {},
+        **change,
+    }
     lines, summary = _run("forward-track", [message])
     assert not _events(lines), "nothing Klaviyo would reject may be sent"
     (out,) = summary["outcomes"]
@@ -154,8 +197,12 @@ def _list_adds(lines: list[dict[str, Any]]) -> list[str]:
 
 
 def test_identify_list_id_and_classic_override_add_to_list() -> None:
-    base = {"type": "identify", "userId": "u1", "messageId": "i-1",
-            "traits": {"email": "a@example.com", "firstName": "Ann", "list_id": "L1"}}
+    base = {
+        "type": "identify",
+        "userId": "u1",
+        "messageId": "i-1",
+        "traits": {"email": "a@example.com", "firstName": "Ann", "list_id": "L1"},
+    }
     lines, summary = _run("sync-identify", [base])
     assert _list_adds(lines) == ["/api/lists/L1/relationships/profiles"]
     upsert = next(line for line in lines if line["path"] == "/api/profile-import")
@@ -174,12 +221,24 @@ async def test_audience_created_profile_keeps_context_traits(flow_env: Any) -> N
 
     created = flow_env.http.post("/api/lists", json={"data": {"type": "list", "attributes": {"name": "VIP"}}})
     vip = created.json()["data"]["id"]
-    message = {"type": "track", "event": "Audience Entered", "userId": "u-new", "messageId": "a-1",
-               "timestamp": NOW.isoformat(),
-               "properties": {"audience_key": "vip", "email": "new@example.com"},
-               "context": {"traits": {"email": "new@example.com", "firstName": "Nia", "lastName": "Okafor",
-                                      "address": {"city": "Lagos", "country": "NG"}, "plan": "gold"},
-                           "personas": {"computation_class": "audience", "computation_key": "vip"}}}
+    message = {
+        "type": "track",
+        "event": "Audience Entered",
+        "userId": "u-new",
+        "messageId": "a-1",
+        "timestamp": NOW.isoformat(),
+        "properties": {"audience_key": "vip", "email": "new@example.com"},
+        "context": {
+            "traits": {
+                "email": "new@example.com",
+                "firstName": "Nia",
+                "lastName": "Okafor",
+                "address": {"city": "Lagos", "country": "NG"},
+                "plan": "gold",
+            },
+            "personas": {"computation_class": "audience", "computation_key": "vip"},
+        },
+    }
     result = await sync_audiences(messages=[message], config={"audiences": {"vip": vip}})
     assert result["sent"] == 1
     profile = flow_env.profile(email="new@example.com")

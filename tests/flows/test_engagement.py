@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from typer.testing import CliRunner
 
-from klaviyo_segment.flows.engagement_to_segment import CURSOR, engagement_to_segment
-from klaviyo_segment.runtime import MALFORMED
 from klaviyo_segment.devkit.sandbox.segment.serve import serve_in_thread
+from klaviyo_segment.flows.engagement_to_segment import CURSOR, engagement_to_segment
 from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
+from klaviyo_segment.runtime import MALFORMED
 
 FlowSandbox = Any  # tests/flows/conftest.py's FlowSandbox (fixture ``flow_env``)
 
@@ -80,21 +80,34 @@ def segment_stats(box: FlowSandbox) -> dict[str, Any]:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def seed_engagement(box: FlowSandbox) -> tuple[str, str]:
     """An opened campaign email (known user) and a clicked flow email (email-only profile)."""
     make_profile(box, email="ada@example.com", external_id="user-ada")
     make_profile(box, email="bob@example.com")
-    when = datetime.now(timezone.utc) - timedelta(minutes=30)
+    when = datetime.now(UTC) - timedelta(minutes=30)
     opened, clicked = engage(
         box,
-        {"metric": "Opened Email", "email": "ada@example.com", "datetime": _iso(when),
-         "properties": {"$message": "CAMP1", "Campaign Name": "Spring Sale", "Subject": "20% off"}},
-        {"metric": "Clicked Email", "email": "bob@example.com", "datetime": _iso(when + timedelta(minutes=1)),
-         "properties": {"$message": "FMSG1", "$flow": "FLOW1", "URL": "https://shop.example/sale",
-                        "Subject": "Welcome"}})
+        {
+            "metric": "Opened Email",
+            "email": "ada@example.com",
+            "datetime": _iso(when),
+            "properties": {"$message": "CAMP1", "Campaign Name": "Spring Sale", "Subject": "20% off"},
+        },
+        {
+            "metric": "Clicked Email",
+            "email": "bob@example.com",
+            "datetime": _iso(when + timedelta(minutes=1)),
+            "properties": {
+                "$message": "FMSG1",
+                "$flow": "FLOW1",
+                "URL": "https://shop.example/sale",
+                "Subject": "Welcome",
+            },
+        },
+    )
     return opened, clicked
 
 
@@ -141,9 +154,15 @@ async def test_record_without_usable_profile_is_skipped(box: FlowSandbox) -> Non
     [event_id] = engage(box, {"metric": "Bounced Email", "profile_id": pid, "properties": {"Bounce Type": "hard"}})
     events = box.http.get("/api/events", params={"filter": f'equals(profile_id,"{pid}")'}).json()["data"]
     record = {"external_id": event_id, "payload": events[0], "topic": "event:klaviyo.bounced_email"}
-    gone = {"external_id": "GONE1", "topic": "event:klaviyo.opened_email",
-            "payload": {**events[0], "id": "GONE1", "relationships": {
-                "profile": {"data": {"type": "profile", "id": "NOSUCHPROFILE"}}}}}
+    gone = {
+        "external_id": "GONE1",
+        "topic": "event:klaviyo.opened_email",
+        "payload": {
+            **events[0],
+            "id": "GONE1",
+            "relationships": {"profile": {"data": {"type": "profile", "id": "NOSUCHPROFILE"}}},
+        },
+    }
 
     result = await engagement_to_segment(messages=[record, gone])
 
@@ -166,9 +185,16 @@ async def test_transient_lookup_faults_are_retried(box: FlowSandbox, capture: Ca
 
 async def test_poll_advances_cursor_and_rerun_sends_nothing(box: FlowSandbox) -> None:
     opened, clicked = seed_engagement(box)
-    old = datetime.now(timezone.utc) - timedelta(hours=30)
-    [stale] = engage(box, {"metric": "Received Email", "email": "ada@example.com", "datetime": _iso(old),
-                           "properties": {"$message": "CAMP0", "Subject": "Old news"}})
+    old = datetime.now(UTC) - timedelta(hours=30)
+    [stale] = engage(
+        box,
+        {
+            "metric": "Received Email",
+            "email": "ada@example.com",
+            "datetime": _iso(old),
+            "properties": {"$message": "CAMP0", "Subject": "Old news"},
+        },
+    )
 
     first = await engagement_to_segment(poll=True)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +12,19 @@ from typer.testing import CliRunner
 from klaviyo_segment.flows.forward_track import forward_track
 from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-def track(mid: str, event: str, user: str | None = "u1", anon: str | None = None, age_hours: float = 1,
-          **properties: Any) -> dict[str, Any]:
-    msg: dict[str, Any] = {"type": "track", "messageId": mid, "event": event, "properties": properties,
-                           "timestamp": (NOW - timedelta(hours=age_hours)).isoformat().replace("+00:00", "Z")}
+def track(
+    mid: str, event: str, user: str | None = "u1", anon: str | None = None, age_hours: float = 1, **properties: Any
+) -> dict[str, Any]:
+    msg: dict[str, Any] = {
+        "type": "track",
+        "messageId": mid,
+        "event": event,
+        "properties": properties,
+        "timestamp": (NOW - timedelta(hours=age_hours)).isoformat().replace("+00:00", "Z"),
+    }
     if user:
         msg["userId"] = user
     if anon:
@@ -26,8 +32,14 @@ def track(mid: str, event: str, user: str | None = "u1", anon: str | None = None
     return msg
 
 
-ORDER = track("o1", "Order Completed", order_id="A-1", total=30, currency="usd",
-              products=[{"product_id": "p1", "price": 10}, {"product_id": "p2", "price": 20}])
+ORDER = track(
+    "o1",
+    "Order Completed",
+    order_id="A-1",
+    total=30,
+    currency="usd",
+    products=[{"product_id": "p1", "price": 10}, {"product_id": "p2", "price": 20}],
+)
 
 
 async def test_mixed_batch_rules_mapping_and_rerun(flow_env: Any, by_id: Any) -> None:
@@ -66,9 +78,16 @@ async def test_mixed_batch_rules_mapping_and_rerun(flow_env: Any, by_id: Any) ->
 
 
 async def test_page_and_screen_when_enabled(flow_env: Any, by_id: Any) -> None:
-    messages = [{"type": "page", "messageId": "pg1", "userId": "u1", "name": "Pricing",
-                 "properties": {"url": "https://example.com/pricing"}},
-                {"type": "screen", "messageId": "sc1", "anonymousId": "anon-s", "name": "Home"}]
+    messages = [
+        {
+            "type": "page",
+            "messageId": "pg1",
+            "userId": "u1",
+            "name": "Pricing",
+            "properties": {"url": "https://example.com/pricing"},
+        },
+        {"type": "screen", "messageId": "sc1", "anonymousId": "anon-s", "name": "Home"},
+    ]
     result = await forward_track(messages=messages, config={"page_screen": {"enabled": True}})
     assert result["sent"] == 2
     page = flow_env.events("Viewed Page")[0]
@@ -76,8 +95,9 @@ async def test_page_and_screen_when_enabled(flow_env: Any, by_id: Any) -> None:
     assert len(flow_env.events("Viewed Screen")) == 1
 
 
-async def test_strict_bulk_resend_of_already_stored_events(sandbox_factory: Any, wire: Any, prefect_server: str,
-                                                           monkeypatch: Any, tmp_path: Path, by_id: Any) -> None:
+async def test_strict_bulk_resend_of_already_stored_events(
+    sandbox_factory: Any, wire: Any, prefect_server: str, monkeypatch: Any, tmp_path: Path, by_id: Any
+) -> None:
     box = wire(sandbox_factory(strict_bulk=True, rate_limits="off"))
     first = await forward_track(messages=[ORDER])
     assert first["sent"] == 1
@@ -115,17 +135,41 @@ def test_cli_preview_lines_and_backfill(flow_env: Any, tmp_path: Path) -> None:
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
     def entry(profile: dict[str, Any], msg: dict[str, Any], backfill: bool) -> dict[str, Any]:
-        attrs: dict[str, Any] = {"properties": msg["properties"], "metric": {"data": {
-            "type": "metric", "attributes": {"name": msg["event"]}}}, "time": msg["timestamp"].replace("Z", "+00:00"),
-            "unique_id": msg["messageId"]}
+        attrs: dict[str, Any] = {
+            "properties": msg["properties"],
+            "metric": {"data": {"type": "metric", "attributes": {"name": msg["event"]}}},
+            "time": msg["timestamp"].replace("Z", "+00:00"),
+            "unique_id": msg["messageId"],
+        }
         if backfill:
             attrs["backfill"] = True
-        return {"type": "event-bulk-create", "attributes": {"profile": {"data": {
-            "type": "profile", "attributes": profile}}, "events": {"data": [{"type": "event", "attributes": attrs}]}}}
+        return {
+            "type": "event-bulk-create",
+            "attributes": {
+                "profile": {"data": {"type": "profile", "attributes": profile}},
+                "events": {"data": [{"type": "event", "attributes": attrs}]},
+            },
+        }
 
-    assert lines == [{"method": "POST", "path": "/api/event-bulk-create-jobs", "body": {"data": {
-        "type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": [
-            entry({"external_id": "u1"}, old, True), entry({"anonymous_id": "anon-p"}, new, False)]}}}}}]
+    assert lines == [
+        {
+            "method": "POST",
+            "path": "/api/event-bulk-create-jobs",
+            "body": {
+                "data": {
+                    "type": "event-bulk-create-job",
+                    "attributes": {
+                        "events-bulk-create": {
+                            "data": [
+                                entry({"external_id": "u1"}, old, True),
+                                entry({"anonymous_id": "anon-p"}, new, False),
+                            ]
+                        }
+                    },
+                }
+            },
+        }
+    ]
 
 
 def test_cli_run_json_summary(flow_env: Any, tmp_path: Path) -> None:
@@ -137,5 +181,10 @@ def test_cli_run_json_summary(flow_env: Any, tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output  # the malformed line is one failed message
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert {k: summary[k] for k in ("flow", "received", "sent", "skipped", "failed")} == {
-        "flow": "forward-track", "received": 2, "sent": 1, "skipped": 0, "failed": 1}
+        "flow": "forward-track",
+        "received": 2,
+        "sent": 1,
+        "skipped": 0,
+        "failed": 1,
+    }
     assert flow_env.summary()["events"] == 3

@@ -4,7 +4,7 @@ for the three flows of this module family."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,16 @@ def setup_list(env: httpx.Client) -> tuple[str, dict[str, Any]]:
 
 
 def signup(mid: str, user: str, at: datetime | None = None, **traits: Any) -> dict[str, Any]:
-    at = at or datetime.now(timezone.utc) - timedelta(minutes=5)
-    return {"type": "track", "messageId": mid, "userId": user, "event": "Signed Up", "timestamp": at.isoformat(),
-            "properties": {"plan": "pro", "referrer": "newsletter"},
-            "context": {"traits": {"email": f"{user}@example.com", "firstName": user.title(), "plan": "pro", **traits}}}
+    at = at or datetime.now(UTC) - timedelta(minutes=5)
+    return {
+        "type": "track",
+        "messageId": mid,
+        "userId": user,
+        "event": "Signed Up",
+        "timestamp": at.isoformat(),
+        "properties": {"plan": "pro", "referrer": "newsletter"},
+        "context": {"traits": {"email": f"{user}@example.com", "firstName": user.title(), "plan": "pro", **traits}},
+    }
 
 
 def profile(env: httpx.Client, email: str) -> dict[str, Any]:
@@ -43,12 +49,15 @@ def profile(env: httpx.Client, email: str) -> dict[str, Any]:
 
 async def test_onboards_once_with_traits_and_sms_consent(env: httpx.Client, by_id: Any) -> None:
     list_id, config = setup_list(env)
-    messages = [signup("m1", "ann"), signup("m2", "bob", phone="+14155550123", sms_consent=True),
-                signup("m3", "cid", phone="+14155550124"),
-                signup("old", "dan", at=datetime.now(timezone.utc) - timedelta(days=30)),
-                {"type": "track", "messageId": "nope", "userId": "x", "event": "Order Completed"},
-                {"type": "track", "messageId": "anon", "anonymousId": "a1", "event": "Signed Up"},
-                {"type": "track", "messageId": "broken", "event": "Signed Up"}]
+    messages = [
+        signup("m1", "ann"),
+        signup("m2", "bob", phone="+14155550123", sms_consent=True),
+        signup("m3", "cid", phone="+14155550124"),
+        signup("old", "dan", at=datetime.now(UTC) - timedelta(days=30)),
+        {"type": "track", "messageId": "nope", "userId": "x", "event": "Order Completed"},
+        {"type": "track", "messageId": "anon", "anonymousId": "a1", "event": "Signed Up"},
+        {"type": "track", "messageId": "broken", "event": "Signed Up"},
+    ]
     result = await run_summary(onboard_new_users, messages=messages, config=config)
     out = by_id(result)
     assert [out[m]["status"] for m in ("m1", "m2", "m3")] == ["sent"] * 3
@@ -68,14 +77,30 @@ async def test_onboards_once_with_traits_and_sms_consent(env: httpx.Client, by_i
 
 async def test_unsubscribed_after_signup_is_never_resubscribed(env: httpx.Client, flow_env: Any, by_id: Any) -> None:
     list_id, config = setup_list(env)
-    signed_up = datetime.now(timezone.utc) - timedelta(minutes=10)
+    signed_up = datetime.now(UTC) - timedelta(minutes=10)
     first = await onboard_new_users(messages=[signup("s1", "eve", at=signed_up)], config=config)
     assert first["sent"] == 1
-    r = env.post("/api/profile-subscription-bulk-delete-jobs", json={"data": {
-        "type": "profile-subscription-bulk-delete-job", "attributes": {"profiles": {"data": [
-            {"type": "profile", "attributes": {"email": "eve@example.com",
-                                               "subscriptions": {"email": {"marketing": {"consent": "UNSUBSCRIBED"}}}}}
-        ]}}}})
+    r = env.post(
+        "/api/profile-subscription-bulk-delete-jobs",
+        json={
+            "data": {
+                "type": "profile-subscription-bulk-delete-job",
+                "attributes": {
+                    "profiles": {
+                        "data": [
+                            {
+                                "type": "profile",
+                                "attributes": {
+                                    "email": "eve@example.com",
+                                    "subscriptions": {"email": {"marketing": {"consent": "UNSUBSCRIBED"}}},
+                                },
+                            }
+                        ]
+                    }
+                },
+            }
+        },
+    )
     assert r.status_code == 202, r.text
     redelivered = await onboard_new_users(messages=[signup("s1-redelivered", "eve", at=signed_up)], config=config)
     assert by_id(redelivered)["s1-redelivered"]["reason"] == "already onboarded"
@@ -98,8 +123,10 @@ async def test_transient_fault_unclaims_so_redelivery_subscribes(env: httpx.Clie
     assert retried["sent"] == 1
 
 
-@pytest.mark.parametrize("flow,config_key", [("sync-audiences", "audiences"), ("onboard-new-users", "onboarding"),
-                                             ("churn-winback", "churn")])
+@pytest.mark.parametrize(
+    "flow,config_key",
+    [("sync-audiences", "audiences"), ("onboard-new-users", "onboarding"), ("churn-winback", "churn")],
+)
 def test_cli_run_json_and_preview(flow: str, config_key: str, flow_env: Any, tmp_path: Path) -> None:
     from klaviyo_segment.cli.app import app
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from klaviyo_segment.flows.onboard_new_users import onboard_new_users
 
 
@@ -24,16 +25,23 @@ def make_list(env: httpx.Client) -> str:
     return str(r.json()["data"]["id"])
 
 
-def signup(mid: str, user: str, at: datetime | None = None, with_email: bool = True,
-           **traits: Any) -> dict[str, Any]:
+def signup(mid: str, user: str, at: datetime | None = None, with_email: bool = True, **traits: Any) -> dict[str, Any]:
     at = at or datetime.now(UTC)
     context_traits = {"email": f"{user}@example.com"} if with_email else {}
-    return {"type": "track", "messageId": mid, "userId": user, "event": "Signed Up", "timestamp": at.isoformat(),
-            "properties": {}, "context": {"traits": {**context_traits, **traits}}}
+    return {
+        "type": "track",
+        "messageId": mid,
+        "userId": user,
+        "event": "Signed Up",
+        "timestamp": at.isoformat(),
+        "properties": {},
+        "context": {"traits": {**context_traits, **traits}},
+    }
 
 
-def unsubscribe(env: httpx.Client, *, email: str | None = None, phone: str | None = None,
-                list_id: str | None = None) -> None:
+def unsubscribe(
+    env: httpx.Client, *, email: str | None = None, phone: str | None = None, list_id: str | None = None
+) -> None:
     attrs: dict[str, Any] = {"subscriptions": {}}
     if email:
         attrs["email"] = email
@@ -41,8 +49,10 @@ def unsubscribe(env: httpx.Client, *, email: str | None = None, phone: str | Non
     if phone:
         attrs["phone_number"] = phone
         attrs["subscriptions"]["sms"] = {"marketing": {"consent": "UNSUBSCRIBED"}}
-    data: dict[str, Any] = {"type": "profile-subscription-bulk-delete-job",
-                            "attributes": {"profiles": {"data": [{"type": "profile", "attributes": attrs}]}}}
+    data: dict[str, Any] = {
+        "type": "profile-subscription-bulk-delete-job",
+        "attributes": {"profiles": {"data": [{"type": "profile", "attributes": attrs}]}},
+    }
     if list_id:  # a member of the list gets a list suppression instead of a global unsubscribe
         data["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
     r = env.post("/api/profile-subscription-bulk-delete-jobs", json={"data": data})
@@ -56,8 +66,9 @@ def create_profile(env: httpx.Client, **attrs: Any) -> str:
 
 
 def marketing(env: httpx.Client, channel: str, **attrs: Any) -> dict[str, Any]:
-    found = [p for p in env.get("/__sandbox/profiles").json()
-             if all(p["attributes"].get(k) == v for k, v in attrs.items())]
+    found = [
+        p for p in env.get("/__sandbox/profiles").json() if all(p["attributes"].get(k) == v for k, v in attrs.items())
+    ]
     assert len(found) == 1, found
     return found[0]["attributes"]["subscriptions"][channel]["marketing"]
 
@@ -67,17 +78,21 @@ async def test_opt_outs_before_signup_are_never_resubscribed(env: httpx.Client, 
     list_id = make_list(env)
     unsubscribe(env, email="uma@example.com")
     create_profile(env, email="sam@example.com")
-    r = env.post("/__sandbox/engagement", json={"events": [{"metric": "Marked Email as Spam",
-                                                                 "email": "sam@example.com"}]})
+    r = env.post(
+        "/__sandbox/engagement", json={"events": [{"metric": "Marked Email as Spam", "email": "sam@example.com"}]}
+    )
     assert r.status_code < 300, r.text
     create_profile(env, email="liz@example.com")
     subscribed = await onboard_new_users(messages=[signup("liz0", "liz")], config={"onboarding": {"list_id": list_id}})
     assert subscribed["sent"] == 1
     unsubscribe(env, email="liz@example.com", list_id=list_id)  # now in the list: a list suppression (USER_SUPPRESSED)
     later = datetime.now(UTC) + timedelta(milliseconds=5)  # strictly after every opt-out above
-    messages = [signup("uma1", "uma", at=later), signup("sam1", "sam", at=later),
-                signup("liz1", "liz-second-account", at=later, with_email=False, email="liz@example.com"),
-                signup("new1", "neo", at=later)]
+    messages = [
+        signup("uma1", "uma", at=later),
+        signup("sam1", "sam", at=later),
+        signup("liz1", "liz-second-account", at=later, with_email=False, email="liz@example.com"),
+        signup("new1", "neo", at=later),
+    ]
     result = await onboard_new_users(messages=messages, config={"onboarding": {"list_id": list_id}})
     out = by_id(result)
     assert out["uma1"]["status"] == "skipped" and "unsubscribed" in out["uma1"]["reason"], out["uma1"]
@@ -98,8 +113,9 @@ async def test_naive_consent_timestamp_does_not_fail_the_batch(env: httpx.Client
     email = state.profiles[pid].subscriptions["email"]["marketing"]
     email["suppression"].append({"reason": "USER_SUPPRESSED", "timestamp": "2020-01-01T00:00:00"})
     email.update(consent="UNSUBSCRIBED", consent_timestamp="2020-01-01T00:00:00", last_updated="2020-01-01T00:00:00")
-    result = await onboard_new_users(messages=[signup("nia1", "nia"), signup("ola1", "ola")],
-                                     config={"onboarding": {"list_id": list_id}})
+    result = await onboard_new_users(
+        messages=[signup("nia1", "nia"), signup("ola1", "ola")], config={"onboarding": {"list_id": list_id}}
+    )
     out = by_id(result)
     assert out["nia1"]["status"] == "skipped", out["nia1"]
     assert out["ola1"]["status"] == "sent", out["ola1"]
@@ -125,13 +141,22 @@ async def test_email_consent_trait_makes_consent_explicit(env: httpx.Client, by_
     """Item 1 (option): with ``onboarding.email_consent_trait`` only a sign-up stating consent subscribes email."""
     list_id = make_list(env)
     config = {"onboarding": {"list_id": list_id, "email_consent_trait": "email_consent"}}
-    result = await onboard_new_users(messages=[signup("yes", "pia", email_consent=True), signup("no", "quin"),
-                                               signup("false", "rob", email_consent=False)], config=config)
+    result = await onboard_new_users(
+        messages=[
+            signup("yes", "pia", email_consent=True),
+            signup("no", "quin"),
+            signup("false", "rob", email_consent=False),
+        ],
+        config=config,
+    )
     out = by_id(result)
     assert out["yes"]["status"] == "sent"
     assert out["no"]["status"] == "skipped" and out["no"]["reason"] == "no email consent", out["no"]
     assert out["false"]["status"] == "skipped" and out["false"]["reason"] == "no email consent"
     assert marketing(env, "email", email="pia@example.com")["consent"] == "SUBSCRIBED"
-    assert not [p for p in env.get("/__sandbox/profiles").json()
-                if p["attributes"].get("email") in ("quin@example.com", "rob@example.com")
-                and p["attributes"]["subscriptions"]["email"]["marketing"]["consent"] == "SUBSCRIBED"]
+    assert not [
+        p
+        for p in env.get("/__sandbox/profiles").json()
+        if p["attributes"].get("email") in ("quin@example.com", "rob@example.com")
+        and p["attributes"]["subscriptions"]["email"]["marketing"]["consent"] == "SUBSCRIBED"
+    ]

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from klaviyo_segment.flows.forward_track import forward_track
-from klaviyo_segment.flows.sync_identify import sync_identify
 from typer.testing import CliRunner
 
+from klaviyo_segment.flows.forward_track import forward_track
+from klaviyo_segment.flows.sync_identify import sync_identify
 from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
 from klaviyo_segment.segment_spec import message_key
 
@@ -36,13 +36,17 @@ def poison_env(flow_env: Any, store_url: str, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_run_input_with_surrogates_and_nul_runs_and_dead_letters_only_the_bad_one(
-        poison_env: Any, tmp_path: Path) -> None:
+    poison_env: Any, tmp_path: Path
+) -> None:
     """``run --input``: a lone surrogate in a property or an event name is repaired (U+FFFD, the door's rule), a
     NUL in a userId fails that one message with its reason; the run itself happens (it used to crash)."""
     from klaviyo_segment.cli.app import app
 
-    messages = _valid(3) + [_track("bad-prop", product_id="p\ud800x"), _track("bad-name", event="Viewed \udc00"),
-                            {**_track("nul-user"), "userId": "evil\x00"}]
+    messages = _valid(3) + [
+        _track("bad-prop", product_id="p\ud800x"),
+        _track("bad-name", event="Viewed \udc00"),
+        {**_track("nul-user"), "userId": "evil\x00"},
+    ]
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(json.dumps(m) for m in messages), encoding="utf-8")
     result = CliRunner().invoke(app, ["run", "forward-track", "--input", str(path), "--json"])
@@ -78,10 +82,13 @@ async def test_stored_batches_with_poison_complete_and_valid_ones_are_sent(poiso
 
 async def test_nul_in_user_id_does_not_block_the_identify_batch(poison_env: Any) -> None:
     """PostgreSQL text cannot hold U+0000: inserting the identity cache raised for the whole run."""
-    messages = [{"type": "identify", "messageId": f"id-{i}", "userId": f"u{i}",
-                 "traits": {"email": f"u{i}@example.com"}} for i in range(3)]
-    messages.insert(1, {"type": "identify", "messageId": "nul", "userId": "evil\x00id",
-                        "traits": {"email": "nul@example.com"}})
+    messages = [
+        {"type": "identify", "messageId": f"id-{i}", "userId": f"u{i}", "traits": {"email": f"u{i}@example.com"}}
+        for i in range(3)
+    ]
+    messages.insert(
+        1, {"type": "identify", "messageId": "nul", "userId": "evil\x00id", "traits": {"email": "nul@example.com"}}
+    )
     result = await run_summary(sync_identify, messages=messages)
     outcomes = {o["message_id"]: o for o in result["outcomes"]}
     assert all(outcomes[f"id-{i}"]["status"] == "sent" for i in range(3)), outcomes
@@ -133,8 +140,9 @@ async def test_isolation_fails_only_poison_and_raises_systemic_errors() -> None:
     assert alone["bad-alone"].status == Status.FAILED  # content errors are poison even alone in a run
 
 
-async def test_a_store_error_leaves_the_flow_without_an_email(poison_env: Any,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_store_error_leaves_the_flow_without_an_email(
+    poison_env: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """Issue 17, item 7: the SQL parameters of a failing write (emails) reached the flow-run state message, a
     Prefect log row and stderr."""
     import sqlalchemy as sa
@@ -142,10 +150,21 @@ async def test_a_store_error_leaves_the_flow_without_an_email(poison_env: Any,
 
     async with poison_env.store() as store, store._engine.begin() as conn:  # identity-cache writes now fail
         await conn.execute(sa.text("DROP TABLE ks_profile_ids"))
-        await conn.execute(sa.text("CREATE TABLE ks_profile_ids (key TEXT PRIMARY KEY, profile_id TEXT NOT NULL "
-                                   "CHECK (length(profile_id) < 3), updated_us BIGINT NOT NULL)"))
-    messages = [{"type": "identify", "messageId": f"leak-{i}", "userId": f"leak-{i}",
-                 "traits": {"email": f"private.person{i}@example.com"}} for i in range(2)]
+        await conn.execute(
+            sa.text(
+                "CREATE TABLE ks_profile_ids (key TEXT PRIMARY KEY, profile_id TEXT NOT NULL "
+                "CHECK (length(profile_id) < 3), updated_us BIGINT NOT NULL)"
+            )
+        )
+    messages = [
+        {
+            "type": "identify",
+            "messageId": f"leak-{i}",
+            "userId": f"leak-{i}",
+            "traits": {"email": f"private.person{i}@example.com"},
+        }
+        for i in range(2)
+    ]
     state = await sync_identify(messages=messages, return_state=True)
     assert state.is_failed()
     with pytest.raises(Exception) as caught:

@@ -9,28 +9,41 @@ import httpx
 
 from klaviyo_segment.flows.engagement_to_segment import engagement_to_segment
 from klaviyo_segment.flows.replay_dead_letters import mark_replay, replay_dead_letters
+from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
 from klaviyo_segment.runtime import maybe_emit_threshold_event
 from klaviyo_segment.store import DeadLetterIn
-from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
 
-ALL_BUT_PROFILES_READ = ["events:read", "events:write", "metrics:read", "profiles:write", "lists:read",
-                         "lists:write", "subscriptions:write"]
+ALL_BUT_PROFILES_READ = [
+    "events:read",
+    "events:write",
+    "metrics:read",
+    "profiles:write",
+    "lists:read",
+    "lists:write",
+    "subscriptions:write",
+]
 
 
 def _engage(flow_env: Any) -> list[dict[str, Any]]:
     """Two engagement events as webhook-shaped records (payload = the Get Events resource)."""
     for attrs in ({"email": "cy@example.com", "external_id": "user-cy"}, {"email": "di@example.com"}):
-        flow_env.http.post("/api/profiles", json={"data": {"type": "profile", "attributes": attrs}}
-                           ).raise_for_status()
-    flow_env.http.post("/__sandbox/engagement", json={"events": [
-        {"metric": "Opened Email", "email": "cy@example.com", "properties": {"$message": "C1"}},
-        {"metric": "Unsubscribed", "email": "di@example.com", "properties": {"List": "Newsletter"}},
-    ]}).raise_for_status()
+        flow_env.http.post("/api/profiles", json={"data": {"type": "profile", "attributes": attrs}}).raise_for_status()
+    flow_env.http.post(
+        "/__sandbox/engagement",
+        json={
+            "events": [
+                {"metric": "Opened Email", "email": "cy@example.com", "properties": {"$message": "C1"}},
+                {"metric": "Unsubscribed", "email": "di@example.com", "properties": {"List": "Newsletter"}},
+            ]
+        },
+    ).raise_for_status()
     events = flow_env.http.get("/api/events", params={"filter": "has(profile)"}).json()["data"]
     topics = {"Opened Email": "event:klaviyo.opened_email", "Unsubscribed": "event:klaviyo.unsubscribed"}
     names = {e["metric_id"]: e["metric"] for e in flow_env.events()}
-    return [{"external_id": e["id"], "payload": e,
-             "topic": topics[names[e["relationships"]["metric"]["data"]["id"]]]} for e in events]
+    return [
+        {"external_id": e["id"], "payload": e, "topic": topics[names[e["relationships"]["metric"]["data"]["id"]]]}
+        for e in events
+    ]
 
 
 async def test_replay_resolves_fixed_failures_and_keeps_the_rest(flow_env: Any) -> None:
@@ -45,8 +58,16 @@ async def test_replay_resolves_fixed_failures_and_keeps_the_rest(flow_env: Any) 
         flow_env.configure(scopes=None)
     assert first["failed"] == 3 and first["sent"] == 0
     async with flow_env.store() as store:
-        await store.add_dead_letters([DeadLetterIn(flow="backfill-profiles", message={"email": "x@example.com"},
-                                                   message_id="row-1", reason="not replayable here")])
+        await store.add_dead_letters(
+            [
+                DeadLetterIn(
+                    flow="backfill-profiles",
+                    message={"email": "x@example.com"},
+                    message_id="row-1",
+                    reason="not replayable here",
+                )
+            ]
+        )
 
     replay = await replay_dead_letters(flow="engagement-to-segment")
 
@@ -83,8 +104,9 @@ async def test_threshold_event(flow_env: Any, monkeypatch: Any) -> None:
 
     monkeypatch.setattr(prefect.events, "emit_event", lambda **kw: emitted.append(kw))
     async with flow_env.store() as store:
-        await store.add_dead_letters([DeadLetterIn(flow="forward-track", message={}, message_id=f"m{i}",
-                                                   reason="x") for i in range(3)])
+        await store.add_dead_letters(
+            [DeadLetterIn(flow="forward-track", message={}, message_id=f"m{i}", reason="x") for i in range(3)]
+        )
         assert await maybe_emit_threshold_event(store, 4) is False
         assert await maybe_emit_threshold_event(store, 3) is True
     assert emitted[0]["event"] == "klaviyo-segment.dead-letters.threshold"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +13,19 @@ from typer.testing import CliRunner
 
 from klaviyo_segment.errors import ConfigError
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def _message(i: int) -> dict[str, Any]:
-    return {"type": "track", "messageId": f"big-{i}", "userId": f"u{i % 997}", "event": "Product Viewed",
-            "properties": {"product_id": f"p{i % 50}", "price": 10},
-            "context": {"traits": {"email": f"person{i % 997}@pii.example.com"}},
-            "timestamp": (NOW - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")}
+    return {
+        "type": "track",
+        "messageId": f"big-{i}",
+        "userId": f"u{i % 997}",
+        "event": "Product Viewed",
+        "properties": {"product_id": f"p{i % 50}", "price": 10},
+        "context": {"traits": {"email": f"person{i % 997}@pii.example.com"}},
+        "timestamp": (NOW - timedelta(minutes=5)).isoformat().replace("+00:00", "Z"),
+    }
 
 
 async def _flow_runs(flow: str) -> list[Any]:
@@ -52,14 +57,21 @@ def _run_and_check(flow_env: Any, tmp_path: Path, count: int, options: list[str]
             out.write(json.dumps(_message(i)) + "\n")
         out.write("{broken\n")  # still one failed message, not a refused file
         out.write(json.dumps(_message(0)) + "\n")  # a repeat of an already delivered messageId
-    result = CliRunner().invoke(app, ["run", "forward-track", "--input", str(path), "--json",
-                                      "--batches-per-run", "2", *options])
+    result = CliRunner().invoke(
+        app, ["run", "forward-track", "--input", str(path), "--json", "--batches-per-run", "2", *options]
+    )
     assert result.exit_code == 1, result.output  # the broken line is a failed message
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert {k: summary[k] for k in ("flow", "received", "sent", "skipped", "failed")} == {
-        "flow": "forward-track", "received": count + 2, "sent": count, "skipped": 1, "failed": 1}
-    assert sum(summary["reasons"].values()) == 2 and any(r.startswith("failed:malformed JSON") for r in
-                                                          summary["reasons"])
+        "flow": "forward-track",
+        "received": count + 2,
+        "sent": count,
+        "skipped": 1,
+        "failed": 1,
+    }
+    assert sum(summary["reasons"].values()) == 2 and any(
+        r.startswith("failed:malformed JSON") for r in summary["reasons"]
+    )
     assert flow_env.summary()["events"] == count
     runs = [r for r in asyncio.run(_flow_runs("forward-track")) if r.id not in before]
     assert len(runs) == 3  # 5 batches (the last one holds the 2 extra lines), 2 batches per run
@@ -76,7 +88,11 @@ def _run_and_check(flow_env: Any, tmp_path: Path, count: int, options: list[str]
             return await store.get_batches(ids)
 
     staged = asyncio.run(batches())
-    assert len(staged) == 5 and sum(b.size for b in staged) == count + 2 and {b.status for b in staged} <= {"done", "partial"}
+    assert (
+        len(staged) == 5
+        and sum(b.size for b in staged) == count + 2
+        and {b.status for b in staged} <= {"done", "partial"}
+    )
 
 
 def test_run_refuses_a_broken_json_array_and_stages_nothing(flow_env: Any, tmp_path: Path) -> None:

@@ -20,8 +20,9 @@ async def _run_logs(flow_run_id: UUID) -> list[str]:
 
     await asyncio.wait_for(APILogHandler.aflush(), 30)
     async with get_client() as client:
-        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
-                                      limit=200)
+        logs = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200
+        )
     return [log.message for log in logs]
 
 
@@ -38,8 +39,13 @@ async def _run(messages: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str
 async def test_retry_warning_of_the_client_is_in_the_flow_run_logs(flow_env: Any) -> None:
     # Seed 1 draws 0.13 then 0.85: the first upsert answers 503, the retry goes through.
     flow_env.configure(faults="create_or_update_profile:503=0.5", seed=1)
-    message = {"type": "identify", "messageId": "r1", "userId": "u-r1", "timestamp": T,
-               "traits": {"email": "retry.me@example.com"}}
+    message = {
+        "type": "identify",
+        "messageId": "r1",
+        "userId": "u-r1",
+        "timestamp": T,
+        "traits": {"email": "retry.me@example.com"},
+    }
     result, logs = await _run([message])
     flow_env.configure(faults=None)
     assert result["sent"] == 1 and flow_env.stats()["faults_total"] == 1
@@ -51,8 +57,13 @@ async def test_retry_warning_of_the_client_is_in_the_flow_run_logs(flow_env: Any
 
 async def test_final_error_is_logged_once_as_not_retried(flow_env: Any) -> None:
     flow_env.configure(scopes=["profiles:read", "events:write", "lists:write", "subscriptions:write"])
-    message = {"type": "identify", "messageId": "d1", "userId": "u-d1", "timestamp": T,
-               "traits": {"email": "denied@example.com"}}
+    message = {
+        "type": "identify",
+        "messageId": "d1",
+        "userId": "u-d1",
+        "timestamp": T,
+        "traits": {"email": "denied@example.com"},
+    }
     result, logs = await _run([message])
     assert result["failed"] == 1
     denied = [m for m in logs if "-> 403" in m]

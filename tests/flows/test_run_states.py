@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from klaviyo_segment.flows.forward_track import forward_track
 from typer.testing import CliRunner
 
+from klaviyo_segment.flows.forward_track import forward_track
 from klaviyo_segment.run_state import call_flow
 
 T = "2026-07-20T10:01:00Z"
@@ -21,8 +21,15 @@ NO_EVENTS = ["profiles:read", "profiles:write", "lists:write", "subscriptions:wr
 
 
 def track(mid: str, user: str, event: str = "Order Completed") -> dict[str, Any]:
-    return {"type": "track", "messageId": mid, "userId": user, "event": event, "timestamp": T,
-            "properties": {"total": 10}, "context": {"traits": {"email": f"{user}@example.com"}}}
+    return {
+        "type": "track",
+        "messageId": mid,
+        "userId": user,
+        "event": event,
+        "timestamp": T,
+        "properties": {"total": 10},
+        "context": {"traits": {"email": f"{user}@example.com"}},
+    }
 
 
 async def _api_view(flow_run_id: UUID) -> tuple[Any, list[str], list[Any]]:
@@ -39,10 +46,12 @@ async def _api_view(flow_run_id: UUID) -> tuple[Any, list[str], list[Any]]:
     await asyncio.wait_for(APILogHandler.aflush(), 30)
     async with get_client() as client:
         run = await client.read_flow_run(flow_run_id)
-        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
-                                      limit=200)
+        logs = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200
+        )
         artifacts = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     return run, [log.message for log in logs], artifacts
 
 
@@ -102,8 +111,9 @@ async def test_delivery_closes_the_open_dead_letters(flow_env: Any) -> None:
 
 async def test_batch_run_is_named_with_its_message_count_and_batch(flow_env: Any) -> None:
     async with flow_env.store() as store:
-        accepted = await store.accept([track("b1", "u1"), track("b2", "u2")], key=lambda m: m["messageId"],
-                                      route=lambda m: ["forward-track"])
+        accepted = await store.accept(
+            [track("b1", "u1"), track("b2", "u2")], key=lambda m: m["messageId"], route=lambda m: ["forward-track"]
+        )
     batch_id = accepted.batches["forward-track"]
     summary, state = await call_flow(forward_track, batch_ids=[batch_id], config={})
     assert summary["sent"] == 2 and state.is_completed()
@@ -119,8 +129,9 @@ def test_cli_run_of_a_failed_run_prints_its_summary_and_exits_1(flow_env: Any, t
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(json.dumps(track(f"c{i}", f"u{i}")) for i in range(3)) + "\n")
     result = CliRunner().invoke(app, ["run", "forward-track", "--input", str(path), "--json"])
-    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit), \
-        repr(result.exception)
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
     assert result.exit_code == 1, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (summary["received"], summary["sent"], summary["failed"]) == (3, 0, 3)
@@ -131,8 +142,9 @@ async def test_inline_dispatch_of_a_failed_run_is_not_a_crashed_dispatch(flow_en
 
     flow_env.configure(scopes=NO_EVENTS)
     async with flow_env.store() as store:
-        accepted = await store.accept([track("i1", "u1"), track("i2", "u2")], key=lambda m: m["messageId"],
-                                      route=lambda m: ["forward-track"])
+        accepted = await store.accept(
+            [track("i1", "u1"), track("i2", "u2")], key=lambda m: m["messageId"], route=lambda m: ["forward-track"]
+        )
         batch_id = accepted.batches["forward-track"]
         dispatcher = Dispatcher(store, inline_launcher({}), flows=["forward-track"], min_interval=0)
         assert await dispatcher.dispatch_once("forward-track")

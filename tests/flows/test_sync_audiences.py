@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -12,7 +12,7 @@ import pytest
 from klaviyo_segment.flows.sync_audiences import sync_audiences
 from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
 
-T0 = datetime(2026, 7, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 7, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -35,16 +35,26 @@ def members(klaviyo: httpx.Client, list_id: str) -> set[str]:
 
 
 def track(mid: str, user: str, enter: bool, at: datetime, key: str = "vip", **extra: Any) -> dict[str, Any]:
-    return {"type": "track", "messageId": mid, "userId": user, "timestamp": at.isoformat(),
-            "event": "Audience Entered" if enter else "Audience Exited",
-            "properties": {"audience_key": key, "email": f"{user}@example.com", **extra},
-            "context": {"personas": {"computation_class": "audience", "computation_key": key}}}
+    return {
+        "type": "track",
+        "messageId": mid,
+        "userId": user,
+        "timestamp": at.isoformat(),
+        "event": "Audience Entered" if enter else "Audience Exited",
+        "properties": {"audience_key": key, "email": f"{user}@example.com", **extra},
+        "context": {"personas": {"computation_class": "audience", "computation_key": key}},
+    }
 
 
 def identify(mid: str, user: str, member: bool, at: datetime, key: str = "vip") -> dict[str, Any]:
-    return {"type": "identify", "messageId": mid, "userId": user, "timestamp": at.isoformat(),
-            "traits": {key: member, "email": f"{user}@example.com"},
-            "context": {"personas": {"computation_class": "audience", "computation_key": key}}}
+    return {
+        "type": "identify",
+        "messageId": mid,
+        "userId": user,
+        "timestamp": at.isoformat(),
+        "traits": {key: member, "email": f"{user}@example.com"},
+        "context": {"personas": {"computation_class": "audience", "computation_key": key}},
+    }
 
 
 async def test_both_forms_bad_items_and_rerun(env: httpx.Client, by_id: Any) -> None:
@@ -53,10 +63,10 @@ async def test_both_forms_bad_items_and_rerun(env: httpx.Client, by_id: Any) -> 
     messages = [
         track("m1", "u1", True, T0),
         identify("m2", "u2", True, T0),
-        track("m3", "u3", True, T0, key="nobody_configured"),              # unknown audience
+        track("m3", "u3", True, T0, key="nobody_configured"),  # unknown audience
         {"type": "track", "messageId": "m4", "userId": "u4", "event": "Audience Entered", "properties": {}},
-        identify("m5", "u5", True, T0) | {"traits": {"vip": "yes"}},        # not a boolean
-        track("m6", "u6", False, T0),                                       # exit, no profile
+        identify("m5", "u5", True, T0) | {"traits": {"vip": "yes"}},  # not a boolean
+        track("m6", "u6", False, T0),  # exit, no profile
         {"type": "track", "messageId": "m7", "event": "Audience Entered"},  # no identity at all
         {"type": "identify", "messageId": "m8", "userId": "u8", "traits": {"vip": True, "email": "u8@example.com"}},
         track("m9", "u9", True, T0) | {"integrations": {"Klaviyo": False}},
@@ -87,8 +97,11 @@ async def test_newest_wins_inside_a_batch_and_exit_removes(env: httpx.Client, by
     config = {"audiences": {"vip": vip}}
     first = await sync_audiences(messages=[track("a", "u1", True, T0), track("b", "u2", True, T0)], config=config)
     assert first["sent"] == 2
-    batch = [track("c", "u1", False, T0 + timedelta(minutes=2)), identify("d", "u1", True, T0 + timedelta(minutes=1)),
-             identify("e", "u2", False, T0 + timedelta(minutes=1))]
+    batch = [
+        track("c", "u1", False, T0 + timedelta(minutes=2)),
+        identify("d", "u1", True, T0 + timedelta(minutes=1)),
+        identify("e", "u2", False, T0 + timedelta(minutes=1)),
+    ]
     result = await sync_audiences(messages=batch, config=config)
     out = by_id(result)
     assert out["d"]["reason"] == "superseded by a newer change"

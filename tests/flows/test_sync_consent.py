@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from klaviyo_segment.flows.sync_consent import routes, sync_consent
 
 from klaviyo_segment.config import AppConfig
+from klaviyo_segment.flows.sync_consent import routes, sync_consent
 
 NOW = datetime.now(UTC)
 
@@ -22,20 +22,31 @@ def env(flow_env: Any) -> httpx.Client:
 
 
 def track(mid: str, event: str, user: str, at: datetime | None = None, **traits: Any) -> dict[str, Any]:
-    return {"type": "track", "messageId": mid, "userId": user, "event": event,
-            "timestamp": (at or NOW - timedelta(minutes=5)).isoformat(), "properties": {},
-            "context": {"traits": {"email": f"{user}@example.com", **traits}}}
+    return {
+        "type": "track",
+        "messageId": mid,
+        "userId": user,
+        "event": event,
+        "timestamp": (at or NOW - timedelta(minutes=5)).isoformat(),
+        "properties": {},
+        "context": {"traits": {"email": f"{user}@example.com", **traits}},
+    }
 
 
 def identify(mid: str, user: str, at: datetime | None = None, **traits: Any) -> dict[str, Any]:
-    return {"type": "identify", "messageId": mid, "userId": user,
-            "timestamp": (at or NOW - timedelta(minutes=5)).isoformat(),
-            "traits": {"email": f"{user}@example.com", **traits}}
+    return {
+        "type": "identify",
+        "messageId": mid,
+        "userId": user,
+        "timestamp": (at or NOW - timedelta(minutes=5)).isoformat(),
+        "traits": {"email": f"{user}@example.com", **traits},
+    }
 
 
 def marketing(env: httpx.Client, channel: str, **attrs: Any) -> dict[str, Any]:
-    found = [p for p in env.get("/__sandbox/profiles").json()
-             if all(p["attributes"].get(k) == v for k, v in attrs.items())]
+    found = [
+        p for p in env.get("/__sandbox/profiles").json() if all(p["attributes"].get(k) == v for k, v in attrs.items())
+    ]
     assert len(found) == 1, found
     return found[0]["attributes"]["subscriptions"][channel]["marketing"]
 
@@ -55,12 +66,14 @@ def test_routes_only_when_enabled() -> None:
 
 async def test_events_and_traits_subscribe_and_unsubscribe_per_channel(env: httpx.Client, by_id: Any) -> None:
     phone = "+14155550150"
-    messages = [track("s1", "User Subscribed", "ann"),
-                identify("s2", "bob", sms_subscribed=True, phone=phone),
-                track("u0", "User Subscribed", "cid", at=NOW - timedelta(minutes=9)),
-                track("u1", "User Unsubscribed", "cid", at=NOW - timedelta(minutes=8)),
-                identify("u2", "dan", email_subscribed=False),
-                identify("x1", "eve", plan="pro")]
+    messages = [
+        track("s1", "User Subscribed", "ann"),
+        identify("s2", "bob", sms_subscribed=True, phone=phone),
+        track("u0", "User Subscribed", "cid", at=NOW - timedelta(minutes=9)),
+        track("u1", "User Unsubscribed", "cid", at=NOW - timedelta(minutes=8)),
+        identify("u2", "dan", email_subscribed=False),
+        identify("x1", "eve", plan="pro"),
+    ]
     result = await sync_consent(messages=messages, config=ENABLED)
     out = by_id(result)
     assert [out[m]["status"] for m in ("s1", "s2", "u1", "u2")] == ["sent"] * 4, out
@@ -68,28 +81,53 @@ async def test_events_and_traits_subscribe_and_unsubscribe_per_channel(env: http
     assert out["x1"]["status"] == "skipped"
     assert marketing(env, "email", email="ann@example.com")["consent"] == "SUBSCRIBED"
     assert marketing(env, "sms", phone_number=phone)["consent"] == "SUBSCRIBED"
-    assert not [p for p in env.get("/__sandbox/profiles").json()  # the trait named SMS only: email untouched
-                if p["attributes"]["subscriptions"]["email"]["marketing"]["consent"] == "SUBSCRIBED"
-                and p["attributes"].get("email") == "bob@example.com"]
+    assert not [
+        p
+        for p in env.get("/__sandbox/profiles").json()  # the trait named SMS only: email untouched
+        if p["attributes"]["subscriptions"]["email"]["marketing"]["consent"] == "SUBSCRIBED"
+        and p["attributes"].get("email") == "bob@example.com"
+    ]
     assert marketing(env, "email", email="cid@example.com")["consent"] == "UNSUBSCRIBED"
     assert marketing(env, "email", email="dan@example.com")["consent"] == "UNSUBSCRIBED"
 
-    late = await sync_consent(messages=[track("u0-late", "User Subscribed", "cid", at=NOW - timedelta(minutes=9))],
-                              config=ENABLED)
+    late = await sync_consent(
+        messages=[track("u0-late", "User Subscribed", "cid", at=NOW - timedelta(minutes=9))], config=ENABLED
+    )
     assert by_id(late)["u0-late"]["reason"] == "older than the applied change"
     assert marketing(env, "email", email="cid@example.com")["consent"] == "UNSUBSCRIBED"
 
 
 async def test_subscribe_older_than_a_klaviyo_opt_out_is_skipped(env: httpx.Client, by_id: Any) -> None:
     """A subscribe event delayed past an unsubscribe made in Klaviyo must not clear that unsubscribe."""
-    r = env.post("/api/profile-subscription-bulk-delete-jobs", json={"data": {
-        "type": "profile-subscription-bulk-delete-job", "attributes": {"profiles": {"data": [
-            {"type": "profile", "attributes": {"email": "fay@example.com", "subscriptions": {
-                "email": {"marketing": {"consent": "UNSUBSCRIBED"}}}}}]}}}})
+    r = env.post(
+        "/api/profile-subscription-bulk-delete-jobs",
+        json={
+            "data": {
+                "type": "profile-subscription-bulk-delete-job",
+                "attributes": {
+                    "profiles": {
+                        "data": [
+                            {
+                                "type": "profile",
+                                "attributes": {
+                                    "email": "fay@example.com",
+                                    "subscriptions": {"email": {"marketing": {"consent": "UNSUBSCRIBED"}}},
+                                },
+                            }
+                        ]
+                    }
+                },
+            }
+        },
+    )
     assert r.status_code == 202, r.text
-    result = await sync_consent(messages=[track("f1", "User Subscribed", "fay", at=NOW - timedelta(hours=1)),
-                                          track("g1", "User Subscribed", "gus", at=NOW - timedelta(days=3))],
-                                config=ENABLED)
+    result = await sync_consent(
+        messages=[
+            track("f1", "User Subscribed", "fay", at=NOW - timedelta(hours=1)),
+            track("g1", "User Subscribed", "gus", at=NOW - timedelta(days=3)),
+        ],
+        config=ENABLED,
+    )
     out = by_id(result)
     assert out["f1"]["status"] == "skipped" and "opted out in Klaviyo after" in out["f1"]["reason"], out["f1"]
     assert marketing(env, "email", email="fay@example.com")["consent"] == "UNSUBSCRIBED"
@@ -107,8 +145,7 @@ async def test_historical_import_list_and_unsubscribe_batches(env: httpx.Client,
     result = await sync_consent(messages=[track("h1", "User Subscribed", "hal", at=at)], config=config)
     assert by_id(result)["h1"]["status"] == "sent"
     hal = marketing(env, "email", email="hal@example.com")
-    assert datetime.fromisoformat(hal["consent_timestamp"]) == at.replace(
-        microsecond=at.microsecond // 1000 * 1000)
+    assert datetime.fromisoformat(hal["consent_timestamp"]) == at.replace(microsecond=at.microsecond // 1000 * 1000)
     lists = {k["id"]: k for k in env.get("/__sandbox/lists").json()}
     assert len(lists[list_id]["members"]) == 1
     before = env.get("/__sandbox/stats").json()["requests"].get("bulk_unsubscribe_profiles", 0)

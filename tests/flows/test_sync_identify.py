@@ -15,8 +15,7 @@ from klaviyo_segment.run_state import run_summary  # a run with dead letters end
 T = "2026-07-20T10:{:02d}:00Z"
 
 
-def identify(mid: str, minute: int, user: str | None = None, anon: str | None = None, **traits: Any
-             ) -> dict[str, Any]:
+def identify(mid: str, minute: int, user: str | None = None, anon: str | None = None, **traits: Any) -> dict[str, Any]:
     msg: dict[str, Any] = {"type": "identify", "messageId": mid, "timestamp": T.format(minute), "traits": traits}
     if user:
         msg["userId"] = user
@@ -52,7 +51,9 @@ async def test_batch_collapses_people_and_handles_every_type(flow_env: Any, by_i
     assert flow_env.stats()["requests"]["create_or_update_profile"] == 2  # one per person
     async with flow_env.store() as store:
         assert await store.get_profile_ids(["external_id:u1", "email:ada@example.com"]) == {
-            "external_id:u1": ada["id"], "email:ada@example.com": ada["id"]}
+            "external_id:u1": ada["id"],
+            "email:ada@example.com": ada["id"],
+        }
         aliases = await store.get_aliases(["a1", "a9"])
     assert aliases["a9"]["user_id"] == "u2" and aliases["a1"]["email"] == "ada@example.com"
     assert aliases["a1"]["user_id"] == "u1"
@@ -77,8 +78,9 @@ async def test_anonymous_traits_are_remembered_and_merged_older_under_newer(flow
 
 async def test_identifier_conflict_is_reported_not_duplicated(flow_env: Any, by_id: Any) -> None:
     for attrs in ({"email": "owner@example.com"}, {"external_id": "u-conf"}):
-        flow_env.http.post("/api/profile-import", json={"data": {"type": "profile", "attributes": attrs}}
-                           ).raise_for_status()
+        flow_env.http.post(
+            "/api/profile-import", json={"data": {"type": "profile", "attributes": attrs}}
+        ).raise_for_status()
     result = await run_summary(sync_identify, messages=[identify("c1", 1, "u-conf", email="owner@example.com")])
     outcome = by_id(result)["c1"]
     assert outcome["status"] == "failed" and outcome["reason"].startswith("identifier conflict")
@@ -101,10 +103,12 @@ async def test_large_batch_uses_one_bulk_import_job(flow_env: Any, by_id: Any) -
 async def test_delete_erases_profile_and_local_traces(flow_env: Any, by_id: Any) -> None:
     await sync_identify(messages=[identify("d0", 1, "u-del", "anon-del", email="gone@example.com")])
     assert flow_env.profile(email="gone@example.com") is not None
-    result = await sync_identify(messages=[
-        {"type": "delete", "messageId": "d1", "userId": "u-del"},
-        {"type": "delete", "messageId": "d2", "userId": "u-never-seen"},
-    ])
+    result = await sync_identify(
+        messages=[
+            {"type": "delete", "messageId": "d1", "userId": "u-del"},
+            {"type": "delete", "messageId": "d2", "userId": "u-never-seen"},
+        ]
+    )
     out = by_id(result)
     assert out["d1"]["status"] == "sent"
     assert out["d2"] == out["d2"] | {"status": "skipped", "reason": "no Klaviyo profile found; local traces purged"}
@@ -128,10 +132,16 @@ async def test_transient_faults_fail_then_redelivery_sends(flow_env: Any, by_id:
 @pytest.fixture
 def two_messages(tmp_path: Path) -> Path:
     path = tmp_path / "in.jsonl"
-    path.write_text("\n".join(json.dumps(m) for m in [
-        identify("p1", 1, "u-p1", email="P1@example.com", firstName="Pat"),
-        {"type": "delete", "messageId": "p2", "userId": "u-p2"},
-    ]) + "\n")
+    path.write_text(
+        "\n".join(
+            json.dumps(m)
+            for m in [
+                identify("p1", 1, "u-p1", email="P1@example.com", firstName="Pat"),
+                {"type": "delete", "messageId": "p2", "userId": "u-p2"},
+            ]
+        )
+        + "\n"
+    )
     return path
 
 
@@ -143,13 +153,33 @@ def test_cli_preview_prints_contract_lines(flow_env: Any, two_messages: Path) ->
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines == [
         {"method": "GET", "path": "/api/profiles?filter=any%28external_id%2C%5B%22u-p2%22%5D%29&page%5Bsize%5D=100"},
-        {"method": "POST", "path": "/api/data-privacy-deletion-jobs", "body": {"data": {
-            "type": "data-privacy-deletion-job", "attributes": {"profile": {"data": {
-                "type": "profile", "attributes": {}, "id": "{profile:external_id=u-p2}"}}}}}},
+        {
+            "method": "POST",
+            "path": "/api/data-privacy-deletion-jobs",
+            "body": {
+                "data": {
+                    "type": "data-privacy-deletion-job",
+                    "attributes": {
+                        "profile": {"data": {"type": "profile", "attributes": {}, "id": "{profile:external_id=u-p2}"}}
+                    },
+                }
+            },
+        },
         # Who holds this email already? Another userId's profile must never be updated (issue 14 item 5).
-        {"method": "GET", "path": "/api/profiles?filter=any%28email%2C%5B%22p1%40example.com%22%5D%29&page%5Bsize%5D=100"},
-        {"method": "POST", "path": "/api/profile-import", "body": {"data": {"type": "profile", "attributes": {
-            "email": "p1@example.com", "external_id": "u-p1", "first_name": "Pat"}}}},
+        {
+            "method": "GET",
+            "path": "/api/profiles?filter=any%28email%2C%5B%22p1%40example.com%22%5D%29&page%5Bsize%5D=100",
+        },
+        {
+            "method": "POST",
+            "path": "/api/profile-import",
+            "body": {
+                "data": {
+                    "type": "profile",
+                    "attributes": {"email": "p1@example.com", "external_id": "u-p1", "first_name": "Pat"},
+                }
+            },
+        },
     ]
     assert flow_env.profiles() == []  # preview sends nothing
 
@@ -160,6 +190,12 @@ def test_cli_run_json_summary(flow_env: Any, two_messages: Path) -> None:
     result = CliRunner().invoke(app, ["run", "sync-identify", "--input", str(two_messages), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary | {"reasons": None} == {"flow": "sync-identify", "received": 2, "sent": 1, "skipped": 1,
-                                           "failed": 0, "reasons": None}
+    assert summary | {"reasons": None} == {
+        "flow": "sync-identify",
+        "received": 2,
+        "sent": 1,
+        "skipped": 1,
+        "failed": 0,
+        "reasons": None,
+    }
     assert flow_env.profile(external_id="u-p1")["attributes"]["first_name"] == "Pat"

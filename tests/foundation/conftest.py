@@ -56,8 +56,9 @@ def segment_server() -> Iterator[FakeSegment]:
         auth = request.headers.get("authorization", "")
         user = base64.b64decode(auth.split(" ", 1)[1]).decode() if auth.startswith("Basic ") else None
         with fake.lock:
-            fake.requests.append({"path": request.url.path, "body": json.loads(raw), "bytes": len(raw),
-                                  "basic_user": user})
+            fake.requests.append(
+                {"path": request.url.path, "body": json.loads(raw), "bytes": len(raw), "basic_user": user}
+            )
             status, headers = fake.script.pop(0) if fake.script else (200, {})
         return JSONResponse({"success": status < 400}, status_code=status, headers=headers)
 

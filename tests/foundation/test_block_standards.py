@@ -29,11 +29,17 @@ class TestBlockStandards(BlockStandardTestSuite):
 def test_prefect_block_register_module(prefect_server: str) -> None:
     """The README's `prefect block register -m klaviyo_segment.blocks` registers all four block types."""
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
-    done = subprocess.run([sys.executable, "-m", "prefect", "block", "register", "-m", "klaviyo_segment.blocks"],
-                          env=env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "block", "register", "-m", "klaviyo_segment.blocks"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    listed = subprocess.run([sys.executable, "-m", "prefect", "block", "type", "ls"], env=env,
-                            capture_output=True, text=True, timeout=180)
+    listed = subprocess.run(
+        [sys.executable, "-m", "prefect", "block", "type", "ls"], env=env, capture_output=True, text=True, timeout=180
+    )
     assert listed.returncode == 0, listed.stderr
     text = " ".join(listed.stdout.split())
     for block in BLOCKS:

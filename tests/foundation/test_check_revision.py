@@ -45,8 +45,10 @@ def test_cli_exit_codes_on_fixtures() -> None:
     assert backward.exit_code == 1
     lines = [json.loads(line) for line in backward.output.strip().splitlines()]
     by_op = {line["operation"]: line for line in lines[:-1]}
-    assert any(c["path"] == "data.attributes.backfill" and c["kind"] == "removed" and c["breaking"]
-               for c in by_op["create_event"]["changes"])
+    assert any(
+        c["path"] == "data.attributes.backfill" and c["kind"] == "removed" and c["breaking"]
+        for c in by_op["create_event"]["changes"]
+    )
     assert "create_event" in lines[-1]["breaking_operations"]
 
 
@@ -90,12 +92,39 @@ def test_widening_a_type_is_compatible() -> None:
 def test_full_openapi_document_is_detected_and_trimmed(tmp_path: Path) -> None:
     """A tiny full spec with $ref and nullable flattens like the trimmed files."""
     spec = {
-        "openapi": "3.0.2", "info": {"version": "2099-01-01"},
-        "components": {"schemas": {"Attrs": {"type": "object", "required": ["name"], "properties": {
-            "name": {"type": "string"}, "note": {"type": "string", "nullable": True}}}}},
-        "paths": {"/api/lists": {"post": {"operationId": "create_list", "requestBody": {"content": {
-            "application/vnd.api+json": {"schema": {"type": "object", "properties": {"data": {
-                "type": "object", "properties": {"attributes": {"$ref": "#/components/schemas/Attrs"}}}}}}}}}}},
+        "openapi": "3.0.2",
+        "info": {"version": "2099-01-01"},
+        "components": {
+            "schemas": {
+                "Attrs": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string"}, "note": {"type": "string", "nullable": True}},
+                }
+            }
+        },
+        "paths": {
+            "/api/lists": {
+                "post": {
+                    "operationId": "create_list",
+                    "requestBody": {
+                        "content": {
+                            "application/vnd.api+json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "data": {
+                                            "type": "object",
+                                            "properties": {"attributes": {"$ref": "#/components/schemas/Attrs"}},
+                                        }
+                                    },
+                                }
+                            }
+                        }
+                    },
+                }
+            }
+        },
     }
     trimmed = trim_openapi(spec)
     fields = flatten(trimmed["operations"]["create_list"]["request_schema"])

@@ -10,9 +10,16 @@ import sys
 from typer.testing import CliRunner
 
 PRODUCT_MODULES = [
-    "klaviyo_segment.flows", "klaviyo_segment.tasks", "klaviyo_segment.blocks",
-    "klaviyo_segment.ingress.serve", "klaviyo_segment.ingress.receiver", "klaviyo_segment.ingress.dispatcher",
-    "klaviyo_segment.backfill", "klaviyo_segment.preview", "klaviyo_segment.doctor", "klaviyo_segment.store",
+    "klaviyo_segment.flows",
+    "klaviyo_segment.tasks",
+    "klaviyo_segment.blocks",
+    "klaviyo_segment.ingress.serve",
+    "klaviyo_segment.ingress.receiver",
+    "klaviyo_segment.ingress.dispatcher",
+    "klaviyo_segment.backfill",
+    "klaviyo_segment.preview",
+    "klaviyo_segment.doctor",
+    "klaviyo_segment.store",
 ]
 
 
@@ -31,9 +38,11 @@ def test_product_imports_no_devkit_module_or_dependency() -> None:
 
 def test_cli_loads_only_the_devkit_command_modules() -> None:
     """The CLI finds dev-kit commands through the entry point; their modules are light (no sandbox, no psutil)."""
-    code = ("import json, sys, klaviyo_segment.cli.app\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('klaviyo_segment.devkit.sandbox', "
-            "'klaviyo_segment.devkit.demo', 'klaviyo_segment.bench', 'psutil', 'klaviyo_api')))))\n")
+    code = (
+        "import json, sys, klaviyo_segment.cli.app\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('klaviyo_segment.devkit.sandbox', "
+        "'klaviyo_segment.devkit.demo', 'klaviyo_segment.bench', 'psutil', 'klaviyo_api')))))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
@@ -44,8 +53,9 @@ def test_devkit_command_without_its_extra_names_the_extra(monkeypatch) -> None:
     from klaviyo_segment.cli.app import app
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a, **k: None if name == "jsonschema" else real(name, *a, **k))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a, **k: None if name == "jsonschema" else real(name, *a, **k)
+    )
     result = CliRunner().invoke(app, ["sandbox"])
     assert result.exit_code != 0
     assert "klaviyo-segment[devkit]" in str(result.exception) + result.output

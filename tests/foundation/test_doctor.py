@@ -21,8 +21,7 @@ runner = CliRunner()
 
 
 def _error(status: int, code: str, detail: str) -> httpx.Response:
-    return httpx.Response(status, json={"errors": [{"status": status, "code": code, "title": code,
-                                                    "detail": detail}]})
+    return httpx.Response(status, json={"errors": [{"status": status, "code": code, "title": code, "detail": detail}]})
 
 
 @pytest.fixture
@@ -42,7 +41,8 @@ def klaviyo() -> Iterator[respx.MockRouter]:
             mock.get(path, name=f"GET {path}").mock(return_value=httpx.Response(200, json={"data": []}))
         for path in WRITES:
             mock.post(path, name=f"POST {path}").mock(
-                return_value=_error(400, "invalid", "The payload provided in the request is invalid."))
+                return_value=_error(400, "invalid", "The payload provided in the request is invalid.")
+            )
         yield mock
 
 
@@ -54,13 +54,22 @@ def _run() -> tuple[int, str]:
 def test_all_good(env: FakeSegment, klaviyo: respx.MockRouter) -> None:
     code, out = _run()
     assert code == 0, out
-    for scope in ("profiles:read", "lists:read", "metrics:read", "events:read", "profiles:write",
-                  "events:write", "lists:write", "subscriptions:write"):
+    for scope in (
+        "profiles:read",
+        "lists:read",
+        "metrics:read",
+        "events:read",
+        "profiles:write",
+        "events:write",
+        "lists:write",
+        "subscriptions:write",
+    ):
         assert f"Klaviyo {scope}" in out
     assert "revision 2026-07-15" in out and "FAILED" not in out
     assert "cannot be verified" in out  # Segment: reachability only, and the table says so
     assert [(r["path"], r["body"], r["basic_user"]) for r in env.requests] == [
-        ("/v1/batch", {"batch": []}, "wk_doctor:")]
+        ("/v1/batch", {"batch": []}, "wk_doctor:")
+    ]
     for call in klaviyo.calls:
         if call.request.url.host != "klaviyo.test":
             continue
@@ -80,7 +89,8 @@ def test_missing_scope_403(env: FakeSegment, klaviyo: respx.MockRouter) -> None:
 
 def test_bad_key_401(env: FakeSegment, klaviyo: respx.MockRouter) -> None:
     klaviyo.routes["GET /api/profiles"].mock(
-        return_value=_error(401, "not_authenticated", "Incorrect authentication credentials."))
+        return_value=_error(401, "not_authenticated", "Incorrect authentication credentials.")
+    )
     code, out = _run()
     assert code == 1
     assert "rejected (HTTP 401)" in out and "KLAVIYO_API_KEY" in out
@@ -90,13 +100,13 @@ def test_bad_key_401(env: FakeSegment, klaviyo: respx.MockRouter) -> None:
 
 def test_revision_rejected(env: FakeSegment, klaviyo: respx.MockRouter) -> None:
     klaviyo.routes["GET /api/profiles"].mock(
-        return_value=_error(400, "invalid_revision", "The revision header is not a valid revision."))
+        return_value=_error(400, "invalid_revision", "The revision header is not a valid revision.")
+    )
     code, out = _run()
     assert code == 1 and "check-revision" in out
 
 
-def test_segment_not_configured(env: FakeSegment, klaviyo: respx.MockRouter,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_segment_not_configured(env: FakeSegment, klaviyo: respx.MockRouter, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SEGMENT_WRITE_KEY")
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

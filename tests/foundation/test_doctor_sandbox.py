@@ -16,8 +16,10 @@ def _state(box) -> dict:
 async def test_doctor_all_good_writes_nothing(sandbox_factory) -> None:
     box = sandbox_factory(rate_limits="off")
     before = _state(box)
-    checks = await run_doctor(KlaviyoCredentials(api_key=box.klaviyo_api_key, base_url=box.klaviyo_url),
-                              SegmentCredentials(write_key=box.segment_write_key, base_url=box.segment_url))
+    checks = await run_doctor(
+        KlaviyoCredentials(api_key=box.klaviyo_api_key, base_url=box.klaviyo_url),
+        SegmentCredentials(write_key=box.segment_write_key, base_url=box.segment_url),
+    )
     failed = [c for c in checks if not c.ok]
     assert failed == [], failed
     names = " ".join(c.name for c in checks)

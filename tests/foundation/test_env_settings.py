@@ -10,13 +10,31 @@ from pydantic import SecretStr
 from klaviyo_segment import constants as c
 from klaviyo_segment.errors import ConfigError
 from klaviyo_segment.settings import (
-    EnvSettings, credentials_document, env_settings, get_process_config, resolve_klaviyo, set_process_config,
+    EnvSettings,
+    credentials_document,
+    env_settings,
+    get_process_config,
+    resolve_klaviyo,
+    set_process_config,
 )
 
-ALL_VARS = [c.ENV_KLAVIYO_API_KEY, c.ENV_KLAVIYO_BASE_URL, c.ENV_KLAVIYO_WEBHOOK_SECRET, c.ENV_SEGMENT_WRITE_KEY,
-            c.ENV_SEGMENT_BASE_URL, c.ENV_SEGMENT_REGION, c.ENV_SEGMENT_SHARED_SECRET, c.ENV_SEGMENT_WEBHOOK_TOKEN,
-            c.ENV_STORE_URL, c.ENV_HOME, c.ENV_INSECURE_DEV, c.ENV_LEASE_SECONDS, c.ENV_GLOBAL_LIMITS,
-            c.ENV_RATE_SCALE, c.ENV_LOG_PII]
+ALL_VARS = [
+    c.ENV_KLAVIYO_API_KEY,
+    c.ENV_KLAVIYO_BASE_URL,
+    c.ENV_KLAVIYO_WEBHOOK_SECRET,
+    c.ENV_SEGMENT_WRITE_KEY,
+    c.ENV_SEGMENT_BASE_URL,
+    c.ENV_SEGMENT_REGION,
+    c.ENV_SEGMENT_SHARED_SECRET,
+    c.ENV_SEGMENT_WEBHOOK_TOKEN,
+    c.ENV_STORE_URL,
+    c.ENV_HOME,
+    c.ENV_INSECURE_DEV,
+    c.ENV_LEASE_SECONDS,
+    c.ENV_GLOBAL_LIMITS,
+    c.ENV_RATE_SCALE,
+    c.ENV_LOG_PII,
+]
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +48,12 @@ def test_every_documented_variable_is_covered_with_defaults() -> None:
     assert covered == set(ALL_VARS)
     env = env_settings()
     assert (env.lease_seconds, env.rate_scale, env.global_limits, env.insecure_dev, env.log_pii) == (
-        600.0, 1.0, "", False, False)
+        600.0,
+        1.0,
+        "",
+        False,
+        False,
+    )
     assert env.klaviyo_api_key is None and env.store_url is None
 
 
@@ -53,8 +76,10 @@ def test_flags_only_turn_on_with_1(monkeypatch: pytest.MonkeyPatch, raw: str, on
     assert env_settings().insecure_dev is on and env_settings().log_pii is on
 
 
-@pytest.mark.parametrize(("name", "raw"), [(c.ENV_RATE_SCALE, "fast"), (c.ENV_RATE_SCALE, "0"),
-                                           (c.ENV_RATE_SCALE, "inf"), (c.ENV_LEASE_SECONDS, "-5")])
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [(c.ENV_RATE_SCALE, "fast"), (c.ENV_RATE_SCALE, "0"), (c.ENV_RATE_SCALE, "inf"), (c.ENV_LEASE_SECONDS, "-5")],
+)
 def test_malformed_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, raw: str) -> None:
     monkeypatch.setenv(name, raw)
     with pytest.raises(ConfigError, match=name):

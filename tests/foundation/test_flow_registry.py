@@ -76,8 +76,12 @@ def test_every_registered_flow_has_its_deployment_and_every_deployment_a_registe
         assert deployment["entrypoint"] == f"flows/{module}.py:{spec.entrypoint_function}", deployment["name"]
 
 
-AUDIENCE_ID = {"type": "identify", "userId": "u1", "traits": {"churn_risk_users": True},
-               "context": {"personas": {"computation_class": "audience", "computation_key": "churn_risk_users"}}}
+AUDIENCE_ID = {
+    "type": "identify",
+    "userId": "u1",
+    "traits": {"churn_risk_users": True},
+    "context": {"personas": {"computation_class": "audience", "computation_key": "churn_risk_users"}},
+}
 SAMPLES: list[tuple[dict[str, Any], list[str]]] = [
     ({"type": "identify", "userId": "u1", "traits": {"email": "a@example.com"}}, ["sync-identify"]),
     ({"type": "identify", "userId": "u1", "traits": {"vip": True}}, ["sync-identify", "sync-audiences"]),
@@ -86,8 +90,10 @@ SAMPLES: list[tuple[dict[str, Any], list[str]]] = [
     ({"type": "track", "event": "Signed Up"}, ["forward-track", "onboard-new-users"]),
     ({"type": "track", "event": "Order Completed"}, ["forward-track"]),
     ({"type": "track", "event": "Audience Entered", "properties": {"audience_key": "vip"}}, ["sync-audiences"]),
-    ({"type": "track", "event": "Audience Exited", "properties": {"audience_key": "churn_risk_users"}},
-     ["sync-audiences", "churn-winback"]),
+    (
+        {"type": "track", "event": "Audience Exited", "properties": {"audience_key": "churn_risk_users"}},
+        ["sync-audiences", "churn-winback"],
+    ),
     ({"type": "page", "name": "Home"}, ["forward-track"]),
     ({"type": "screen", "name": "Home"}, ["forward-track"]),
     ({"type": "alias", "userId": "u1", "previousId": "a1"}, ["sync-identify"]),
@@ -140,16 +146,22 @@ def test_spec_rejects_a_flow_named_differently_and_an_auxiliary_flow_with_routes
 
 
 def test_cli_help_lists_the_registry_without_importing_prefect_and_unknown_flow_exits_2() -> None:
-    code = ("import sys\nfrom typer.testing import CliRunner\nfrom klaviyo_segment.cli.app import app\n"
-            "out = CliRunner().invoke(app, ['run', '--help']).output\n"
-            "print(' '.join(out.split()))\nprint('prefect loaded:', 'prefect' in sys.modules)\n")
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom klaviyo_segment.cli.app import app\n"
+        "out = CliRunner().invoke(app, ['run', '--help']).output\n"
+        "print(' '.join(out.split()))\nprint('prefect loaded:', 'prefect' in sys.modules)\n"
+    )
     wide = {**os.environ, "COLUMNS": "400", "TERMINAL_WIDTH": "400"}  # rich wraps the help in boxes otherwise
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          env=wide)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=wide)
     assert done.returncode == 0, done.stderr
     assert f"Flow name: {', '.join(registry.names())}." in done.stdout
     assert "prefect loaded: False" in done.stdout
-    bad = subprocess.run([sys.executable, "-m", "klaviyo_segment.cli.app", "preview", "nope", "--input", "x"],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    bad = subprocess.run(
+        [sys.executable, "-m", "klaviyo_segment.cli.app", "preview", "nope", "--input", "x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert bad.returncode == 2
     assert f"known flows: {', '.join(registry.names())}" in bad.stderr

@@ -23,8 +23,14 @@ from klaviyo_segment.run_state import (
 
 
 def _summary(sent: int, skipped: int, failed: int) -> dict[str, object]:
-    return {"flow": "forward-track", "received": sent + skipped + failed, "sent": sent, "skipped": skipped,
-            "failed": failed, "reasons": {"failed:event failed: 403": failed} if failed else {}}
+    return {
+        "flow": "forward-track",
+        "received": sent + skipped + failed,
+        "sent": sent,
+        "skipped": skipped,
+        "failed": failed,
+        "reasons": {"failed:event failed: 403": failed} if failed else {},
+    }
 
 
 def test_final_state_is_failed_only_when_messages_failed() -> None:
@@ -47,11 +53,13 @@ def test_run_names_carry_counts_and_batch_never_content() -> None:
 
 def test_summary_and_dead_letter_lines_are_redacted() -> None:
     line = summary_line({**_summary(0, 0, 2), "reasons": {"failed:invalid email jo@example.com": 2}})
-    assert line == ("forward-track: received 2, sent 0, skipped 0, failed 2; "
-                    "top reasons: failed:invalid email j***@example.com (2)")
+    assert line == (
+        "forward-track: received 2, sent 0, skipped 0, failed 2; top reasons: failed:invalid email j***@example.com (2)"
+    )
     out = Outcome(message_id="m1", status=Status.FAILED, type="identify", reason="phone +1 415 555 0100 rejected")
     assert dead_letter_line("sync-identify", "abc", out) == (
-        "dead letter abc: sync-identify message m1 (identify) failed: phone +1 ***00 rejected")
+        "dead letter abc: sync-identify message m1 (identify) failed: phone +1 ***00 rejected"
+    )
 
 
 async def test_throttle_waits_over_one_second_are_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -83,9 +91,11 @@ def test_cli_raises_the_ephemeral_server_startup_timeout_unless_set(preset: str 
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
     if preset is not None:
         env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = preset
-    code = ("import klaviyo_segment.cli.app\n"
-            "from prefect.settings import get_current_settings\n"
-            "print(get_current_settings().server.ephemeral.startup_timeout_seconds)")
+    code = (
+        "import klaviyo_segment.cli.app\n"
+        "from prefect.settings import get_current_settings\n"
+        "print(get_current_settings().server.ephemeral.startup_timeout_seconds)"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == expected

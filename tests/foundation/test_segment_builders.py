@@ -7,10 +7,18 @@ import math
 import pytest
 
 from klaviyo_segment.builders.segment import (
-    ENVELOPE_BYTES, build_identify, build_track, encode, message_size, split_batches,
+    ENVELOPE_BYTES,
+    build_identify,
+    build_track,
+    encode,
+    message_size,
+    split_batches,
 )
 from klaviyo_segment.constants import (
-    SEGMENT_BATCH_MAX_MESSAGES, SEGMENT_BATCH_TARGET_BYTES, SEGMENT_LIBRARY_NAME, SEGMENT_MESSAGE_MAX_BYTES,
+    SEGMENT_BATCH_MAX_MESSAGES,
+    SEGMENT_BATCH_TARGET_BYTES,
+    SEGMENT_LIBRARY_NAME,
+    SEGMENT_MESSAGE_MAX_BYTES,
     SEGMENT_REQUEST_MAX_BYTES,
 )
 from klaviyo_segment.segment_spec import SegmentMessage, parse_message, sent_by_us
@@ -37,8 +45,15 @@ def test_messages_carry_loop_guards() -> None:
         assert message["timestamp"].endswith("Z") and message["messageId"]
     assert track["context"]["ip"] == "1.2.3.4" and track["event"] == "Order Completed"
     assert identify["anonymousId"] == "a1" and "userId" not in identify
-    assert not _own({"type": "track", "event": "e", "userId": "u1", "messageId": "m1",
-                     "context": {"library": {"name": "analytics.js"}}})
+    assert not _own(
+        {
+            "type": "track",
+            "event": "e",
+            "userId": "u1",
+            "messageId": "m1",
+            "context": {"library": {"name": "analytics.js"}},
+        }
+    )
 
 
 def test_builders_reject_unusable_messages() -> None:

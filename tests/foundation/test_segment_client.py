@@ -97,8 +97,9 @@ async def test_timeout_is_retried() -> None:
 
 
 async def test_send_messages_aligns_results_with_input(segment: FakeSegment) -> None:
-    messages = [build_track("e", user_id=f"u{i}", message_id=f"m{i}", properties={"p": "x" * 20_000})
-                for i in range(40)]
+    messages = [
+        build_track("e", user_id=f"u{i}", message_id=f"m{i}", properties={"p": "x" * 20_000}) for i in range(40)
+    ]
     messages.insert(3, build_track("big", user_id="u", properties={"p": "x" * SEGMENT_MESSAGE_MAX_BYTES}))
     segment.script[:] = [(400, {})]  # the first chunk to arrive is rejected for good; others succeed
     async with SegmentClient(_credentials(segment.url), sleep=Sleeps()) as client:
@@ -108,7 +109,7 @@ async def test_send_messages_aligns_results_with_input(segment: FakeSegment) -> 
     sent_ids = {m["messageId"] for batch in segment.batches[1:] for m in batch}
     failed_first_chunk = {m["messageId"] for m in segment.batches[0]}
     assert len(segment.batches) >= 2
-    for result, message in zip(results, messages):
+    for result, message in zip(results, messages, strict=False):
         if result.index == 3:
             continue
         if message["messageId"] in failed_first_chunk:

@@ -93,8 +93,9 @@ def test_unreachable_prefect_is_a_config_error() -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
-        with pytest.raises(ConfigError, match="write_key is not set: .*could not load the SegmentCredentials "
-                                              "block 'default'"):
+        with pytest.raises(
+            ConfigError, match="write_key is not set: .*could not load the SegmentCredentials block 'default'"
+        ):
             resolve_segment({})
         with pytest.raises(ConfigError, match="could not load the SegmentCredentials block 'named'"):
             resolve_segment({"write_key": "w"}, {"segment": {"block": "named"}})

@@ -21,8 +21,9 @@ def _prefect(args: list[str], api_url: str, project_dir: bool = True) -> subproc
     env = dict(os.environ, PREFECT_API_URL=api_url, KLAVIYO_SEGMENT_PROJECT_DIR=str(ROOT))
     if not project_dir:
         env.pop("KLAVIYO_SEGMENT_PROJECT_DIR")
-    return subprocess.run([sys.executable, "-m", "prefect", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "prefect", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+    )
 
 
 @pytest.mark.slow
@@ -38,8 +39,9 @@ async def test_prefect_deploy_all_creates_every_deployment_with_triggers(prefect
         try:
             assert EXPECTED <= set(deployments)
             assert all(deployments[n].work_pool_name == "klaviyo-segment" for n in EXPECTED)
-            assert deployments["sync-identify"].pull_steps == [{"klaviyo_segment.deploy_steps.set_project_dir": {
-                "directory": str(ROOT)}}]
+            assert deployments["sync-identify"].pull_steps == [
+                {"klaviyo_segment.deploy_steps.set_project_dir": {"directory": str(ROOT)}}
+            ]
             automations = await client.read_automations()
             trigger_targets = {a.name for a in automations}
             assert any("sync-identify" in name for name in trigger_targets), trigger_targets

@@ -28,25 +28,40 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _prefect(args: list[str], api_url: str, **extra: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PREFECT_API_URL=api_url, KLAVIYO_SEGMENT_PROJECT_DIR=str(ROOT), **extra)
-    return subprocess.run([sys.executable, "-m", "prefect", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "prefect", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+    )
 
 
 def _snapshot(deployment: Any) -> dict[str, Any]:
-    return {"id": deployment.id, "work_pool_name": deployment.work_pool_name, "pull_steps": deployment.pull_steps,
-            "parameters": deployment.parameters, "updated": deployment.updated, "paused": deployment.paused,
-            "path": deployment.path, "entrypoint": deployment.entrypoint}
+    return {
+        "id": deployment.id,
+        "work_pool_name": deployment.work_pool_name,
+        "pull_steps": deployment.pull_steps,
+        "parameters": deployment.parameters,
+        "updated": deployment.updated,
+        "paused": deployment.paused,
+        "path": deployment.path,
+        "entrypoint": deployment.entrypoint,
+    }
 
 
 async def _automations(client: Any) -> dict[str, Any]:
-    return {str(a.id): (a.name, a.enabled, a.trigger.model_dump(mode="json"), [x.model_dump(mode="json")
-                                                                              for x in a.actions])
-            for a in await client.read_automations()}
+    return {
+        str(a.id): (
+            a.name,
+            a.enabled,
+            a.trigger.model_dump(mode="json"),
+            [x.model_dump(mode="json") for x in a.actions],
+        )
+        for a in await client.read_automations()
+    }
 
 
 @pytest.mark.slow
 async def test_deployments_mode_starts_the_deployed_flows_and_leaves_deployments_and_automations_alone(
-        sandbox_factory: Any, prefect_server: str, tmp_path: Path) -> None:
+    sandbox_factory: Any, prefect_server: str, tmp_path: Path
+) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
@@ -62,29 +77,44 @@ async def test_deployments_mode_starts_the_deployed_flows_and_leaves_deployments
     assert any(name for name, *_ in automations_before.values()), "prefect deploy made the trigger's automation"
 
     box = sandbox_factory(rate_limits="off")
-    env = dict(os.environ, **sandbox_env(box), PREFECT_API_URL=prefect_server,
-               KLAVIYO_SEGMENT_STORE_URL=f"sqlite:///{tmp_path}/state.db", KLAVIYO_SEGMENT_HOME=str(tmp_path))
+    env = dict(
+        os.environ,
+        **sandbox_env(box),
+        PREFECT_API_URL=prefect_server,
+        KLAVIYO_SEGMENT_STORE_URL=f"sqlite:///{tmp_path}/state.db",
+        KLAVIYO_SEGMENT_HOME=str(tmp_path),
+    )
     config = tmp_path / "config.yaml"
     config.write_text("max_event_age_hours: 48\n")
     proc, url = _start(free_port(), env, config, "--dispatch", "deployments")
     try:
-        messages = [{"type": "track", "event": "Order Completed", "messageId": f"dm-{i}", "userId": "dm-user",
-                     "properties": {"n": i}} for i in range(6)]
+        messages = [
+            {
+                "type": "track",
+                "event": "Order Completed",
+                "messageId": f"dm-{i}",
+                "userId": "dm-user",
+                "properties": {"n": i},
+            }
+            for i in range(6)
+        ]
         report = await deliver(f"{url}/segment", messages, box.segment_shared_secret, batch_size=3)
         assert len(report.acknowledged) == 6
         async with get_client() as client:
+
             async def runs() -> list[Any]:
-                return await client.read_flow_runs(deployment_filter=DeploymentFilter(
-                    id=DeploymentFilterId(any_=[deployed.id])))
+                return await client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployed.id]))
+                )
 
             async def poll() -> None:
                 while not any(r.parameters.get("batch_ids") for r in await runs()):
                     await asyncio.sleep(0.3)
+
             await asyncio.wait_for(poll(), 60)
             created = await runs()
             # the run belongs to the pool: a worker executes it (none runs here, so it waits, Scheduled)
-            assert all(r.work_pool_name == "klaviyo-segment" and set(r.parameters) == {"batch_ids"}
-                       for r in created)
+            assert all(r.work_pool_name == "klaviyo-segment" and set(r.parameters) == {"batch_ids"} for r in created)
             served = {d.name for d in await client.read_deployments()}
             # flows without a `prefect deploy` deployment are served by serve under distinct names
             assert f"sync-identify{SERVE_SUFFIX}" in served and f"forward-track{SERVE_SUFFIX}" not in served
@@ -101,8 +131,9 @@ async def test_deployments_mode_starts_the_deployed_flows_and_leaves_deployments
             assert after == before
             assert await _automations(client) == automations_before
         finally:  # other tests of this session serve forward-track themselves
-            for run in await client.read_flow_runs(deployment_filter=DeploymentFilter(
-                    id=DeploymentFilterId(any_=[deployed.id]))):
+            for run in await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployed.id]))
+            ):
                 await client.delete_flow_run(run.id)
             await client.delete_deployment(deployed.id)
 

@@ -47,6 +47,7 @@ async def _until(predicate: Any, timeout: float = 60) -> None:  # generous: only
     async def poll() -> None:
         while not await predicate():
             await asyncio.sleep(0.01)
+
     await asyncio.wait_for(poll(), timeout)
 
 
@@ -89,8 +90,9 @@ async def test_deployments_mode_bounds_in_flight_runs_and_coalesces_the_backlog(
         return f"run-{len(started)}"
 
     await _commit(store, 1)
-    dispatcher = Dispatcher(store, launch, mode="deployments", flows=["sync-identify"], max_in_flight=1,
-                            sweep_interval=0.05)
+    dispatcher = Dispatcher(
+        store, launch, mode="deployments", flows=["sync-identify"], max_in_flight=1, sweep_interval=0.05
+    )
     await dispatcher.start()
     try:
         await _until(lambda: _true(len(started) == 1))
@@ -117,6 +119,7 @@ def test_idempotency_key_is_stable_for_a_retry_and_changes_after_a_dispatch() ->
         def __init__(self, id: str, run: str | None) -> None:
             self.id, self.dispatched_run_id, self.attempts = id, run, 0
 
-    assert idempotency_key("f", [Info("a", None), Info("b", None)]) == idempotency_key("f", [Info("b", None),
-                                                                                              Info("a", None)])
+    assert idempotency_key("f", [Info("a", None), Info("b", None)]) == idempotency_key(
+        "f", [Info("b", None), Info("a", None)]
+    )
     assert idempotency_key("f", [Info("a", None)]) != idempotency_key("f", [Info("a", "run-1")])

@@ -9,16 +9,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from klaviyo_segment.flows import names as flow_names
 from klaviyo_segment.devkit.demo import run_pipeline, sandbox_env
-from klaviyo_segment.routing import audience_key
 from klaviyo_segment.devkit.sandbox.segment.generators import generate_stream
+from klaviyo_segment.flows import names as flow_names
+from klaviyo_segment.routing import audience_key
 from klaviyo_segment.store import Store
 
 
 @pytest.mark.slow
-async def test_pipeline_covers_every_template(sandbox_factory, prefect_server: str, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_pipeline_covers_every_template(
+    sandbox_factory, prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     box = sandbox_factory(rate_limits="off")
     for name, value in sandbox_env(box).items():
         monkeypatch.setenv(name, value)
@@ -26,8 +27,9 @@ async def test_pipeline_covers_every_template(sandbox_factory, prefect_server: s
     store = await Store.open(f"sqlite:///{tmp_path}/state.db")
     stages: list[tuple[float, str]] = []
     try:
-        result = await run_pipeline(box, store, count=120, seed=3, timeout=120,
-                                    progress=lambda m: stages.append((time.monotonic(), m)))
+        result = await run_pipeline(
+            box, store, count=120, seed=3, timeout=120, progress=lambda m: stages.append((time.monotonic(), m))
+        )
         replay = await run_pipeline_again(box, store)
     finally:
         await store.close()
@@ -75,19 +77,29 @@ def expected_memberships(messages: list[dict]) -> dict[str, int]:
 
 async def run_pipeline_again(box: object, store: Store) -> dict[str, int]:
     """Segment redelivering the same stream must not create a single extra Klaviyo event."""
-    from klaviyo_segment.devkit.demo import INVALID
-    from klaviyo_segment.ingress.receiver import ReceiverSettings
-    from klaviyo_segment.ingress.runner import start_ingress
     from klaviyo_segment.config import AppConfig
+    from klaviyo_segment.devkit.demo import INVALID
     from klaviyo_segment.devkit.sandbox.segment.generators import generate_stream
     from klaviyo_segment.devkit.sandbox.segment.simulator import deliver
+    from klaviyo_segment.ingress.receiver import ReceiverSettings
+    from klaviyo_segment.ingress.runner import start_ingress
 
-    ingress = await start_ingress(store, AppConfig(), settings=ReceiverSettings(box.segment_shared_secret,  # type: ignore[attr-defined]
-                                                                                 box.klaviyo_webhook_secret),  # type: ignore[attr-defined]
-                                  dispatch=None)
+    ingress = await start_ingress(
+        store,
+        AppConfig(),
+        settings=ReceiverSettings(
+            box.segment_shared_secret,  # type: ignore[attr-defined]
+            box.klaviyo_webhook_secret,
+        ),  # type: ignore[attr-defined]
+        dispatch=None,
+    )
     try:
-        report = await deliver(f"{ingress.url}/segment", generate_stream(120, seed=3) + [dict(INVALID)],
-                               box.segment_shared_secret, batch_size=10)  # type: ignore[attr-defined]
+        report = await deliver(
+            f"{ingress.url}/segment",
+            generate_stream(120, seed=3) + [dict(INVALID)],
+            box.segment_shared_secret,
+            batch_size=10,
+        )  # type: ignore[attr-defined]
         assert len(report.acknowledged) == 121
         assert ingress.committer.stats.accepted == 0  # every message was a duplicate: nothing new to run
     finally:

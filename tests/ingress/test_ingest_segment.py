@@ -19,7 +19,8 @@ EMAIL = "ingest-person@example.com"
 
 
 async def test_one_event_stages_per_flow_and_emits_one_ready_event_per_flow(
-        prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
     from prefect.types._datetime import now
@@ -30,13 +31,25 @@ async def test_one_event_stages_per_flow_and_emits_one_ready_event_per_flow(
     store_url = f"sqlite:///{tmp_path / 'state.db'}"
     monkeypatch.setenv("KLAVIYO_SEGMENT_STORE_URL", store_url)
     started = now("UTC")
-    messages = [{"type": "identify", "userId": "ing-1", "messageId": "ing-id-1", "traits": {"email": EMAIL}},
-                {"type": "track", "userId": "ing-1", "messageId": "ing-tr-1", "event": "Order Completed",
-                 "properties": {"email": EMAIL}},
-                {"messageId": "bad", "userId": "ing-1"}]  # no type: refused at the door, a dead letter
+    messages = [
+        {"type": "identify", "userId": "ing-1", "messageId": "ing-id-1", "traits": {"email": EMAIL}},
+        {
+            "type": "track",
+            "userId": "ing-1",
+            "messageId": "ing-tr-1",
+            "event": "Order Completed",
+            "properties": {"email": EMAIL},
+        },
+        {"messageId": "bad", "userId": "ing-1"},
+    ]  # no type: refused at the door, a dead letter
     event_id = str(uuid.uuid4())
-    event = {"id": event_id, "occurred": started.isoformat(), "event": "segment.batch",
-             "resource": {"prefect.resource.id": "segment.source.test"}, "payload": {"messages": messages}}
+    event = {
+        "id": event_id,
+        "occurred": started.isoformat(),
+        "event": "segment.batch",
+        "resource": {"prefect.resource.id": "segment.source.test"},
+        "payload": {"messages": messages},
+    }
     async with httpx.AsyncClient(base_url=prefect_server) as http:  # what a Cloud webhook does: one event
         assert (await http.post("/events", json=[event])).status_code == 204
 
@@ -47,25 +60,32 @@ async def test_one_event_stages_per_flow_and_emits_one_ready_event_per_flow(
     store = await Store.open(store_url)
     try:
         infos = await store.get_batches(list(summary["batches"].values()))
-        assert {(i.flow, i.size, i.status) for i in infos} == {("sync-identify", 1, "pending"),
-                                                               ("forward-track", 1, "pending")}
+        assert {(i.flow, i.size, i.status) for i in infos} == {
+            ("sync-identify", 1, "pending"),
+            ("forward-track", 1, "pending"),
+        }
     finally:
         await store.close()
     assert (await ingest_segment(event_id=event_id))["batches"] == {}  # a redelivered event stages nothing new
 
     async with get_client() as client:
+
         async def ready() -> list[Any]:
-            page = await client.read_events(EventFilter(event=EventNameFilter(name=[READY_EVENT]),
-                                                        occurred=EventOccurredFilter(since=started)), limit=50)
+            page = await client.read_events(
+                EventFilter(event=EventNameFilter(name=[READY_EVENT]), occurred=EventOccurredFilter(since=started)),
+                limit=50,
+            )
             return page.events
 
         async def poll() -> None:
             while len(await ready()) < 2:
                 await asyncio.sleep(0.5)
+
         await asyncio.wait_for(poll(), 60)
         emitted = {e.resource.id: e.payload for e in await ready()}
-        assert emitted == {f"klaviyo-segment.flow.{flow}": {"batch_ids": [bid]}
-                           for flow, bid in summary["batches"].items()}
+        assert emitted == {
+            f"klaviyo-segment.flow.{flow}": {"batch_ids": [bid]} for flow, bid in summary["batches"].items()
+        }
         runs = [r for r in await client.read_flow_runs() if r.parameters.get("event_id") == event_id]
         assert runs and all(set(r.parameters) <= {"event_id", "config_block"} for r in runs)
         assert all(EMAIL not in json.dumps(r.parameters) + str(r.state.message or "") for r in runs)

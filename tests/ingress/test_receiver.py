@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -13,12 +13,11 @@ import httpx
 import pytest
 
 from klaviyo_segment.config import AppConfig
+from klaviyo_segment.flows import names as flow_names
 from klaviyo_segment.ingress.receiver import ReceiverSettings
 from klaviyo_segment.ingress.runner import Ingress, start_ingress
 from klaviyo_segment.store import Store
 from tests.ingress.helpers import KLAVIYO_SECRET, SEGMENT_SECRET, identify, klaviyo_request, segment_request
-
-from klaviyo_segment.flows import names as flow_names
 
 ALL = list(flow_names())
 SETTINGS = ReceiverSettings(segment_secret=SEGMENT_SECRET, klaviyo_secret=KLAVIYO_SECRET)
@@ -32,14 +31,16 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def _ingress(store: Any, settings: ReceiverSettings = SETTINGS, **committer: Any) -> Ingress:
-    return await start_ingress(store, AppConfig(), settings=settings, dispatch=None, flows=ALL,
-                               committer_options=committer or None)
+    return await start_ingress(
+        store, AppConfig(), settings=settings, dispatch=None, flows=ALL, committer_options=committer or None
+    )
 
 
 async def test_concurrent_requests_share_few_transactions_and_every_200_is_committed(store: Store) -> None:
     ingress = await _ingress(store, max_wait=0.05)
     try:
         async with httpx.AsyncClient(base_url=ingress.url) as client:
+
             async def post(i: int) -> int:
                 body, headers = segment_request(identify(i))
                 return (await client.post("/segment", content=body, headers=headers)).status_code
@@ -55,8 +56,11 @@ async def test_concurrent_requests_share_few_transactions_and_every_200_is_commi
 async def test_batch_delivery_and_redelivery_are_deduplicated(store: Store) -> None:
     ingress = await _ingress(store)
     try:
-        batch = [identify(1), identify(2), {"type": "track", "event": "Product Viewed", "messageId": "t1",
-                                            "userId": "u1"}]
+        batch = [
+            identify(1),
+            identify(2),
+            {"type": "track", "event": "Product Viewed", "messageId": "t1", "userId": "u1"},
+        ]
         body, headers = segment_request(batch)
         async with httpx.AsyncClient(base_url=ingress.url) as client:
             assert (await client.post("/segment", content=body, headers=headers)).status_code == 200
@@ -152,16 +156,19 @@ async def test_overload_answers_429_with_retry_after(store: Store) -> None:
 
 async def test_klaviyo_delivery_routes_records_to_engagement_and_dedupes(store: Store) -> None:
     ingress = await _ingress(store)
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    records = [{"external_id": f"ev{i}", "payload": {"type": "event", "id": f"ev{i}"},
-                "topic": "event:klaviyo.opened_email"} for i in range(3)]
+    now = datetime.now(UTC).replace(microsecond=0)
+    records = [
+        {"external_id": f"ev{i}", "payload": {"type": "event", "id": f"ev{i}"}, "topic": "event:klaviyo.opened_email"}
+        for i in range(3)
+    ]
     try:
         async with httpx.AsyncClient(base_url=ingress.url) as client:
             body, headers = klaviyo_request(records, format_datetime(now, usegmt=True), now.isoformat())
             assert (await client.post("/klaviyo", content=body, headers=headers)).status_code == 200
             assert (await client.post("/klaviyo", content=body, headers=headers)).status_code == 200
-            stale, stale_headers = klaviyo_request(records, format_datetime(now, usegmt=True),
-                                                   "2020-01-01T00:00:00+00:00")
+            stale, stale_headers = klaviyo_request(
+                records, format_datetime(now, usegmt=True), "2020-01-01T00:00:00+00:00"
+            )
             assert (await client.post("/klaviyo", content=stale, headers=stale_headers)).status_code == 401
             other = dict(headers, **{"Klaviyo-Webhook-Id": "WH9"})
             assert (await client.post("/klaviyo", content=body, headers=other)).status_code == 401
@@ -207,20 +214,29 @@ async def test_healthz_reports_a_store_that_cannot_write_as_degraded(store: Stor
 
 async def test_klaviyo_delivery_that_is_not_an_object_is_400_not_401(store: Store) -> None:
     ingress = await _ingress(store)
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    from tests.ingress.helpers import KLAVIYO_SECRET as secret
+    now = datetime.now(UTC).replace(microsecond=0)
     from klaviyo_segment.ingress.signatures import klaviyo_signature
+    from tests.ingress.helpers import KLAVIYO_SECRET as secret
 
     stamp = format_datetime(now, usegmt=True)
     try:
         async with httpx.AsyncClient(base_url=ingress.url) as client:
             for body in (b'[{"external_id":"e1"}]', b'{"data":[]}'):
-                r = await client.post("/klaviyo", content=body, headers={
-                    "Klaviyo-Timestamp": stamp, "Klaviyo-Webhook-Id": "WH1",
-                    "Klaviyo-Signature": klaviyo_signature(secret, body, stamp)})
+                r = await client.post(
+                    "/klaviyo",
+                    content=body,
+                    headers={
+                        "Klaviyo-Timestamp": stamp,
+                        "Klaviyo-Webhook-Id": "WH1",
+                        "Klaviyo-Signature": klaviyo_signature(secret, body, stamp),
+                    },
+                )
                 assert r.status_code == 400 and "meta" in r.json()["error"], (body, r.text)
-            forged = await client.post("/klaviyo", content=b"[" * 10_000, headers={
-                "Klaviyo-Timestamp": stamp, "Klaviyo-Webhook-Id": "WH1", "Klaviyo-Signature": "0" * 64})
+            forged = await client.post(
+                "/klaviyo",
+                content=b"[" * 10_000,
+                headers={"Klaviyo-Timestamp": stamp, "Klaviyo-Webhook-Id": "WH1", "Klaviyo-Signature": "0" * 64},
+            )
             assert forged.status_code == 401  # checked over the raw bytes, before any parsing
     finally:
         await ingress.stop()
@@ -242,12 +258,14 @@ async def test_a_request_the_store_refuses_fails_alone_not_its_whole_group(store
     ingress = await _ingress(_PoisonStore(store), max_wait=0.1)
     try:
         async with httpx.AsyncClient(base_url=ingress.url) as client:
+
             async def post(message: dict[str, Any]) -> int:
                 body, headers = segment_request(message)
                 return (await client.post("/segment", content=body, headers=headers)).status_code
 
-            statuses = await asyncio.gather(*(post(identify(i)) for i in range(20)),
-                                            post(identify(99, messageId="poison")))
+            statuses = await asyncio.gather(
+                *(post(identify(i)) for i in range(20)), post(identify(99, messageId="poison"))
+            )
         assert statuses[:20] == [200] * 20 and statuses[20] == 503
         assert await store.backlog() == {"sync-identify": 20}
     finally:

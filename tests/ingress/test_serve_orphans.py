@@ -46,11 +46,20 @@ def _alive(pid: int) -> bool:
 
 def _start_serve(tmp_path: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # serve starts its own server
-    env.update(KLAVIYO_SEGMENT_HOME=str(tmp_path / "home"), KLAVIYO_SEGMENT_STORE_URL=f"sqlite:///{tmp_path}/s.db",
-               KLAVIYO_API_KEY="pk_orphan_test", KLAVIYO_BASE_URL="http://127.0.0.1:9")
+    env.update(
+        KLAVIYO_SEGMENT_HOME=str(tmp_path / "home"),
+        KLAVIYO_SEGMENT_STORE_URL=f"sqlite:///{tmp_path}/s.db",
+        KLAVIYO_API_KEY="pk_orphan_test",
+        KLAVIYO_BASE_URL="http://127.0.0.1:9",
+    )
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - owned by the child
-    proc = subprocess.Popen([sys.executable, "-c", SERVE, "serve", "--port", str(free_port())], env=env,
-                            stdout=subprocess.PIPE, stderr=log, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE, "serve", "--port", str(free_port())],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
     log.close()
     line = proc.stdout.readline()  # type: ignore[union-attr]  # one JSON line when ready
     assert line, f"serve exited with {proc.wait(5)}: {(tmp_path / 'serve.log').read_text()[-2000:]}"
@@ -86,8 +95,10 @@ def test_a_restart_stops_a_server_left_on_the_same_prefect_home(tmp_path: Path) 
     home.mkdir()
     env = dict(os.environ, PREFECT_HOME=str(home))
     stale = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "server"], env=env)
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "server"],
-                             env=dict(os.environ, PREFECT_HOME=str(tmp_path / "elsewhere")))
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "server"],
+        env=dict(os.environ, PREFECT_HOME=str(tmp_path / "elsewhere")),
+    )
     try:
         (home / SERVER_PID_FILE).write_text(f"{other.pid}\n")
         _stop_stale_server(home)  # another home's process (or a reused pid) is never signalled

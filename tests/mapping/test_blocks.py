@@ -16,8 +16,9 @@ pytestmark = pytest.mark.prefect
 
 def test_blocks_apply_and_show(prefect_server: str, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("track: {deny: ['Test *']}\nklaviyo: {api_key: pk_never_stored}\n"
-                      "onboarding: {list_id: L1}\n", encoding="utf-8")
+    config.write_text(
+        "track: {deny: ['Test *']}\nklaviyo: {api_key: pk_never_stored}\nonboarding: {list_id: L1}\n", encoding="utf-8"
+    )
     runner = CliRunner()
     result = runner.invoke(app, ["blocks", "apply", "--config", str(config), "--name", "mapping-test"])
     assert result.exit_code == 0, result.output
@@ -54,8 +55,10 @@ def test_block_is_typed_so_the_ui_renders_a_form() -> None:
     assert {"klaviyo", "segment", "store"}.isdisjoint(schema["properties"])  # credentials have their own blocks
     assert schema["properties"]["track"]["$ref"].endswith("/TrackConfig")
     block = MappingTables(track={"deny": ["Test *"]}, churn={"list_id": "L9"})
-    assert block.track.deny == ["Test *"] and block.document == {"track": {"deny": ["Test *"]},
-                                                                 "churn": {"list_id": "L9"}}
+    assert block.track.deny == ["Test *"] and block.document == {
+        "track": {"deny": ["Test *"]},
+        "churn": {"list_id": "L9"},
+    }
 
 
 def test_old_document_blocks_still_load() -> None:
@@ -77,11 +80,19 @@ async def test_a_typo_saved_through_the_api_names_the_key(prefect_server: str) -
         schema = await client.get_most_recent_block_schema_for_block_type(block_type.id)
         assert schema is not None
         # what the UI's JSON editor (or an old untyped block) can store: no client-side validation
-        created = await client.create_block_document(BlockDocumentCreate(
-            name="typo", data={"track": {"alow": ["*"]}}, block_schema_id=schema.id, block_type_id=block_type.id))
-        legacy = await client.create_block_document(BlockDocumentCreate(
-            name="legacy", data={"document": {"churn": {"list_id": "L_OLD"}}}, block_schema_id=schema.id,
-            block_type_id=block_type.id))
+        created = await client.create_block_document(
+            BlockDocumentCreate(
+                name="typo", data={"track": {"alow": ["*"]}}, block_schema_id=schema.id, block_type_id=block_type.id
+            )
+        )
+        legacy = await client.create_block_document(
+            BlockDocumentCreate(
+                name="legacy",
+                data={"document": {"churn": {"list_id": "L_OLD"}}},
+                block_schema_id=schema.id,
+                block_type_id=block_type.id,
+            )
+        )
     try:
         with pytest.raises(ConfigError) as caught:
             load_saved_block(MappingTables, "typo")

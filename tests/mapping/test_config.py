@@ -63,21 +63,27 @@ store: {url: "sqlite:///state.db"}
     assert AppConfig.from_document(document).compiled().track.names == ["signups", "track-default"]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("track: {alow: ['*']}\n", "track.alow: unknown key"),
-    ("templtes: {}\n", "templtes: unknown key"),
-    ("onboarding: {list_id: L, max_age: 3}\n", "onboarding.max_age: unknown key"),
-    ("klaviyo: {token: x}\n", "klaviyo.token: unknown key"),
-    ("segment: {region: mars}\n", "segment.region: Input should be 'us' or 'eu'"),
-    ("churn: {threshold: high}\n", "churn.threshold:"),
-    ("phone_default_country: XX\n", "phone_default_country: Value error, unknown country 'XX'"),
-    ("templates: {track: [nope]}\n", "templates.track[0]: unknown template 'nope'"),
-    ("templates: {identify: [track-default]}\n", "templates.identify[0]: template 'track-default' is a track"),
-    ("custom_templates: {bad: {kind: track, fields: {metric: $.event, value: {literal: x}}}}\n"
-     "templates: {track: [bad]}\n", "template 'bad', field 'value': type mismatch"),
-    ("- just\n- a list\n", "the top level must be a mapping"),
-    ("track: [unclosed\n", "is not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("track: {alow: ['*']}\n", "track.alow: unknown key"),
+        ("templtes: {}\n", "templtes: unknown key"),
+        ("onboarding: {list_id: L, max_age: 3}\n", "onboarding.max_age: unknown key"),
+        ("klaviyo: {token: x}\n", "klaviyo.token: unknown key"),
+        ("segment: {region: mars}\n", "segment.region: Input should be 'us' or 'eu'"),
+        ("churn: {threshold: high}\n", "churn.threshold:"),
+        ("phone_default_country: XX\n", "phone_default_country: Value error, unknown country 'XX'"),
+        ("templates: {track: [nope]}\n", "templates.track[0]: unknown template 'nope'"),
+        ("templates: {identify: [track-default]}\n", "templates.identify[0]: template 'track-default' is a track"),
+        (
+            "custom_templates: {bad: {kind: track, fields: {metric: $.event, value: {literal: x}}}}\n"
+            "templates: {track: [bad]}\n",
+            "template 'bad', field 'value': type mismatch",
+        ),
+        ("- just\n- a list\n", "the top level must be a mapping"),
+        ("track: [unclosed\n", "is not valid YAML"),
+    ],
+)
 def test_config_errors_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(_write(tmp_path, text))

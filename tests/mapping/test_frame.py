@@ -8,24 +8,25 @@ import polars as pl
 import pytest
 
 from klaviyo_segment.errors import ConfigError
-from klaviyo_segment.mapping import compile_template
+from klaviyo_segment.mapping import ProfileMapping, compile_template
 from klaviyo_segment.mapping.frame import frame_messages, map_frame, map_frame_df
 from tests.mapping.helpers import assert_valid
-from klaviyo_segment.mapping import ProfileMapping
 
 IDENTIFY = compile_template("identify-default")
 
 
 def _frame() -> pl.DataFrame:
-    return pl.DataFrame({
-        "user_id": ["u1", None, "u3", None],
-        "anonymousId": ["a1", "a2", None, None],
-        "email": ["A@Example.com", None, "c@example.com", None],
-        "phone": ["(415) 555-2671", "bad", None, None],
-        "firstName": ["Åsa", None, "Chen", None],
-        "address.city": ["Malmö", None, None, None],
-        "traits": ['{"plan": "pro", "last_name": "Lind"}', None, "not json", '{"plan": null}'],
-    })
+    return pl.DataFrame(
+        {
+            "user_id": ["u1", None, "u3", None],
+            "anonymousId": ["a1", "a2", None, None],
+            "email": ["A@Example.com", None, "c@example.com", None],
+            "phone": ["(415) 555-2671", "bad", None, None],
+            "firstName": ["Åsa", None, "Chen", None],
+            "address.city": ["Malmö", None, None, None],
+            "traits": ['{"plan": "pro", "last_name": "Lind"}', None, "not json", '{"plan": null}'],
+        }
+    )
 
 
 def test_frame_equals_per_message_path() -> None:

@@ -32,8 +32,9 @@ async def main(base_url: str, seconds: float, concurrency: int, tag: str) -> dic
             i = 0
             while time.monotonic() < deadline:
                 i += 1
-                plan = bulk_create_events_body([{"metric": "Hammer", "unique_id": f"{tag}-{n}-{i}",
-                                                 "profile": {"external_id": f"{tag}-{n}"}}])
+                plan = bulk_create_events_body(
+                    [{"metric": "Hammer", "unique_id": f"{tag}-{n}-{i}", "profile": {"external_id": f"{tag}-{n}"}}]
+                )
                 try:
                     await client.request("bulk_create_events", json=plan.body)
                     sent += 1

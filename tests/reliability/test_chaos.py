@@ -11,16 +11,25 @@ from typing import Any
 
 import pytest
 
+from klaviyo_segment.config import AppConfig
 from klaviyo_segment.devkit.chaos_expect import Expected, compare, expected_state, failures
 from klaviyo_segment.devkit.cli.chaos import _with_invalid, failed_checks, run_chaos
-from klaviyo_segment.config import AppConfig
 from klaviyo_segment.devkit.demo import demo_config
 from klaviyo_segment.devkit.sandbox.segment.generators import CHURN_AUDIENCE, generate_stream
 
 MESSAGES = int(os.environ.get("KS_CHAOS_MESSAGES", "20000"))
-LISTS = {name: name.upper()[:6] for name in
-         ["vip_customers", "first_time_shopper", "high_intent_browsers", "lapsed_90_days", CHURN_AUDIENCE,
-          "Onboarding", "Churn Win-back"]}
+LISTS = {
+    name: name.upper()[:6]
+    for name in [
+        "vip_customers",
+        "first_time_shopper",
+        "high_intent_browsers",
+        "lapsed_90_days",
+        CHURN_AUDIENCE,
+        "Onboarding",
+        "Churn Win-back",
+    ]
+}
 
 
 def _expected(count: int) -> tuple[AppConfig, Expected]:
@@ -45,22 +54,35 @@ def test_compare_reports_each_kind_of_drift() -> None:
     """Feed the comparison a Klaviyo that holds the expected state, then break one thing per category."""
     _, exp = _expected(1500)
     users = sorted(exp.profiles)
+
     def profile(i: int, user: str) -> dict[str, Any]:
         churn = {"churn_risk": exp.churn[user]} if user in exp.churn else {}
         consent = "SUBSCRIBED" if user in exp.subscribed else "NEVER_SUBSCRIBED"
-        return {"id": f"p{i}", "attributes": {"external_id": user, "properties": dict(exp.profiles[user]) | churn,
-                                              "subscriptions": {"email": {"marketing": {"consent": consent}}}}}
+        return {
+            "id": f"p{i}",
+            "attributes": {
+                "external_id": user,
+                "properties": dict(exp.profiles[user]) | churn,
+                "subscriptions": {"email": {"marketing": {"consent": consent}}},
+            },
+        }
 
     profiles = [profile(i, u) for i, u in enumerate(users)]
     pid = {u: f"p{i}" for i, u in enumerate(users)}
-    events = [{"profile_id": pid.get(u, u), "metric": m, "properties": {"$event_id": uid}} for (u, m, uid) in exp.events]
+    events = [
+        {"profile_id": pid.get(u, u), "metric": m, "properties": {"$event_id": uid}} for (u, m, uid) in exp.events
+    ]
     lists = [{"id": lid, "members": [pid[u] for u, ok in m.items() if ok]} for lid, m in exp.lists.items()]
     assert failures(compare(exp, profiles, events, lists)) == []
 
     deleted = sorted(exp.deleted)[0]
     profiles[0]["attributes"]["properties"] = {k: "changed" for k in profiles[0]["attributes"]["properties"]}
-    broken = compare(exp, profiles[1:] + [profiles[0], {"id": "ghost", "attributes": {"external_id": deleted}}],
-                     events[1:] + events[:2], lists[1:] + [{"id": lists[0]["id"], "members": []}])
+    broken = compare(
+        exp,
+        profiles[1:] + [profiles[0], {"id": "ghost", "attributes": {"external_id": deleted}}],
+        events[1:] + events[:2],
+        lists[1:] + [{"id": lists[0]["id"], "members": []}],
+    )
     assert broken["events"]["duplicates"] == 1 and broken["events"]["missing"] == 0
     assert broken["deleted_remaining"]["unexpected"] == 1 and broken["profiles"]["unexpected"] == 1
     assert broken["list_memberships"]["missing"] == len(lists[0]["members"])

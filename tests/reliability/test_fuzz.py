@@ -4,7 +4,7 @@ well-formed rest of its batch down with it."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
@@ -16,35 +16,63 @@ from klaviyo_segment.ingress.signatures import SignatureError, klaviyo_signature
 from klaviyo_segment.mapping import MappingError, compile_template
 from klaviyo_segment.preview import preview_flow
 
-FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                        HealthCheck.function_scoped_fixture])
-NOW = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+FUZZ = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+NOW = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63), st.floats(allow_nan=False),
-                      st.text(max_size=30))
-json_value = st.recursive(json_leaf, lambda kids: st.one_of(st.lists(kids, max_size=4),
-                                                            st.dictionaries(st.text(max_size=10), kids, max_size=4)),
-                          max_leaves=12)
+json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**63), st.floats(allow_nan=False), st.text(max_size=30)
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=10), kids, max_size=4)),
+    max_leaves=12,
+)
 maybe_text = st.one_of(st.none(), st.text(max_size=40), st.integers(), st.sampled_from(["", " ", "a@b.co"]))
 timestamps = st.one_of(st.just(NOW), st.none(), st.text(max_size=25), st.integers(), st.just("2026-13-45T99:00Z"))
-traits = st.dictionaries(st.sampled_from(["email", "phone", "firstName", "address", "plan", "createdAt",
-                                          "company", "birthday", "x"]),
-                         st.one_of(json_value, st.emails(), st.sampled_from(["+1 415 555 0132", "555", "+99"])),
-                         max_size=6)
+traits = st.dictionaries(
+    st.sampled_from(["email", "phone", "firstName", "address", "plan", "createdAt", "company", "birthday", "x"]),
+    st.one_of(json_value, st.emails(), st.sampled_from(["+1 415 555 0132", "555", "+99"])),
+    max_size=6,
+)
 segment_message = st.one_of(
-    st.fixed_dictionaries({
-        "type": st.sampled_from(["identify", "track", "page", "screen", "group", "alias", "delete", "bogus"]),
-        "messageId": maybe_text, "userId": maybe_text, "anonymousId": maybe_text, "timestamp": timestamps,
-    }, optional={"traits": st.one_of(traits, json_value), "properties": st.one_of(traits, json_value),
-                 "event": maybe_text, "previousId": maybe_text, "integrations": json_value, "context": json_value}),
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["identify", "track", "page", "screen", "group", "alias", "delete", "bogus"]),
+            "messageId": maybe_text,
+            "userId": maybe_text,
+            "anonymousId": maybe_text,
+            "timestamp": timestamps,
+        },
+        optional={
+            "traits": st.one_of(traits, json_value),
+            "properties": st.one_of(traits, json_value),
+            "event": maybe_text,
+            "previousId": maybe_text,
+            "integrations": json_value,
+            "context": json_value,
+        },
+    ),
     json_value,
 )
 
 GOOD = {
-    "sync-identify": {"type": "identify", "messageId": "fuzz-good", "userId": "fuzz-user", "timestamp": NOW,
-                      "traits": {"email": "good@example.com", "firstName": "Good"}},
-    "forward-track": {"type": "track", "messageId": "fuzz-good", "userId": "fuzz-user", "timestamp": NOW,
-                      "event": "Fuzz Passed", "properties": {"n": 1}},
+    "sync-identify": {
+        "type": "identify",
+        "messageId": "fuzz-good",
+        "userId": "fuzz-user",
+        "timestamp": NOW,
+        "traits": {"email": "good@example.com", "firstName": "Good"},
+    },
+    "forward-track": {
+        "type": "track",
+        "messageId": "fuzz-good",
+        "userId": "fuzz-user",
+        "timestamp": NOW,
+        "event": "Fuzz Passed",
+        "properties": {"n": 1},
+    },
 }
 
 
@@ -93,14 +121,28 @@ def test_segment_signature_rejects_forgeries(payload: Any, signature: str | None
         raise AssertionError(f"forged signature {signature!r} accepted")
 
 
-klaviyo_record = st.one_of(st.fixed_dictionaries({}, optional={
-    "external_id": maybe_text, "email": maybe_text, "event": maybe_text, "timestamp": timestamps,
-    "properties": json_value}), json_value)
+klaviyo_record = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "external_id": maybe_text,
+            "email": maybe_text,
+            "event": maybe_text,
+            "timestamp": timestamps,
+            "properties": json_value,
+        },
+    ),
+    json_value,
+)
 
 
 @FUZZ
-@given(data=st.one_of(st.lists(klaviyo_record, max_size=5), json_value), meta=json_value,
-       tamper=st.booleans(), when=st.one_of(st.just("now"), st.text(max_size=25), st.integers()))
+@given(
+    data=st.one_of(st.lists(klaviyo_record, max_size=5), json_value),
+    meta=json_value,
+    tamper=st.booleans(),
+    when=st.one_of(st.just("now"), st.text(max_size=25), st.integers()),
+)
 def test_klaviyo_deliveries_verify_and_split(data: Any, meta: Any, tamper: bool, when: Any) -> None:
     stamp = NOW if when == "now" else when
     payload = {"data": data, "meta": {**meta, "timestamp": stamp} if isinstance(meta, dict) else meta}
@@ -121,21 +163,51 @@ def test_klaviyo_deliveries_verify_and_split(data: Any, meta: Any, tamper: bool,
     assert isinstance(data, list) and len(entries) == len(data)
 
 
-field_spec = st.one_of(st.text(max_size=20), st.sampled_from(["$.userId", "$.traits.email", "$.event", "$.x[*].y",
-                                                               "$..bad", "$.properties.total"]),
-                       st.fixed_dictionaries({}, optional={
-                           "path": st.text(max_size=15), "template": st.text(max_size=20),
-                           "literal": json_value, "default": json_value,
-                           "transform": st.lists(st.one_of(st.sampled_from(["trim", "lowercase", "bool", "iso8601",
-                                                                            "e164", "number", "nope"]),
-                                                           json_value), max_size=3)}),
-                       json_value)
-template_spec = st.fixed_dictionaries({"name": st.text(max_size=10), "kind": st.sampled_from(
-    ["identify", "track", "page", "other"])}, optional={
-    "fields": st.dictionaries(st.sampled_from(["email", "external_id", "metric", "properties.a", "location.x",
-                                               "title", "phone_number", "value", "unique_id", "zzz"]),
-                              field_spec, max_size=5),
-    "match": json_value, "properties": json_value})
+field_spec = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(["$.userId", "$.traits.email", "$.event", "$.x[*].y", "$..bad", "$.properties.total"]),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "path": st.text(max_size=15),
+            "template": st.text(max_size=20),
+            "literal": json_value,
+            "default": json_value,
+            "transform": st.lists(
+                st.one_of(
+                    st.sampled_from(["trim", "lowercase", "bool", "iso8601", "e164", "number", "nope"]), json_value
+                ),
+                max_size=3,
+            ),
+        },
+    ),
+    json_value,
+)
+template_spec = st.fixed_dictionaries(
+    {"name": st.text(max_size=10), "kind": st.sampled_from(["identify", "track", "page", "other"])},
+    optional={
+        "fields": st.dictionaries(
+            st.sampled_from(
+                [
+                    "email",
+                    "external_id",
+                    "metric",
+                    "properties.a",
+                    "location.x",
+                    "title",
+                    "phone_number",
+                    "value",
+                    "unique_id",
+                    "zzz",
+                ]
+            ),
+            field_spec,
+            max_size=5,
+        ),
+        "match": json_value,
+        "properties": json_value,
+    },
+)
 
 
 @FUZZ

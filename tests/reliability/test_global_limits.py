@@ -16,7 +16,11 @@ import httpx
 import pytest
 
 from klaviyo_segment.clients.global_limits import (
-    ENV_GLOBAL_LIMITS, ENV_RATE_SCALE, PrefectGlobalPacer, bucket_specs, global_pacer_from_env,
+    ENV_GLOBAL_LIMITS,
+    ENV_RATE_SCALE,
+    PrefectGlobalPacer,
+    bucket_specs,
+    global_pacer_from_env,
 )
 from klaviyo_segment.clients.pacing import InProcessPacer
 from klaviyo_segment.errors import ConfigError
@@ -26,8 +30,9 @@ SCALE = 4.0
 SECONDS = 40.0
 
 
-@pytest.mark.parametrize("op", ["bulk_create_events", "create_event", "get_profiles", "create_list",
-                                "bulk_subscribe_profiles"])
+@pytest.mark.parametrize(
+    "op", ["bulk_create_events", "create_event", "get_profiles", "create_list", "bulk_subscribe_profiles"]
+)
 @pytest.mark.parametrize("scale", [0.1, 1.0, 4.0])
 def test_buckets_fit_every_window(op: str, scale: float) -> None:
     """A token bucket admits at most floor(C + r*W) requests in any window W: it must fit both windows."""
@@ -75,15 +80,28 @@ def _stats(box: Any) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_two_workers_stay_under_the_shared_limit(prefect_server: str,
-                                                 sandbox_factory: Callable[..., Any]) -> None:
+def test_two_workers_stay_under_the_shared_limit(prefect_server: str, sandbox_factory: Callable[..., Any]) -> None:
     box = sandbox_factory(rate_limits=f"scale={SCALE}")
-    env = {**os.environ, "KLAVIYO_API_KEY": box.klaviyo_api_key, ENV_GLOBAL_LIMITS: "prefect",
-           ENV_RATE_SCALE: str(SCALE), "PREFECT_API_URL": prefect_server, "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "KLAVIYO_API_KEY": box.klaviyo_api_key,
+        ENV_GLOBAL_LIMITS: "prefect",
+        ENV_RATE_SCALE: str(SCALE),
+        "PREFECT_API_URL": prefect_server,
+        "PYTHONPATH": str(ROOT),
+    }
     started = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.reliability.hammer_worker", box.klaviyo_url,
-                               str(SECONDS), "4", f"w{n}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for n in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.reliability.hammer_worker", box.klaviyo_url, str(SECONDS), "4", f"w{n}"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(2)
+    ]
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=SECONDS + 60)
@@ -97,10 +115,12 @@ def test_two_workers_stay_under_the_shared_limit(prefect_server: str,
     # over the window the workers actually ran (a busy machine may start one late), not the nominal SECONDS
     window = max(r["ended"] for r in results) - min(r["began"] for r in results)
     rate = total / window
-    print(f"\n2 workers x 4 tasks, {SECONDS:.0f}s (window {window:.1f}s, wall {elapsed:.1f}s): {total} requests, "
-          f"{throttled} throttled "
-          f"({100 * throttled / max(total, 1):.2f}%), {rate:.2f} req/s vs steady ceiling {ceiling:.2f} req/s "
-          f"({100 * rate / ceiling:.0f}%); workers: {results}")
+    print(
+        f"\n2 workers x 4 tasks, {SECONDS:.0f}s (window {window:.1f}s, wall {elapsed:.1f}s): {total} requests, "
+        f"{throttled} throttled "
+        f"({100 * throttled / max(total, 1):.2f}%), {rate:.2f} req/s vs steady ceiling {ceiling:.2f} req/s "
+        f"({100 * rate / ceiling:.0f}%); workers: {results}"
+    )
     assert all(r["pacer"] == "PrefectGlobalPacer" for r in results)
     assert total >= 100
     assert throttled / total < 0.005

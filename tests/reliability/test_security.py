@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,10 @@ from klaviyo_segment.flows import names as flow_names
 from klaviyo_segment.ingress.receiver import ReceiverSettings
 from klaviyo_segment.ingress.runner import start_ingress
 from klaviyo_segment.ingress.signatures import klaviyo_signature, segment_signature
-from klaviyo_segment.store import Store
 from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
+from klaviyo_segment.store import Store
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 EMAIL, PHONE, USER = "privacy.person@example.com", "+14155550199", "u-privacy-7"
 
 
@@ -60,30 +60,42 @@ async def prefect_traces() -> tuple[str, str]:
             offset += 200
         artifacts = await client.read_artifacts()
         runs = await client.read_flow_runs()
-    return ("\n".join(log.message for log in logs),
-            "\n".join([*(repr(a.data) + str(a.description) for a in artifacts),
-                       *(repr(r.parameters) + str(r.state.message if r.state else "") for r in runs)]))
+    return (
+        "\n".join(log.message for log in logs),
+        "\n".join(
+            [
+                *(repr(a.data) + str(a.description) for a in artifacts),
+                *(repr(r.parameters) + str(r.state.message if r.state else "") for r in runs),
+            ]
+        ),
+    )
 
 
 @pytest.fixture
-def wired(sandbox_factory: Callable[..., Any], prefect_server: str, monkeypatch: pytest.MonkeyPatch,
-          tmp_path: Path) -> tuple[Any, str]:
+def wired(
+    sandbox_factory: Callable[..., Any], prefect_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> tuple[Any, str]:
     from klaviyo_segment.clients.retry import RetryPolicy
 
     box = sandbox_factory(rate_limits="off")
     store_url = f"sqlite:///{tmp_path}/state.db"
-    for name, value in {"KLAVIYO_API_KEY": box.klaviyo_api_key, "KLAVIYO_BASE_URL": box.klaviyo_url,
-                        "SEGMENT_WRITE_KEY": box.segment_write_key, "SEGMENT_BASE_URL": box.segment_url,
-                        "SEGMENT_SHARED_SECRET": box.segment_shared_secret,
-                        "KLAVIYO_WEBHOOK_SECRET": box.klaviyo_webhook_secret,
-                        "KLAVIYO_SEGMENT_STORE_URL": store_url}.items():
+    for name, value in {
+        "KLAVIYO_API_KEY": box.klaviyo_api_key,
+        "KLAVIYO_BASE_URL": box.klaviyo_url,
+        "SEGMENT_WRITE_KEY": box.segment_write_key,
+        "SEGMENT_BASE_URL": box.segment_url,
+        "SEGMENT_SHARED_SECRET": box.segment_shared_secret,
+        "KLAVIYO_WEBHOOK_SECRET": box.klaviyo_webhook_secret,
+        "KLAVIYO_SEGMENT_STORE_URL": store_url,
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(RetryPolicy, "backoff", lambda self, attempt: 0.01)
     return box, store_url
 
 
-async def test_full_run_leaks_no_secret_and_delete_leaves_no_trace(wired: tuple[Any, str],
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+async def test_full_run_leaks_no_secret_and_delete_leaves_no_trace(
+    wired: tuple[Any, str], caplog: pytest.LogCaptureFixture
+) -> None:
     from klaviyo_segment.flows.forward_track import forward_track
     from klaviyo_segment.flows.sync_identify import sync_identify
 
@@ -91,8 +103,14 @@ async def test_full_run_leaks_no_secret_and_delete_leaves_no_trace(wired: tuple[
     caplog.set_level(logging.INFO)  # the default level; third-party DEBUG logs (SQL parameters) are opt-in
     person = {"userId": USER, "context": {"traits": {"email": EMAIL, "phone": PHONE}}}
     tracks = [
-        {"type": "track", "messageId": "t-ok", "event": "Order Completed", "timestamp": _ts(),
-         "properties": {"order_id": "o-1", "total": 5, "email": EMAIL}, **person},
+        {
+            "type": "track",
+            "messageId": "t-ok",
+            "event": "Order Completed",
+            "timestamp": _ts(),
+            "properties": {"order_id": "o-1", "total": 5, "email": EMAIL},
+            **person,
+        },
         {"type": "track", "messageId": "t-bad", "timestamp": _ts(), "properties": {"phone": PHONE}, **person},
     ]
     result = await run_summary(forward_track, messages=tracks, config={})
@@ -100,9 +118,19 @@ async def test_full_run_leaks_no_secret_and_delete_leaves_no_trace(wired: tuple[
     httpx.post(f"{box.klaviyo_url}/__sandbox/config", json={"faults": "*:500=1"}).raise_for_status()
     errors: list[str] = []
     try:
-        failed = await run_summary(sync_identify, messages=[{"type": "identify", "messageId": "i-1", "timestamp": _ts(0.2),
-                                                "traits": {"email": EMAIL, "phone": PHONE}, "userId": USER}],
-                                     config={})
+        failed = await run_summary(
+            sync_identify,
+            messages=[
+                {
+                    "type": "identify",
+                    "messageId": "i-1",
+                    "timestamp": _ts(0.2),
+                    "traits": {"email": EMAIL, "phone": PHONE},
+                    "userId": USER,
+                }
+            ],
+            config={},
+        )
         errors.extend(str(o) for o in failed["outcomes"])
     except Exception as exc:  # an exception's text is a trace too
         errors.append(repr(exc))
@@ -114,16 +142,22 @@ async def test_full_run_leaks_no_secret_and_delete_leaves_no_trace(wired: tuple[
     prefect_logs, prefect_objects = await prefect_traces()
     # Run parameters hold the messages themselves when a flow is called with ``messages=`` (ingress passes
     # batch ids instead), so they are checked for secrets only; logs must not carry PII either.
-    traces = {"caplog": caplog.text, "prefect": prefect_logs, "prefect objects": prefect_objects,
-              "store": before_delete, "errors": "\n".join(errors)}
+    traces = {
+        "caplog": caplog.text,
+        "prefect": prefect_logs,
+        "prefect objects": prefect_objects,
+        "store": before_delete,
+        "errors": "\n".join(errors),
+    }
     for where, text in traces.items():
         for secret in secrets:
             assert secret not in text, f"a secret leaked into {where}"
     for where in ("caplog", "prefect"):
         assert EMAIL not in traces[where] and PHONE not in traces[where], f"PII unredacted in {where} logs"
 
-    deleted = await run_summary(sync_identify, messages=[{"type": "delete", "messageId": "d-1", "userId": USER,
-                                             "timestamp": _ts(0)}], config={})
+    deleted = await run_summary(
+        sync_identify, messages=[{"type": "delete", "messageId": "d-1", "userId": USER, "timestamp": _ts(0)}], config={}
+    )
     assert deleted["failed"] == 0, deleted["outcomes"]
     after = await dump_store(store_url)
     for trace in (USER, EMAIL, PHONE, EMAIL.split("@")[0]):
@@ -148,8 +182,9 @@ async def _post_all(url: str) -> dict[str, int]:
         return {
             "healthz": (await client.get("/healthz")).status_code,
             "segment": (await client.post("/segment", content=body)).status_code,
-            "segment_forged": (await client.post("/segment", content=body,
-                                                 headers={"X-Signature": "0" * 40})).status_code,
+            "segment_forged": (
+                await client.post("/segment", content=body, headers={"X-Signature": "0" * 40})
+            ).status_code,
             "klaviyo": (await client.post("/klaviyo", content=b'{"data":[],"meta":{}}')).status_code,
             "get_segment": (await client.get("/segment")).status_code,
             "other": (await client.post("/admin", content=body)).status_code,
@@ -159,8 +194,9 @@ async def _post_all(url: str) -> dict[str, int]:
 @pytest.mark.parametrize("configured", [False, True])
 async def test_receiver_needs_its_secret_except_healthz(tmp_path: Path, configured: bool) -> None:
     store = await Store.open(f"sqlite:///{tmp_path}/state.db")
-    settings = ReceiverSettings(segment_secret=SECRET if configured else None,
-                                klaviyo_secret=KSECRET if configured else None)
+    settings = ReceiverSettings(
+        segment_secret=SECRET if configured else None, klaviyo_secret=KSECRET if configured else None
+    )
     ingress = await start_ingress(store, AppConfig(), settings=settings, dispatch=None, flows=list(flow_names()))
     try:
         codes = await _post_all(ingress.url)
@@ -172,12 +208,17 @@ async def test_receiver_needs_its_secret_except_healthz(tmp_path: Path, configur
             msg = {"type": "identify", "messageId": "m1", "userId": "u1"}
             stale = b'{"data":[],"meta":{"timestamp":"2020-01-01T00:00:00Z","klaviyo_webhook_id":"W"}}'
             async with httpx.AsyncClient(base_url=ingress.url) as client:
-                ok = await client.post("/segment", json=msg,
-                                       headers={"X-Signature": segment_signature(SECRET, msg)})
+                ok = await client.post("/segment", json=msg, headers={"X-Signature": segment_signature(SECRET, msg)})
                 assert ok.status_code == 200
-                r = await client.post("/klaviyo", content=stale, headers={
-                    "Klaviyo-Signature": klaviyo_signature(KSECRET, stale, "1"), "Klaviyo-Timestamp": "1",
-                    "Klaviyo-Webhook-Id": "W"})
+                r = await client.post(
+                    "/klaviyo",
+                    content=stale,
+                    headers={
+                        "Klaviyo-Signature": klaviyo_signature(KSECRET, stale, "1"),
+                        "Klaviyo-Timestamp": "1",
+                        "Klaviyo-Webhook-Id": "W",
+                    },
+                )
                 assert r.status_code == 401 and "window" in r.json()["error"]
                 big = await client.post("/segment", content=b" " * (ingress_limit() + 1))
                 assert big.status_code == 413
@@ -194,8 +235,9 @@ def ingress_limit() -> int:
 
 async def test_insecure_dev_flag_opens_the_receiver(tmp_path: Path) -> None:
     store = await Store.open(f"sqlite:///{tmp_path}/state.db")
-    ingress = await start_ingress(store, AppConfig(), settings=ReceiverSettings(insecure_dev=True), dispatch=None,
-                                  flows=list(flow_names()))
+    ingress = await start_ingress(
+        store, AppConfig(), settings=ReceiverSettings(insecure_dev=True), dispatch=None, flows=list(flow_names())
+    )
     try:
         codes = await _post_all(ingress.url)
         assert codes["segment"] == 200 and codes["healthz"] == 200
@@ -249,11 +291,13 @@ def test_token_comes_from_env_then_config(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 async def test_without_token_start_warns_and_deletes_are_logged_redacted_and_counted(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     store = await Store.open(f"sqlite:///{tmp_path}/state.db")
-    ingress = await start_ingress(store, AppConfig(), settings=ReceiverSettings(segment_secret=SECRET),
-                                  dispatch=None, flows=list(flow_names()))
+    ingress = await start_ingress(
+        store, AppConfig(), settings=ReceiverSettings(segment_secret=SECRET), dispatch=None, flows=list(flow_names())
+    )
     try:
         assert "SEGMENT_WEBHOOK_TOKEN" in caplog.text and "first event" in caplog.text
         first = {"type": "identify", "messageId": "m1", "userId": "u1"}
@@ -270,9 +314,13 @@ async def test_without_token_start_warns_and_deletes_are_logged_redacted_and_cou
         await store.close()
     caplog.clear()
     store = await Store.open(f"sqlite:///{tmp_path}/state.db")
-    ingress = await start_ingress(store, AppConfig(), settings=ReceiverSettings(segment_secret=SECRET,
-                                                                                segment_token=TOKEN),
-                                  dispatch=None, flows=list(flow_names()))
+    ingress = await start_ingress(
+        store,
+        AppConfig(),
+        settings=ReceiverSettings(segment_secret=SECRET, segment_token=TOKEN),
+        dispatch=None,
+        flows=list(flow_names()),
+    )
     try:
         assert "SEGMENT_WEBHOOK_TOKEN" not in caplog.text
     finally:

@@ -13,9 +13,11 @@ from klaviyo_segment.builders import klaviyo as b
 from klaviyo_segment.devkit.sandbox.klaviyo.operations import load_operations
 from klaviyo_segment.devkit.sandbox.klaviyo.validation import validate_body_reference
 
-EVENT_TEMPLATE = ('{"data": {"type": "event", "attributes": {"properties": {"price": NUMBER}, '
-                  '"metric": {"data": {"type": "metric", "attributes": {"name": "NonFinite"}}}, '
-                  '"profile": {"data": {"type": "profile", "attributes": {"email": "nf@example.com"}}}}}}')
+EVENT_TEMPLATE = (
+    '{"data": {"type": "event", "attributes": {"properties": {"price": NUMBER}, '
+    '"metric": {"data": {"type": "metric", "attributes": {"name": "NonFinite"}}}, '
+    '"profile": {"data": {"type": "profile", "attributes": {"email": "nf@example.com"}}}}}}'
+)
 
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400", "-1e999"])
@@ -44,10 +46,21 @@ def test_engagement_with_non_finite_property_is_400(klaviyo: httpx.Client) -> No
 
 
 def _bulk(count: int) -> dict[str, Any]:
-    events = [{"metric": "Bulk Fast", "profile": {"email": f"u{i % 250}@example.com", "first_name": "Ann",
-                                                  "location": {"city": "Paris", "country": "FR"}},
-               "properties": {"sku": f"SKU-{i}", "price": 9.5, "tags": ["a", "b"], "blob": "x" * 200},
-               "time": "2026-07-01T12:00:00Z", "value": 9.5, "unique_id": f"bf-{i}"} for i in range(count)]
+    events = [
+        {
+            "metric": "Bulk Fast",
+            "profile": {
+                "email": f"u{i % 250}@example.com",
+                "first_name": "Ann",
+                "location": {"city": "Paris", "country": "FR"},
+            },
+            "properties": {"sku": f"SKU-{i}", "price": 9.5, "tags": ["a", "b"], "blob": "x" * 200},
+            "time": "2026-07-01T12:00:00Z",
+            "value": 9.5,
+            "unique_id": f"bf-{i}",
+        }
+        for i in range(count)
+    ]
     return json.loads(json.dumps(b.bulk_create_events_body(events).body))
 
 
@@ -63,7 +76,10 @@ def test_large_bulk_body_accepted_and_its_errors_are_the_reference_errors(klaviy
     assert r.status_code == 400
     expected = validate_body_reference(body, load_operations()["bulk_create_events"].request_schema)
     got = r.json()["errors"]
-    assert len(got) == 2 and [{k: v for k, v in e.items() if k != "id"} for e in got] == \
-        [{k: v for k, v in e.items() if k != "id"} for e in expected]
-    assert {e["detail"] for e in got} == {"'colour' is not a valid field for the resource 'event'.",
-                                          "'street' is not a valid field for the resource 'profile'."}
+    assert len(got) == 2 and [{k: v for k, v in e.items() if k != "id"} for e in got] == [
+        {k: v for k, v in e.items() if k != "id"} for e in expected
+    ]
+    assert {e["detail"] for e in got} == {
+        "'colour' is not a valid field for the resource 'event'.",
+        "'street' is not a valid field for the resource 'profile'.",
+    }

@@ -7,11 +7,14 @@ from typing import Any
 import httpx
 
 
-def event(metric: str, profile: dict[str, Any], unique_id: str | None = None, time: str | None = None,
-          **properties: Any) -> dict[str, Any]:
-    attrs: dict[str, Any] = {"properties": properties,
-                             "metric": {"data": {"type": "metric", "attributes": {"name": metric}}},
-                             "profile": {"data": {"type": "profile", "attributes": profile}}}
+def event(
+    metric: str, profile: dict[str, Any], unique_id: str | None = None, time: str | None = None, **properties: Any
+) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "properties": properties,
+        "metric": {"data": {"type": "metric", "attributes": {"name": metric}}},
+        "profile": {"data": {"type": "profile", "attributes": profile}},
+    }
     if unique_id:
         attrs["unique_id"] = unique_id
     if time:
@@ -20,13 +23,40 @@ def event(metric: str, profile: dict[str, Any], unique_id: str | None = None, ti
 
 
 def bulk(groups: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> dict[str, Any]:
-    return {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": [
-        {"type": "event-bulk-create", "attributes": {
-            "profile": {"data": {"type": "profile", "attributes": profile}},
-            "events": {"data": [{"type": "event", "attributes": {
-                "properties": {}, "metric": {"data": {"type": "metric", "attributes": {"name": e["metric"]}}},
-                "unique_id": e["unique_id"], "time": e.get("time", "2026-01-01T00:00:00Z")}} for e in events]}}}
-        for profile, events in groups]}}}}
+    return {
+        "data": {
+            "type": "event-bulk-create-job",
+            "attributes": {
+                "events-bulk-create": {
+                    "data": [
+                        {
+                            "type": "event-bulk-create",
+                            "attributes": {
+                                "profile": {"data": {"type": "profile", "attributes": profile}},
+                                "events": {
+                                    "data": [
+                                        {
+                                            "type": "event",
+                                            "attributes": {
+                                                "properties": {},
+                                                "metric": {
+                                                    "data": {"type": "metric", "attributes": {"name": e["metric"]}}
+                                                },
+                                                "unique_id": e["unique_id"],
+                                                "time": e.get("time", "2026-01-01T00:00:00Z"),
+                                            },
+                                        }
+                                        for e in events
+                                    ]
+                                },
+                            },
+                        }
+                        for profile, events in groups
+                    ]
+                }
+            },
+        }
+    }
 
 
 def stored(client: httpx.Client, metric: str) -> list[dict[str, Any]]:
@@ -69,8 +99,18 @@ def test_anonymous_only_profile_is_reachable_through_events(klaviyo: httpx.Clien
 
 def test_bulk_repeat_inside_request_fails_everything(klaviyo: httpx.Client) -> None:
     who = {"email": "b@example.com"}
-    body = bulk([(who, [{"metric": "Bulk", "unique_id": "1"}, {"metric": "Bulk", "unique_id": "2"},
-                        {"metric": "Bulk", "unique_id": "1"}])])
+    body = bulk(
+        [
+            (
+                who,
+                [
+                    {"metric": "Bulk", "unique_id": "1"},
+                    {"metric": "Bulk", "unique_id": "2"},
+                    {"metric": "Bulk", "unique_id": "1"},
+                ],
+            )
+        ]
+    )
     r = klaviyo.post("/api/event-bulk-create-jobs", json=body)
     assert r.status_code == 400 and "unique_id" in r.json()["errors"][0]["source"]["pointer"]
     assert stored(klaviyo, "Bulk") == [] and klaviyo.get("/__sandbox/profiles").json() == []
@@ -100,13 +140,15 @@ def test_bulk_over_1000_events_is_400(klaviyo: httpx.Client) -> None:
 
 def test_get_events_filters_sort_include_and_pagination(klaviyo: httpx.Client) -> None:
     for day in range(1, 6):
-        klaviyo.post("/api/events", json=event("Opened", {"email": "g@example.com"}, f"o{day}",
-                                               time=f"2026-03-0{day}T12:00:00Z"))
-    klaviyo.post("/api/events", json=event("Clicked", {"email": "g@example.com"}, "c1",
-                                           time="2026-03-03T12:00:00Z"))
+        klaviyo.post(
+            "/api/events", json=event("Opened", {"email": "g@example.com"}, f"o{day}", time=f"2026-03-0{day}T12:00:00Z")
+        )
+    klaviyo.post("/api/events", json=event("Clicked", {"email": "g@example.com"}, "c1", time="2026-03-03T12:00:00Z"))
     metrics = {m["attributes"]["name"]: m["id"] for m in klaviyo.get("/api/metrics").json()["data"]}
-    flt = (f'and(equals(metric_id,"{metrics["Opened"]}"),greater-or-equal(datetime,2026-03-02T00:00:00Z),'
-           "less-than(datetime,2026-03-05T00:00:00Z))")
+    flt = (
+        f'and(equals(metric_id,"{metrics["Opened"]}"),greater-or-equal(datetime,2026-03-02T00:00:00Z),'
+        "less-than(datetime,2026-03-05T00:00:00Z))"
+    )
     r = klaviyo.get("/api/events", params={"filter": flt, "sort": "-datetime", "include": "metric,profile"})
     body = r.json()
     assert [e["attributes"]["datetime"][:10] for e in body["data"]] == ["2026-03-04", "2026-03-03", "2026-03-02"]

@@ -55,13 +55,16 @@ def test_invalid_json_and_wrong_type_are_400(klaviyo: httpx.Client) -> None:
 
 
 def test_profile_import_upsert_201_then_200_and_null_clears(klaviyo: httpx.Client) -> None:
-    first = klaviyo.post("/api/profile-import", json=profile(email="u@example.com", first_name="Ann",
-                                                            properties={"plan": "pro", "seats": 3}))
+    first = klaviyo.post(
+        "/api/profile-import",
+        json=profile(email="u@example.com", first_name="Ann", properties={"plan": "pro", "seats": 3}),
+    )
     assert first.status_code == 201
     pid = first.json()["data"]["id"]
     assert len(pid) == 26
-    second = klaviyo.post("/api/profile-import", json=profile(email="u@example.com", first_name=None,
-                                                             properties={"seats": 4}))
+    second = klaviyo.post(
+        "/api/profile-import", json=profile(email="u@example.com", first_name=None, properties={"seats": 4})
+    )
     assert second.status_code == 200 and second.json()["data"]["id"] == pid
     attrs = second.json()["data"]["attributes"]
     assert attrs["first_name"] is None
@@ -83,19 +86,20 @@ def test_duplicate_identifiers_answer_409_with_duplicate_id(klaviyo: httpx.Clien
     assert error["code"] == "duplicate_profile" and error["meta"]["duplicate_profile_id"] == a
     mixed = klaviyo.post("/api/profile-import", json=profile(email="a@example.com", phone_number="+14155550100"))
     assert mixed.status_code == 409 and mixed.json()["errors"][0]["meta"]["duplicate_profile_id"] == b
-    patch = klaviyo.patch(f"/api/profiles/{b}", json={"data": {"type": "profile", "id": b,
-                                                               "attributes": {"email": "a@example.com"}}})
+    patch = klaviyo.patch(
+        f"/api/profiles/{b}", json={"data": {"type": "profile", "id": b, "attributes": {"email": "a@example.com"}}}
+    )
     assert patch.status_code == 409 and patch.json()["errors"][0]["meta"]["duplicate_profile_id"] == a
 
 
 def test_patch_profile_updates_and_404_for_unknown(klaviyo: httpx.Client) -> None:
     pid = klaviyo.post("/api/profiles", json=profile(external_id="x-1")).json()["data"]["id"]
-    r = klaviyo.patch(f"/api/profiles/{pid}", json={"data": {"type": "profile", "id": pid,
-                                                             "attributes": {"first_name": "Zed"}}})
+    r = klaviyo.patch(
+        f"/api/profiles/{pid}", json={"data": {"type": "profile", "id": pid, "attributes": {"first_name": "Zed"}}}
+    )
     assert r.status_code == 200 and r.json()["data"]["attributes"]["first_name"] == "Zed"
     missing = "01AAAAAAAAAAAAAAAAAAAAAAAA"
-    r = klaviyo.patch(f"/api/profiles/{missing}", json={"data": {"type": "profile", "id": missing,
-                                                                 "attributes": {}}})
+    r = klaviyo.patch(f"/api/profiles/{missing}", json={"data": {"type": "profile", "id": missing, "attributes": {}}})
     assert r.status_code == 404
 
 
@@ -109,12 +113,24 @@ def test_invalid_email_and_phone_rejected(klaviyo: httpx.Client) -> None:
 def test_merge_moves_events_and_deletes_source(klaviyo: httpx.Client) -> None:
     dest = klaviyo.post("/api/profiles", json=profile(email="d@example.com")).json()["data"]["id"]
     src = klaviyo.post("/api/profiles", json=profile(external_id="s-1", first_name="Src")).json()["data"]["id"]
-    event = {"data": {"type": "event", "attributes": {
-        "properties": {}, "metric": {"data": {"type": "metric", "attributes": {"name": "Signed Up"}}},
-        "profile": {"data": {"type": "profile", "attributes": {"external_id": "s-1"}}}}}}
+    event = {
+        "data": {
+            "type": "event",
+            "attributes": {
+                "properties": {},
+                "metric": {"data": {"type": "metric", "attributes": {"name": "Signed Up"}}},
+                "profile": {"data": {"type": "profile", "attributes": {"external_id": "s-1"}}},
+            },
+        }
+    }
     assert klaviyo.post("/api/events", json=event).status_code == 202
-    body = {"data": {"type": "profile-merge", "id": dest,
-                     "relationships": {"profiles": {"data": [{"type": "profile", "id": src}]}}}}
+    body = {
+        "data": {
+            "type": "profile-merge",
+            "id": dest,
+            "relationships": {"profiles": {"data": [{"type": "profile", "id": src}]}},
+        }
+    }
     assert klaviyo.post("/api/profile-merge", json=body).status_code in (201, 202)
     assert klaviyo.get(f"/api/profiles/{src}").status_code == 404
     merged = klaviyo.get(f"/api/profiles/{dest}").json()["data"]["attributes"]

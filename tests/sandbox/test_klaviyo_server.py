@@ -20,13 +20,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from klaviyo_segment.errors import ConfigError
 from klaviyo_segment.devkit.sandbox.segment.serve import serving
 from klaviyo_segment.devkit.sandbox.server import Sandbox, SandboxOptions
+from klaviyo_segment.errors import ConfigError
 from tests.fixtures.sandbox import klaviyo_headers
 
-CONTRACT_KEYS = {"klaviyo", "segment", "klaviyo_api_key", "klaviyo_webhook_secret", "segment_write_key",
-                 "segment_shared_secret"}
+CONTRACT_KEYS = {
+    "klaviyo",
+    "segment",
+    "klaviyo_api_key",
+    "klaviyo_webhook_secret",
+    "segment_write_key",
+    "segment_shared_secret",
+}
 
 
 def test_info_has_contract_keys_and_seeded_credentials(sandbox: Sandbox) -> None:
@@ -36,8 +42,9 @@ def test_info_has_contract_keys_and_seeded_credentials(sandbox: Sandbox) -> None
     assert info["klaviyo_api_key"].startswith("pk_")
     same, other = Sandbox(SandboxOptions(seed=0)), Sandbox(SandboxOptions(seed=1))
     assert same.klaviyo_api_key == sandbox.klaviyo_api_key != other.klaviyo_api_key
-    r = httpx.post(f"{info['segment']}/v1/track", auth=(info["segment_write_key"], ""),
-                   json={"userId": "u1", "event": "Ping"})
+    r = httpx.post(
+        f"{info['segment']}/v1/track", auth=(info["segment_write_key"], ""), json={"userId": "u1", "event": "Ping"}
+    )
     assert r.status_code == 200
 
 
@@ -88,13 +95,20 @@ def test_engagement_is_stored_and_delivered_as_signed_webhook(klaviyo: httpx.Cli
 
     with serving(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as url:
         klaviyo.post("/__sandbox/config", json={"webhook_url": f"{url}/hook"}).raise_for_status()
-        r = klaviyo.post("/__sandbox/engagement", json={"events": [
-            {"metric": "Opened Email", "email": "w@example.com", "properties": {"Subject": "Hi"}},
-            {"metric": "Clicked Email", "email": "w@example.com", "datetime": "2026-05-01T10:00:00Z"}]})
+        r = klaviyo.post(
+            "/__sandbox/engagement",
+            json={
+                "events": [
+                    {"metric": "Opened Email", "email": "w@example.com", "properties": {"Subject": "Hi"}},
+                    {"metric": "Clicked Email", "email": "w@example.com", "datetime": "2026-05-01T10:00:00Z"},
+                ]
+            },
+        )
     assert r.status_code == 200 and r.json()["webhook_status"] == 200 and arrived.is_set()
     body, headers = received[0]
-    expected = hmac.new(sandbox.klaviyo_webhook_secret.encode(), body + headers["klaviyo-timestamp"].encode(),
-                        hashlib.sha256).hexdigest()
+    expected = hmac.new(
+        sandbox.klaviyo_webhook_secret.encode(), body + headers["klaviyo-timestamp"].encode(), hashlib.sha256
+    ).hexdigest()
     assert hmac.compare_digest(headers["klaviyo-signature"], expected)
     doc = json.loads(body)
     assert doc["meta"]["klaviyo_webhook_id"] == headers["klaviyo-webhook-id"]
@@ -112,9 +126,13 @@ def test_engagement_rejects_unknown_metric(klaviyo: httpx.Client) -> None:
 
 
 def test_cli_prints_json_line_and_stops_on_sigterm() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "klaviyo_segment", "sandbox", "--rate-limits", "off",
-                             "--seed", "7"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "klaviyo_segment", "sandbox", "--rate-limits", "off", "--seed", "7"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         assert proc.stdout is not None
         info = json.loads(proc.stdout.readline())
@@ -129,11 +147,19 @@ def test_cli_prints_json_line_and_stops_on_sigterm() -> None:
             proc.kill()
 
 
-@pytest.mark.parametrize("args", [["--rate-limits", "fast"], ["--faults", "nope:500=0.5"],
-                                  ["--port-klaviyo", "70000"], ["--webhook-url", "ftp://x"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--rate-limits", "fast"],
+        ["--faults", "nope:500=0.5"],
+        ["--port-klaviyo", "70000"],
+        ["--webhook-url", "ftp://x"],
+    ],
+)
 def test_cli_bad_flags_exit_2(args: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "klaviyo_segment", "sandbox", *args], capture_output=True,
-                          text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "klaviyo_segment", "sandbox", *args], capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 2, proc.stderr
 
 
@@ -141,6 +167,10 @@ def test_cli_port_in_use_exit_2() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        proc = subprocess.run([sys.executable, "-m", "klaviyo_segment", "sandbox", "--port-segment",
-                               str(busy.getsockname()[1])], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            [sys.executable, "-m", "klaviyo_segment", "sandbox", "--port-segment", str(busy.getsockname()[1])],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert proc.returncode == 2 and "cannot listen" in proc.stderr

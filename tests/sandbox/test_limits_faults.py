@@ -45,22 +45,36 @@ def tiny_app(applied: list[str]) -> Starlette:
     async def inspect(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
 
-    return Starlette(routes=[
-        Route("/api/events", accept, methods=["POST"]),
-        Route("/api/event-bulk-create-jobs", accept, methods=["POST"]),
-        Route("/api/lists", accept, methods=["POST"]),
-        Route("/api/profiles/{id}", accept, methods=["GET"]),
-        Route("/__sandbox/stats", inspect, methods=["GET"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/api/events", accept, methods=["POST"]),
+            Route("/api/event-bulk-create-jobs", accept, methods=["POST"]),
+            Route("/api/lists", accept, methods=["POST"]),
+            Route("/api/profiles/{id}", accept, methods=["GET"]),
+            Route("/__sandbox/stats", inspect, methods=["GET"]),
+        ]
+    )
 
 
-def make(mode: str = "on", faults: str | None = None, seed: int = 0, t: float = 1000.0,
-         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+def make(
+    mode: str = "on",
+    faults: str | None = None,
+    seed: int = 0,
+    t: float = 1000.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+):
     applied: list[str] = []
     stats = SandboxStats()
     clock = Clock(t)
-    app = wrap_app(tiny_app(applied), stats=stats, rate_limits=mode,
-                   faults=parse_faults(faults) if faults else None, seed=seed, clock=clock, sleep=sleep)
+    app = wrap_app(
+        tiny_app(applied),
+        stats=stats,
+        rate_limits=mode,
+        faults=parse_faults(faults) if faults else None,
+        seed=seed,
+        clock=clock,
+        sleep=sleep,
+    )
     return app, stats, clock, applied
 
 
@@ -91,21 +105,25 @@ async def fire(client: httpx.AsyncClient, path: str, n: int, method: str = "POST
 
 # ---------------------------------------------------------------- operations map
 
+
 def test_operations_map_matches_templates_and_limits() -> None:
     ops = load_operations()
     assert (ops["create_list"].burst, ops["create_list"].steady, ops["create_list"].daily) == (10, 150, 150)
     op, params = match("post", "/api/lists/L1/relationships/profiles/")
     assert op.id == "add_profiles_to_list" and params == {"id": "L1"}
     assert match("DELETE", "/api/lists/L1/relationships/profiles")[0].id == "remove_profiles_from_list"
-    assert match("GET", "/api/profile-bulk-import-jobs/J1/import-errors")[0].id == \
-        "get_errors_for_bulk_import_profiles_job"
-    assert match("GET", "/api/profile-bulk-import-jobs/J1") [0].id == "get_bulk_import_profiles_job"
+    assert (
+        match("GET", "/api/profile-bulk-import-jobs/J1/import-errors")[0].id
+        == "get_errors_for_bulk_import_profiles_job"
+    )
+    assert match("GET", "/api/profile-bulk-import-jobs/J1")[0].id == "get_bulk_import_profiles_job"
     assert match("GET", "/api/lists/L1/profiles")[0].id == "get_profiles_for_list"
     assert match("PUT", "/api/profiles/P1") is None and match("GET", "/api/nope") is None
     assert match("GET", "/api/profiles/a/b") is None
 
 
 # ---------------------------------------------------------------- rate limits at the spec's figures
+
 
 async def test_bulk_create_events_10_per_second_then_150_per_minute() -> None:
     app, stats, clock, _ = make()
@@ -118,8 +136,12 @@ async def test_bulk_create_events_10_per_second_then_150_per_minute() -> None:
         assert not [h for h in throttled.headers if h.lower().startswith("ratelimit-")]
         error = throttled.json()["errors"][0]
         assert {k: error[k] for k in ("status", "code", "title", "detail", "source")} == {
-            "status": 429, "code": "throttled", "title": "Request was throttled.",
-            "detail": "Request was throttled. Expected available in 1 second.", "source": {"pointer": "/data/"}}
+            "status": 429,
+            "code": "throttled",
+            "title": "Request was throttled.",
+            "detail": "Request was throttled. Expected available in 1 second.",
+            "source": {"pointer": "/data/"},
+        }
         assert error["id"] and error["meta"] == {} and "links" in error
         for second in range(1, 14):  # 14 full bursts: 140 so far, then 10 more at t=1014
             clock.t = 1000 + second
@@ -166,12 +188,16 @@ async def test_headers_describe_the_steady_window_and_keys_are_separate() -> Non
     app, _, clock, _ = make(t=960.0 + 15.2)
     async with asgi_client(app) as client:
         first = await client.post("/api/event-bulk-create-jobs", headers=AUTH, content=b"{}")
-        assert (first.headers["ratelimit-limit"], first.headers["ratelimit-remaining"],
-                first.headers["ratelimit-reset"]) == ("150", "149", "45")
+        assert (
+            first.headers["ratelimit-limit"],
+            first.headers["ratelimit-remaining"],
+            first.headers["ratelimit-reset"],
+        ) == ("150", "149", "45")
         await fire(client, "/api/event-bulk-create-jobs", 9)
         assert await fire(client, "/api/event-bulk-create-jobs", 1) == [429]
-        other = await client.post("/api/event-bulk-create-jobs", content=b"{}",
-                                  headers={**AUTH, "Authorization": "Klaviyo-API-Key pk_test_b"})
+        other = await client.post(
+            "/api/event-bulk-create-jobs", content=b"{}", headers={**AUTH, "Authorization": "Klaviyo-API-Key pk_test_b"}
+        )
         assert other.status_code == 202 and other.headers["ratelimit-remaining"] == "149"
         anonymous = [(await client.post("/api/event-bulk-create-jobs", content=b"{}")) for _ in range(12)]
         assert {r.status_code for r in anonymous} == {202}
@@ -213,16 +239,20 @@ def test_parse_mode_accepts_documented_values() -> None:
 
 # ---------------------------------------------------------------- fault grammar
 
-@pytest.mark.parametrize("bad,needle", [
-    ("events:503=0.1", "unknown operation"),
-    ("create_event:503=1.5", "outside"),
-    ("create_event:503=0.6,500=0.6", "more than 1"),
-    ("create_event:latency=fast", "latency"),
-    ("create_event", "OPS:EFFECT"),
-    ("create_event:teapot=0.1", "unknown effect"),
-    ("create_event:500=x", "probability"),
-    ("create_event:500=0.1,500=0.2", "twice"),
-])
+
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        ("events:503=0.1", "unknown operation"),
+        ("create_event:503=1.5", "outside"),
+        ("create_event:503=0.6,500=0.6", "more than 1"),
+        ("create_event:latency=fast", "latency"),
+        ("create_event", "OPS:EFFECT"),
+        ("create_event:teapot=0.1", "unknown effect"),
+        ("create_event:500=x", "probability"),
+        ("create_event:500=0.1,500=0.2", "twice"),
+    ],
+)
 def test_parse_faults_rejects_bad_specs(bad: str, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         parse_faults(bad)
@@ -251,6 +281,7 @@ def test_draws_are_deterministic_by_seed() -> None:
 
 
 # ---------------------------------------------------------------- faults seen by a real client over TCP
+
 
 async def test_same_seed_same_statuses_over_http() -> None:
     app, stats, _, _ = make(mode="off", faults="create_event:503=0.5", seed=42)

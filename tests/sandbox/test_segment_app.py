@@ -45,8 +45,9 @@ def _msg(i: int, **extra: Any) -> dict[str, Any]:
 
 
 def test_basic_auth_stores_message_with_received_at(client: httpx.Client) -> None:
-    r = client.post("/v1/identify", json={"userId": "u1", "traits": {"email": "a@example.com"}},
-                    headers=_basic(WRITE_KEY))
+    r = client.post(
+        "/v1/identify", json={"userId": "u1", "traits": {"email": "a@example.com"}}, headers=_basic(WRITE_KEY)
+    )
     assert r.status_code == 200 and r.json() == {"success": True}
     [stored] = client.get("/__sandbox/messages").json()
     assert stored["type"] == "identify" and stored["traits"]["email"] == "a@example.com"
@@ -60,10 +61,13 @@ def test_write_key_in_body_is_accepted_and_not_stored(client: httpx.Client) -> N
     assert stored["event"] == "Signed Up" and "writeKey" not in stored
 
 
-@pytest.mark.parametrize("headers,body_key", [({}, None), (_basic("wrong"), None), ({}, "wrong"),
-                                              ({"Authorization": "Basic !!notbase64"}, None)])
+@pytest.mark.parametrize(
+    "headers,body_key",
+    [({}, None), (_basic("wrong"), None), ({}, "wrong"), ({"Authorization": "Basic !!notbase64"}, None)],
+)
 def test_wrong_or_missing_write_key_answers_200_but_loses_data(
-        client: httpx.Client, headers: dict[str, str], body_key: str | None) -> None:
+    client: httpx.Client, headers: dict[str, str], body_key: str | None
+) -> None:
     body: dict[str, Any] = {"userId": "u1", "event": "x"}
     if body_key:
         body["writeKey"] = body_key
@@ -74,8 +78,9 @@ def test_wrong_or_missing_write_key_answers_200_but_loses_data(
 
 
 def test_invalid_json_is_400(client: httpx.Client) -> None:
-    r = client.post("/v1/track", content=b"{not json", headers={**_basic(WRITE_KEY),
-                                                                "Content-Type": "application/json"})
+    r = client.post(
+        "/v1/track", content=b"{not json", headers={**_basic(WRITE_KEY), "Content-Type": "application/json"}
+    )
     assert r.status_code == 400 and r.json()["code"] == "invalid_json"
     assert _stats(client)["bad_request"] == 1
 
@@ -110,35 +115,47 @@ def test_batch_over_2500_is_200_but_dropped_and_counted(client: httpx.Client) ->
 
 
 def test_batch_merges_context_and_integrations_item_values_win(client: httpx.Client) -> None:
-    body = {"writeKey": WRITE_KEY, "sentAt": "2026-01-01T00:00:00.000Z",
-            "context": {"library": {"name": "analytics-python", "version": "2.3.4"}, "app": {"name": "shop"}},
-            "integrations": {"All": True, "Mixpanel": False},
-            "batch": [_msg(1), _msg(2, context={"app": {"version": "9"}, "ip": "203.0.113.1"},
-                                    integrations={"Mixpanel": True})]}
+    body = {
+        "writeKey": WRITE_KEY,
+        "sentAt": "2026-01-01T00:00:00.000Z",
+        "context": {"library": {"name": "analytics-python", "version": "2.3.4"}, "app": {"name": "shop"}},
+        "integrations": {"All": True, "Mixpanel": False},
+        "batch": [
+            _msg(1),
+            _msg(2, context={"app": {"version": "9"}, "ip": "203.0.113.1"}, integrations={"Mixpanel": True}),
+        ],
+    }
     assert client.post("/v1/batch", json=body).status_code == 200
     first, second = client.get("/__sandbox/messages").json()
     assert first["context"] == body["context"] and first["integrations"] == {"All": True, "Mixpanel": False}
-    assert second["context"] == {"library": {"name": "analytics-python", "version": "2.3.4"},
-                                 "app": {"name": "shop", "version": "9"}, "ip": "203.0.113.1"}
+    assert second["context"] == {
+        "library": {"name": "analytics-python", "version": "2.3.4"},
+        "app": {"name": "shop", "version": "9"},
+        "ip": "203.0.113.1",
+    }
     assert second["integrations"] == {"All": True, "Mixpanel": True}
     assert first["sentAt"] == "2026-01-01T00:00:00.000Z"
 
 
 def test_filters_dedup_and_invalid_messages(segment: tuple[httpx.Client, Any], client: httpx.Client) -> None:
-    batch = [_msg(1), _msg(2, event="Product Viewed"), _msg(1),  # duplicate messageId
-             {"type": "identify", "userId": "u3", "messageId": "m3"},
-             {"type": "track", "messageId": "m4", "event": "no id"},  # semantic error: 200, never delivered
-             {"type": "track", "userId": "u5", "messageId": "m5"}]  # track without event
+    batch = [
+        _msg(1),
+        _msg(2, event="Product Viewed"),
+        _msg(1),  # duplicate messageId
+        {"type": "identify", "userId": "u3", "messageId": "m3"},
+        {"type": "track", "messageId": "m4", "event": "no id"},  # semantic error: 200, never delivered
+        {"type": "track", "userId": "u5", "messageId": "m5"},
+    ]  # track without event
     assert client.post("/v1/batch", json={"batch": batch}, headers=_basic(WRITE_KEY)).status_code == 200
-    assert [m["messageId"] for m in client.get("/__sandbox/messages", params={"type": "track"}).json()] == \
-        ["m1", "m2"]
-    assert [m["userId"] for m in client.get("/__sandbox/messages",
-                                            params={"event": "Product Viewed"}).json()] == ["u2"]
+    assert [m["messageId"] for m in client.get("/__sandbox/messages", params={"type": "track"}).json()] == ["m1", "m2"]
+    assert [m["userId"] for m in client.get("/__sandbox/messages", params={"event": "Product Viewed"}).json()] == ["u2"]
     assert [m["type"] for m in client.get("/__sandbox/messages", params={"userId": "u3"}).json()] == ["identify"]
     stats = _stats(client)
     assert stats["deduplicated"] == 1 and stats["invalid"] == 2 and stats["stored"] == 3
-    assert {i["reason"] for i in client.get("/__sandbox/invalid").json()} == \
-        {"userId or anonymousId is required", "track requires event"}
+    assert {i["reason"] for i in client.get("/__sandbox/invalid").json()} == {
+        "userId or anonymousId is required",
+        "track requires event",
+    }
     _, app = segment
     assert [m["messageId"] for m in get_state(app).query(type_="identify")] == ["m3"]
 
@@ -149,8 +166,10 @@ def test_reset_and_unknown_endpoint(client: httpx.Client) -> None:
     assert client.post("/__sandbox/reset").json() == {"reset": True}
     assert client.get("/__sandbox/messages").json() == [] and _stats(client)["requests"] == 0
     assert client.post("/v1/nope", json={}, headers=_basic(WRITE_KEY)).status_code == 404
-    assert json.loads(client.post("/v1/batch", json={"batch": "x"}, headers=_basic(WRITE_KEY)).text)[
-        "code"] == "invalid_batch"
+    assert (
+        json.loads(client.post("/v1/batch", json={"batch": "x"}, headers=_basic(WRITE_KEY)).text)["code"]
+        == "invalid_batch"
+    )
 
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])

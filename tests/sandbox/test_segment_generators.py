@@ -35,11 +35,21 @@ def test_exact_count_and_common_fields(count: int) -> None:
 def test_small_stream_covers_every_kind() -> None:
     stream = generate_stream(30, seed=5)
     events = {m.get("event") for m in stream}
-    assert {"Product Viewed", "Product Added", "Checkout Started", "Order Completed", "Order Refunded",
-            "Audience Entered", "Audience Exited", "Signed Up"} <= events
+    assert {
+        "Product Viewed",
+        "Product Added",
+        "Checkout Started",
+        "Order Completed",
+        "Order Refunded",
+        "Audience Entered",
+        "Audience Exited",
+        "Signed Up",
+    } <= events
     assert {"identify", "track", "page", "group", "alias", "delete"} == {m["type"] for m in stream}
-    assert any(m["type"] == "identify" and m.get("context", {}).get("personas", {}).get(
-        "computation_class") == "audience" for m in stream)
+    assert any(
+        m["type"] == "identify" and m.get("context", {}).get("personas", {}).get("computation_class") == "audience"
+        for m in stream
+    )
     assert any("churn_risk_score" in m.get("traits", {}) for m in stream)
 
 
@@ -50,8 +60,9 @@ def test_identify_reserved_traits_in_both_spellings_with_local_phones() -> None:
     assert camel and snake
     assert all("postalCode" in m["traits"]["address"] for m in camel)
     assert all("postal_code" in m["traits"]["address"] for m in snake)
-    assert any(any(ord(ch) > 127 for ch in m["traits"].get("firstName", m["traits"].get("first_name", "")))
-               for m in identifies)
+    assert any(
+        any(ord(ch) > 127 for ch in m["traits"].get("firstName", m["traits"].get("first_name", ""))) for m in identifies
+    )
     assert {type(m["traits"]["company"]) for m in identifies} == {dict, str}
     assert all(m["traits"]["avatar"].startswith("https://") for m in identifies)
     national = [m for m in identifies if not m["traits"]["phone"].startswith("+")]
@@ -65,8 +76,17 @@ def test_ecommerce_v2_properties() -> None:
     stream = generate_stream(300, seed=2)
     for order in _events(stream, "Order Completed"):
         p = order["properties"]
-        assert len(p["products"]) >= 2 and {"order_id", "checkout_id", "subtotal", "total", "revenue", "currency",
-                                            "shipping", "tax", "discount"} <= set(p)
+        assert len(p["products"]) >= 2 and {
+            "order_id",
+            "checkout_id",
+            "subtotal",
+            "total",
+            "revenue",
+            "currency",
+            "shipping",
+            "tax",
+            "discount",
+        } <= set(p)
         assert p["total"] == round(p["revenue"] + p["shipping"] + p["tax"], 2)
         assert all({"product_id", "sku", "name", "price", "quantity"} <= set(x) for x in p["products"])
         assert order["context"]["traits"]["email"]
@@ -105,8 +125,9 @@ def test_per_user_order_audiences_churn_deletes() -> None:
     for m in churn:
         scores[m["userId"]].append(m["traits"]["churn_risk_score"])
     assert any(s[0] < 0.7 < s[1] and s[2] < 0.7 for s in scores.values() if len(s) == 3)
-    churn_audience = [m for m in stream if m.get("context", {}).get("personas", {}).get("computation_key")
-                      == "churn_risk_users"]
+    churn_audience = [
+        m for m in stream if m.get("context", {}).get("personas", {}).get("computation_key") == "churn_risk_users"
+    ]
     assert {m["type"] for m in churn_audience} == {"track", "identify"}
     for d in (m for m in stream if m["type"] == "delete"):
         assert set(d) == {"type", "userId", "messageId", "timestamp"}

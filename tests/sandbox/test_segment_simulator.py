@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from klaviyo_segment.devkit.sandbox.segment.simulator import deliver, is_retryable, js_json_stringify, sign
 from klaviyo_segment.devkit.sandbox.segment.serve import serve_in_thread
+from klaviyo_segment.devkit.sandbox.segment.simulator import deliver, is_retryable, js_json_stringify, sign
 from tests.fixtures.clock import VirtualClock
 
 SECRET = "s3cr3t-shared"
@@ -36,11 +36,17 @@ class Receiver:
         body = json.loads(raw)
         first = body[0] if isinstance(body, list) else body
         # independent of the code under test: Python's compact, non-ASCII-escaping dumps of the first event
-        signed = raw if not isinstance(body, list) else \
-            json.dumps(first, separators=(",", ":"), ensure_ascii=False).encode()
+        signed = (
+            raw if not isinstance(body, list) else json.dumps(first, separators=(",", ":"), ensure_ascii=False).encode()
+        )
         expected = hmac.new(SECRET.encode(), signed, hashlib.sha1).hexdigest()
-        self.requests.append({"body": body, "headers": dict(request.headers),
-                              "signature_ok": hmac.compare_digest(expected, request.headers.get("x-signature", ""))})
+        self.requests.append(
+            {
+                "body": body,
+                "headers": dict(request.headers),
+                "signature_ok": hmac.compare_digest(expected, request.headers.get("x-signature", "")),
+            }
+        )
         steps = self.script.get(first["messageId"], [])
         step = steps.pop(0) if steps else 200
         if step == "slow":  # well past the client's timeout, which itself leaves a busy machine room
@@ -65,15 +71,22 @@ def receiver(served: tuple[str, Receiver]) -> Receiver:
 
 
 def _messages(n: int, prefix: str = "m") -> list[dict[str, Any]]:
-    return [{"type": "track", "messageId": f"{prefix}{i}", "userId": f"u{i}", "event": "Order Completed",
-             "properties": {"name": "Café Crème ☕", "price": 19.99, "quantity": 2}} for i in range(n)]
+    return [
+        {
+            "type": "track",
+            "messageId": f"{prefix}{i}",
+            "userId": f"u{i}",
+            "event": "Order Completed",
+            "properties": {"name": "Café Crème ☕", "price": 19.99, "quantity": 2},
+        }
+        for i in range(n)
+    ]
 
 
 FAST = {"backoff_base": 0.01, "seed": 7}
 
 
-async def test_single_events_are_signed_over_the_exact_body(served: tuple[str, Receiver],
-                                                           receiver: Receiver) -> None:
+async def test_single_events_are_signed_over_the_exact_body(served: tuple[str, Receiver], receiver: Receiver) -> None:
     report = await deliver(served[0], _messages(5), SECRET, **FAST)
     assert sorted(report.acknowledged) == [f"m{i}" for i in range(5)] and report.given_up == {}
     assert len(receiver.requests) == 5 and all(r["signature_ok"] for r in receiver.requests)
@@ -92,10 +105,13 @@ async def test_batches_are_arrays_signed_over_first_event(served: tuple[str, Rec
     assert len(report.acknowledged) == 7
 
 
-@pytest.mark.parametrize("first,retried", [(500, True), (429, True), (503, True), (408, True), (423, True),
-                                           (400, False), (501, False), (404, False)])
-async def test_retry_classification(served: tuple[str, Receiver], receiver: Receiver, first: int,
-                                    retried: bool) -> None:
+@pytest.mark.parametrize(
+    "first,retried",
+    [(500, True), (429, True), (503, True), (408, True), (423, True), (400, False), (501, False), (404, False)],
+)
+async def test_retry_classification(
+    served: tuple[str, Receiver], receiver: Receiver, first: int, retried: bool
+) -> None:
     receiver.script["m0"] = [first, 200]
     report = await deliver(served[0], _messages(1), SECRET, **FAST)
     if retried:
@@ -119,8 +135,17 @@ async def test_attempts_are_bounded(served: tuple[str, Receiver], receiver: Rece
 async def test_total_time_is_bounded(served: tuple[str, Receiver], receiver: Receiver) -> None:
     receiver.script["m0"] = [503] * 1000
     clock = VirtualClock()  # backoff sleeps move virtual time: the deadline is checked exactly, no waiting
-    report = await deliver(served[0], _messages(1), SECRET, max_attempts=1000, max_seconds=0.5,
-                           backoff_base=0.05, seed=1, clock=clock, sleep=clock.sleep)
+    report = await deliver(
+        served[0],
+        _messages(1),
+        SECRET,
+        max_attempts=1000,
+        max_seconds=0.5,
+        backoff_base=0.05,
+        seed=1,
+        clock=clock,
+        sleep=clock.sleep,
+    )
     assert report.given_up == {"m0": 503} and 1 < report.attempts < 1000
     assert report.attempts == len(clock.sleeps) + 1 and sum(clock.sleeps) < 0.5  # no sleep past the deadline
     assert report.elapsed == pytest.approx(sum(clock.sleeps))
@@ -141,17 +166,30 @@ async def test_connection_errors_are_retried_then_given_up() -> None:
 
 
 def test_retryable_statuses_follow_actions_core() -> None:
-    assert [s for s in (400, 401, 404, 408, 409, 422, 423, 429, 500, 501, 502, 504, 511, 599) if is_retryable(s)] \
-        == [408, 423, 429, 500, 502, 504, 511, 599]
+    assert [s for s in (400, 401, 404, 408, 409, 422, 423, 429, 500, 501, 502, 504, 511, 599) if is_retryable(s)] == [
+        408,
+        423,
+        429,
+        500,
+        502,
+        504,
+        511,
+        599,
+    ]
 
 
-@pytest.mark.parametrize("value,expected", [  # expected strings are Node's JSON.stringify output
-    ({"b": 1.0, "a": [True, None, -0.0]}, '{"b":1,"a":[true,null,0]}'),
-    ([1e21, 1e-7, 1.5e-7, 1e16, 0.000001, 123e-20, 19.99, float("nan")],
-     '[1e+21,1e-7,1.5e-7,10000000000000000,0.000001,1.23e-18,19.99,null]'),
-    ({"s": "é\n\u2028\x7f\x00\"\\☕"}, '{"s":"é\\n\u2028\x7f\\u0000\\"\\\\☕"}'),
-    ("\ud800", '"\\ud800"'),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [  # expected strings are Node's JSON.stringify output
+        ({"b": 1.0, "a": [True, None, -0.0]}, '{"b":1,"a":[true,null,0]}'),
+        (
+            [1e21, 1e-7, 1.5e-7, 1e16, 0.000001, 123e-20, 19.99, float("nan")],
+            "[1e+21,1e-7,1.5e-7,10000000000000000,0.000001,1.23e-18,19.99,null]",
+        ),
+        ({"s": 'é\n\u2028\x7f\x00"\\☕'}, '{"s":"é\\n\u2028\x7f\\u0000\\"\\\\☕"}'),
+        ("\ud800", '"\\ud800"'),
+    ],
+)
 def test_js_json_stringify_matches_node(value: Any, expected: str) -> None:
     assert js_json_stringify(value) == expected
 
@@ -176,8 +214,9 @@ def test_cli_generated_stream_batched(served: tuple[str, Receiver], receiver: Re
     assert "45/45" in result.stderr and SECRET not in result.output
 
 
-def test_cli_replays_input_and_exits_1_when_given_up(served: tuple[str, Receiver], receiver: Receiver,
-                                                      tmp_path: Any) -> None:
+def test_cli_replays_input_and_exits_1_when_given_up(
+    served: tuple[str, Receiver], receiver: Receiver, tmp_path: Any
+) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(json.dumps(m) for m in _messages(3, prefix="r")) + "\n\n", encoding="utf-8")
     receiver.script["r1"] = [400]
@@ -202,9 +241,13 @@ def test_cli_missing_secret_exits_2_through_the_real_entry_point(tmp_path: Any) 
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "klaviyo_segment", "simulate", "--to", "http://127.0.0.1:9/x"],
-                          capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "klaviyo_segment", "simulate", "--to", "http://127.0.0.1:9/x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     assert proc.returncode == 2 and proc.stdout == "" and "--secret" in proc.stderr
 
 

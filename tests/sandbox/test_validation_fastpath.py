@@ -20,18 +20,32 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 from klaviyo_segment.builders import klaviyo as b
+from klaviyo_segment.constants import schema_path
 from klaviyo_segment.devkit.sandbox.klaviyo import fastcheck
 from klaviyo_segment.devkit.sandbox.klaviyo.operations import load_operations
 from klaviyo_segment.devkit.sandbox.klaviyo.validation import validate_body, validate_body_reference
-from klaviyo_segment.constants import schema_path
 
 REVISIONS = ("2025-01-15", "2026-07-15")
-PROFILE = {"email": "zoë@example.com", "phone_number": "+14155552671", "external_id": "u-42", "first_name": "Zoë",
-           "location": {"city": "Berlin", "country": "DE", "latitude": 52.52, "region": None},
-           "properties": {"plan": "pro", "tags": ["a"]}}
-EVENTS = [{"metric": "Order Completed", "profile": {"email": "a@example.com"}, "properties": {"n": i},
-           "time": datetime(2026, 7, 1, 12, i, tzinfo=UTC), "value": 9.5, "value_currency": "EUR",
-           "unique_id": f"m-{i}"} for i in range(3)] + [{"metric": "Viewed", "profile": {"external_id": "x"}}]
+PROFILE = {
+    "email": "zoë@example.com",
+    "phone_number": "+14155552671",
+    "external_id": "u-42",
+    "first_name": "Zoë",
+    "location": {"city": "Berlin", "country": "DE", "latitude": 52.52, "region": None},
+    "properties": {"plan": "pro", "tags": ["a"]},
+}
+EVENTS = [
+    {
+        "metric": "Order Completed",
+        "profile": {"email": "a@example.com"},
+        "properties": {"n": i},
+        "time": datetime(2026, 7, 1, 12, i, tzinfo=UTC),
+        "value": 9.5,
+        "value_currency": "EUR",
+        "unique_id": f"m-{i}",
+    }
+    for i in range(3)
+] + [{"metric": "Viewed", "profile": {"external_id": "x"}}]
 
 
 def valid_bodies() -> dict[str, dict[str, Any]]:
@@ -40,17 +54,24 @@ def valid_bodies() -> dict[str, dict[str, Any]]:
         "add_profiles_to_list": b.list_relationships_body(["01A", "01B"]),
         "remove_profiles_from_list": b.list_relationships_body(["01A"]),
         "bulk_create_events": b.bulk_create_events_body(EVENTS).body,
-        "bulk_import_profiles": b.bulk_profile_import_body([PROFILE, {"id": "01X", "first_name": "Ann"}],
-                                                           list_ids=["L1"]),
+        "bulk_import_profiles": b.bulk_profile_import_body(
+            [PROFILE, {"id": "01X", "first_name": "Ann"}], list_ids=["L1"]
+        ),
         "bulk_subscribe_profiles": b.subscribe_body(
             [{"email": "a@b.co", "phone_number": "+14155552671", "consented_at": "2024-01-01T00:00:00Z"}],
-            list_id="L1", custom_source="test", historical_import=True, sms=True),
-        "bulk_unsubscribe_profiles": b.unsubscribe_body([{"email": "a@b.co", "phone_number": "+14155552671"}],
-                                                        list_id="L1", sms=True),
+            list_id="L1",
+            custom_source="test",
+            historical_import=True,
+            sms=True,
+        ),
+        "bulk_unsubscribe_profiles": b.unsubscribe_body(
+            [{"email": "a@b.co", "phone_number": "+14155552671"}], list_id="L1", sms=True
+        ),
         "create_event": b.create_event_body({**EVENTS[0], "service": "segment", "backfill": True}),
         "create_list": b.create_list_body("VIP", opt_in_process="single_opt_in"),
         "create_or_update_profile": b.profile_import_body(
-            PROFILE, meta={"patch_properties": {"append": {"tags": "x"}, "unset": ["old"]}}),
+            PROFILE, meta={"patch_properties": {"append": {"tags": "x"}, "unset": ["old"]}}
+        ),
         "create_profile": {"data": {"type": "profile", "attributes": PROFILE}},
         "merge_profiles": b.merge_body("01DEST", "01SRC"),
         "request_profile_deletion": b.deletion_body(email="a@b.co"),
@@ -78,8 +99,14 @@ def _delete(body: Any, path: list[Any]) -> Any:
 
 def _wrong_value(types: list[str]) -> Any:
     """A JSON value of none of ``types`` (``number`` covers ints, as in JSON Schema)."""
-    candidates = [("string", "text"), ("number", 12345), ("boolean", True), ("array", []), ("object", {}),
-                  ("null", None)]
+    candidates = [
+        ("string", "text"),
+        ("number", 12345),
+        ("boolean", True),
+        ("array", []),
+        ("object", {}),
+        ("null", None),
+    ]
     return next(value for kind, value in candidates if kind not in types)
 
 
@@ -185,16 +212,27 @@ def test_rejection_errors_are_the_reference_errors() -> None:
     entry = ["data", "attributes", "events-bulk-create", "data", 0, "attributes"]
     event = [*entry, "events", "data", 0, "attributes"]
     cases = {
-        "extra": (_set(body, [*entry, "profile", "data", "attributes", "traits"], {}),
-                  "'traits' is not a valid field for the resource 'profile'.",
-                  "/data/attributes/events-bulk-create/data/0/attributes/profile/data/attributes/traits"),
-        "required": (_delete(body, [*event, "metric"]), "'metric' is a required property",
-                     "/data/attributes/events-bulk-create/data/0/attributes/events/data/0/attributes/metric"),
-        "type": (_set(body, [*event, "value"], "9.5"), "'9.5' is not of type 'number', 'null'",
-                 "/data/attributes/events-bulk-create/data/0/attributes/events/data/0/attributes/value"),
+        "extra": (
+            _set(body, [*entry, "profile", "data", "attributes", "traits"], {}),
+            "'traits' is not a valid field for the resource 'profile'.",
+            "/data/attributes/events-bulk-create/data/0/attributes/profile/data/attributes/traits",
+        ),
+        "required": (
+            _delete(body, [*event, "metric"]),
+            "'metric' is a required property",
+            "/data/attributes/events-bulk-create/data/0/attributes/events/data/0/attributes/metric",
+        ),
+        "type": (
+            _set(body, [*event, "value"], "9.5"),
+            "'9.5' is not of type 'number', 'null'",
+            "/data/attributes/events-bulk-create/data/0/attributes/events/data/0/attributes/value",
+        ),
         "enum": (_set(body, ["data", "type"], "event-bulk-create-jobs"), None, "/data/type"),
-        "format": (_set(body, [*event, "time"], "2026-02-30T10:00:00Z"), "'2026-02-30T10:00:00Z' is not a 'date-time'",
-                   "/data/attributes/events-bulk-create/data/0/attributes/events/data/0/attributes/time"),
+        "format": (
+            _set(body, [*event, "time"], "2026-02-30T10:00:00Z"),
+            "'2026-02-30T10:00:00Z' is not a 'date-time'",
+            "/data/attributes/events-bulk-create/data/0/attributes/events/data/0/attributes/time",
+        ),
     }
     for kind, (mutant, detail, pointer) in cases.items():
         errors = validate_body(mutant, schema)

@@ -9,7 +9,7 @@ import re
 import socket
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,8 +18,12 @@ from pydantic import SecretStr
 from klaviyo_segment.devkit.sandbox.klaviyo.webhooks import TOPICS, build_delivery, emit_webhook, record_for_event
 
 SECRET = "whsec_0123456789abcdef"
-EVENT = {"type": "event", "id": "EV1", "attributes": {"timestamp": 1776138612, "event_properties": {}},
-         "relationships": {"metric": {"data": {"type": "metric", "id": "M1"}}}}
+EVENT = {
+    "type": "event",
+    "id": "EV1",
+    "attributes": {"timestamp": 1776138612, "event_properties": {}},
+    "relationships": {"metric": {"data": {"type": "metric", "id": "M1"}}},
+}
 
 
 class Receiver:
@@ -72,13 +76,16 @@ def test_topics_cover_the_engagement_metrics() -> None:
     assert TOPICS["Marked Email as Spam"] == "event:klaviyo.marked_email_as_spam"
     assert {"Opened Email", "Clicked Email", "Bounced Email"} <= set(TOPICS)
     assert record_for_event(EVENT, "Opened Email") == {
-        "external_id": "EV1", "payload": EVENT, "topic": "event:klaviyo.opened_email"}
+        "external_id": "EV1",
+        "payload": EVENT,
+        "topic": "event:klaviyo.opened_email",
+    }
     with pytest.raises(ValueError, match="no webhook topic"):
         record_for_event(EVENT, "Placed Order")
 
 
 def test_build_delivery_shape_and_signature() -> None:
-    now = datetime(2026, 4, 14, 3, 50, 12, 999, tzinfo=timezone.utc)
+    now = datetime(2026, 4, 14, 3, 50, 12, 999, tzinfo=UTC)
     records = [record_for_event(EVENT, "Clicked Email")]
     body, headers = build_delivery(records, secret=SECRET, webhook_id="WH1", account_id="ACC1", now=now)
     assert headers["Content-Type"] == "application/json"
@@ -87,10 +94,13 @@ def test_build_delivery_shape_and_signature() -> None:
     assert headers["Klaviyo-Signature"] == independent_signature(body, headers["Klaviyo-Timestamp"])
     doc = json.loads(body)
     assert doc["data"] == [{"external_id": "EV1", "payload": EVENT, "topic": "event:klaviyo.clicked_email"}]
-    assert doc["meta"] == {"klaviyo_account_id": "ACC1", "klaviyo_webhook_id": "WH1",
-                           "timestamp": "2026-04-14T03:50:12+00:00", "version": "2026-07-15"}
-    same, same_headers = build_delivery(records, secret=SecretStr(SECRET), webhook_id="WH1", account_id="ACC1",
-                                        now=now)
+    assert doc["meta"] == {
+        "klaviyo_account_id": "ACC1",
+        "klaviyo_webhook_id": "WH1",
+        "timestamp": "2026-04-14T03:50:12+00:00",
+        "version": "2026-07-15",
+    }
+    same, same_headers = build_delivery(records, secret=SecretStr(SECRET), webhook_id="WH1", account_id="ACC1", now=now)
     assert same == body and same_headers == headers
     _, other = build_delivery(records, secret=SECRET + "x", webhook_id="WH1", account_id="ACC1", now=now)
     assert other["Klaviyo-Signature"] != headers["Klaviyo-Signature"]
@@ -100,11 +110,9 @@ async def test_emit_delivers_a_verifiable_request(receiver_factory: type[Receive
     receiver = receiver_factory([])
     records = [record_for_event(EVENT, "Unsubscribed")]
     assert await emit_webhook(receiver.url, SECRET, "WH1", "ACC1", records) == 200
-    (headers, body), = receiver.received
-    assert re.fullmatch(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT",
-                        headers["klaviyo-timestamp"])
-    assert hmac.compare_digest(headers["klaviyo-signature"],
-                               independent_signature(body, headers["klaviyo-timestamp"]))
+    ((headers, body),) = receiver.received
+    assert re.fullmatch(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT", headers["klaviyo-timestamp"])
+    assert hmac.compare_digest(headers["klaviyo-signature"], independent_signature(body, headers["klaviyo-timestamp"]))
     assert json.loads(body)["meta"]["klaviyo_webhook_id"] == headers["klaviyo-webhook-id"] == "WH1"
 
 
@@ -125,6 +133,13 @@ async def test_emit_gives_up_on_connection_errors() -> None:
     with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    status = await emit_webhook(f"http://127.0.0.1:{port}/", SECRET, "WH1", "ACC1",
-                                [record_for_event(EVENT, "Received Email")], attempts=2, backoff=0.01)
+    status = await emit_webhook(
+        f"http://127.0.0.1:{port}/",
+        SECRET,
+        "WH1",
+        "ACC1",
+        [record_for_event(EVENT, "Received Email")],
+        attempts=2,
+        backoff=0.01,
+    )
     assert status == 0

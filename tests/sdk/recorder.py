@@ -15,9 +15,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from jsonschema import Draft202012Validator, FormatChecker
-from klaviyo_segment.devkit.sandbox.klaviyo import operations
 
 from klaviyo_segment.constants import KLAVIYO_REVISION
+from klaviyo_segment.devkit.sandbox.klaviyo import operations
 
 SCHEMAS = Path(__file__).with_name(f"response-schemas-{KLAVIYO_REVISION}.json")
 
@@ -91,8 +91,10 @@ class ResponseRecorder:
             doc = json.loads(body or b"")
         except ValueError:
             return Seen(op_id, status, [f"body is not JSON: {(body or b'')[:200]!r}"])
-        problems = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:300]}"
-                    for e in _validator(op_id, key).iter_errors(doc)]
+        problems = [
+            f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:300]}"
+            for e in _validator(op_id, key).iter_errors(doc)
+        ]
         return Seen(op_id, status, problems)
 
     def ops(self) -> set[str]:

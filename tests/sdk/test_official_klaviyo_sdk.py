@@ -18,11 +18,11 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 from klaviyo_api import KlaviyoAPI
+from openapi_client.exceptions import ApiException
+
 from klaviyo_segment.devkit.sandbox.klaviyo.handlers import HANDLERS
 from klaviyo_segment.devkit.sandbox.klaviyo.operations import default_router
 from klaviyo_segment.devkit.sandbox.server import Sandbox
-from openapi_client.exceptions import ApiException
-
 from tests.sdk.recorder import ResponseRecorder, response_schemas
 
 #: Emulated operations the SDK cannot drive, with the reason. Empty: klaviyo-api 24.0.0 drives all of them.
@@ -50,11 +50,20 @@ class Driven:
         return self.api.Lists.create_list({"data": {"type": "list", "attributes": {"name": name}}}).data.id
 
     def event(self, email: str, metric: str = "Placed Order", day: int = 2, **props: Any) -> None:
-        self.api.Events.create_event({"data": {"type": "event", "attributes": {
-            "properties": props or {"value": 1}, "time": f"2026-01-{day:02d}T03:04:05+00:00",
-            "unique_id": uuid.uuid4().hex,
-            "metric": {"data": {"type": "metric", "attributes": {"name": metric}}},
-            "profile": {"data": {"type": "profile", "attributes": {"email": email}}}}}})
+        self.api.Events.create_event(
+            {
+                "data": {
+                    "type": "event",
+                    "attributes": {
+                        "properties": props or {"value": 1},
+                        "time": f"2026-01-{day:02d}T03:04:05+00:00",
+                        "unique_id": uuid.uuid4().hex,
+                        "metric": {"data": {"type": "metric", "attributes": {"name": metric}}},
+                        "profile": {"data": {"type": "profile", "attributes": {"email": email}}},
+                    },
+                }
+            }
+        )
 
 
 @pytest.fixture
@@ -80,8 +89,19 @@ def _cursor(next_link: str | None) -> str:
 
 def d_create_profile(s: Driven) -> None:
     email = s.email()
-    r = s.api.Profiles.create_profile({"data": {"type": "profile", "attributes": {
-        "email": email, "first_name": "Ada", "properties": {"plan": "pro"}, "location": {"city": "Oslo"}}}})
+    r = s.api.Profiles.create_profile(
+        {
+            "data": {
+                "type": "profile",
+                "attributes": {
+                    "email": email,
+                    "first_name": "Ada",
+                    "properties": {"plan": "pro"},
+                    "location": {"city": "Oslo"},
+                },
+            }
+        }
+    )
     _typed(r, "PostProfileResponse")
     assert r.data.attributes.email == email and r.data.attributes.properties == {"plan": "pro"}
 
@@ -98,8 +118,9 @@ def d_create_or_update_profile(s: Driven) -> None:
 
 def d_update_profile(s: Driven) -> None:
     pid = s.profile()
-    r = s.api.Profiles.update_profile(pid, {"data": {"type": "profile", "id": pid,
-                                                     "attributes": {"last_name": "Lovelace"}}})
+    r = s.api.Profiles.update_profile(
+        pid, {"data": {"type": "profile", "id": pid, "attributes": {"last_name": "Lovelace"}}}
+    )
     assert _typed(r, "PatchProfileResponse").data.attributes.last_name == "Lovelace"
 
 
@@ -116,8 +137,10 @@ def d_get_profiles(s: Driven) -> None:
     emails = sorted(s.email() for _ in range(3))
     for email in emails:
         s.profile(email=email)
-    first = _typed(s.api.Profiles.get_profiles(page_size=2, additional_fields_profile=["subscriptions"]),
-                   "GetProfileResponsePluralConversationsCollectionCompoundDocument")
+    first = _typed(
+        s.api.Profiles.get_profiles(page_size=2, additional_fields_profile=["subscriptions"]),
+        "GetProfileResponsePluralConversationsCollectionCompoundDocument",
+    )
     second = s.api.Profiles.get_profiles(page_size=2, page_cursor=_cursor(first.links.next))
     got = [p.attributes.email for p in first.data + second.data]
     assert sorted(got) == emails
@@ -127,16 +150,27 @@ def d_get_profiles(s: Driven) -> None:
 
 def d_merge_profiles(s: Driven) -> None:
     keep, gone = s.profile(), s.profile()
-    r = s.api.Profiles.merge_profiles({"data": {"type": "profile-merge", "id": keep, "relationships": {
-        "profiles": {"data": [{"type": "profile", "id": gone}]}}}})
+    r = s.api.Profiles.merge_profiles(
+        {
+            "data": {
+                "type": "profile-merge",
+                "id": keep,
+                "relationships": {"profiles": {"data": [{"type": "profile", "id": gone}]}},
+            }
+        }
+    )
     assert _typed(r, "PostProfileMergeResponse").data.id == keep
     with pytest.raises(ApiException):
         s.api.Profiles.get_profile(gone)
 
 
 def _import(s: Driven, profiles: list[dict[str, Any]], list_id: str | None = None) -> Any:
-    body: dict[str, Any] = {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": [
-        {"type": "profile", "attributes": attrs} for attrs in profiles]}}}}
+    body: dict[str, Any] = {
+        "data": {
+            "type": "profile-bulk-import-job",
+            "attributes": {"profiles": {"data": [{"type": "profile", "attributes": attrs} for attrs in profiles]}},
+        }
+    }
     if list_id:
         body["data"]["relationships"] = {"lists": {"data": [{"type": "list", "id": list_id}]}}
     return s.api.Profiles.bulk_import_profiles(body)
@@ -145,8 +179,7 @@ def _import(s: Driven, profiles: list[dict[str, Any]], list_id: str | None = Non
 def _wait_job(s: Driven, job_id: str) -> Any:
     deadline = time.monotonic() + 10
     while True:
-        job = _typed(s.api.Profiles.get_bulk_import_profiles_job(job_id),
-                     "GetProfileImportJobResponseCompoundDocument")
+        job = _typed(s.api.Profiles.get_bulk_import_profiles_job(job_id), "GetProfileImportJobResponseCompoundDocument")
         if job.data.attributes.status == "complete" or time.monotonic() > deadline:
             return job
         time.sleep(0.02)
@@ -181,13 +214,38 @@ def d_create_event(s: Driven) -> None:
 
 def d_bulk_create_events(s: Driven) -> None:
     email = s.email()
-    events = [{"type": "event", "attributes": {
-        "properties": {"n": i}, "time": f"2026-01-0{i + 1}T00:00:00+00:00", "unique_id": uuid.uuid4().hex,
-        "metric": {"data": {"type": "metric", "attributes": {"name": "Viewed Product"}}}}} for i in range(3)]
-    s.api.Events.bulk_create_events({"data": {"type": "event-bulk-create-job", "attributes": {
-        "events-bulk-create": {"data": [{"type": "event-bulk-create", "attributes": {
-            "profile": {"data": {"type": "profile", "attributes": {"email": email}}},
-            "events": {"data": events}}}]}}}})
+    events = [
+        {
+            "type": "event",
+            "attributes": {
+                "properties": {"n": i},
+                "time": f"2026-01-0{i + 1}T00:00:00+00:00",
+                "unique_id": uuid.uuid4().hex,
+                "metric": {"data": {"type": "metric", "attributes": {"name": "Viewed Product"}}},
+            },
+        }
+        for i in range(3)
+    ]
+    s.api.Events.bulk_create_events(
+        {
+            "data": {
+                "type": "event-bulk-create-job",
+                "attributes": {
+                    "events-bulk-create": {
+                        "data": [
+                            {
+                                "type": "event-bulk-create",
+                                "attributes": {
+                                    "profile": {"data": {"type": "profile", "attributes": {"email": email}}},
+                                    "events": {"data": events},
+                                },
+                            }
+                        ]
+                    }
+                },
+            }
+        }
+    )
     assert s.recorder.seen[-1].status == 202
     assert len(s.api.Events.get_events().data) == 3
 
@@ -196,8 +254,10 @@ def d_get_events(s: Driven) -> None:
     email = s.email()
     for i in range(3):
         s.event(email, day=i + 1, n=i)
-    r = _typed(s.api.Events.get_events(include=["metric", "profile"], sort="-datetime"),
-               "GetEventResponseCollectionCompoundDocument")
+    r = _typed(
+        s.api.Events.get_events(include=["metric", "profile"], sort="-datetime"),
+        "GetEventResponseCollectionCompoundDocument",
+    )
     assert [e.attributes.event_properties["n"] for e in r.data] == [2, 1, 0]
     assert sorted(x["type"] for x in r.included) == ["metric", "profile"]  # the SDK types included as dicts
     metric_id = r.data[0].relationships.metric.data.id
@@ -213,8 +273,9 @@ def d_get_metrics(s: Driven) -> None:
 
 
 def d_create_list(s: Driven) -> None:
-    r = s.api.Lists.create_list({"data": {"type": "list", "attributes": {"name": "VIP",
-                                                                         "opt_in_process": "single_opt_in"}}})
+    r = s.api.Lists.create_list(
+        {"data": {"type": "list", "attributes": {"name": "VIP", "opt_in_process": "single_opt_in"}}}
+    )
     assert _typed(r, "PostListCreateResponse").data.attributes.name == "VIP"
 
 
@@ -250,15 +311,32 @@ def d_remove_profiles_from_list(s: Driven) -> None:
 def d_get_profiles_for_list(s: Driven) -> None:
     lid, a = s.list(), s.profile()
     s.api.Lists.add_profiles_to_list(lid, {"data": [{"type": "profile", "id": a}]})
-    r = _typed(s.api.Lists.get_profiles_for_list(lid, additional_fields_profile=["subscriptions"]),
-               "GetListMemberResponseCollection")
+    r = _typed(
+        s.api.Lists.get_profiles_for_list(lid, additional_fields_profile=["subscriptions"]),
+        "GetListMemberResponseCollection",
+    )
     assert [p.id for p in r.data] == [a] and r.data[0].attributes.joined_group_at is not None
 
 
 def _subscription(kind: str, email: str, consent: str, list_id: str | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"data": {"type": f"profile-subscription-bulk-{kind}-job", "attributes": {
-        "profiles": {"data": [{"type": "profile", "attributes": {"email": email, "subscriptions": {
-            "email": {"marketing": {"consent": consent}}}}}]}}}}
+    body: dict[str, Any] = {
+        "data": {
+            "type": f"profile-subscription-bulk-{kind}-job",
+            "attributes": {
+                "profiles": {
+                    "data": [
+                        {
+                            "type": "profile",
+                            "attributes": {
+                                "email": email,
+                                "subscriptions": {"email": {"marketing": {"consent": consent}}},
+                            },
+                        }
+                    ]
+                }
+            },
+        }
+    }
     if list_id:
         body["data"]["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
     return body
@@ -290,8 +368,14 @@ def d_bulk_unsubscribe_profiles(s: Driven) -> None:
 def d_request_profile_deletion(s: Driven) -> None:
     email = s.email()
     pid = s.profile(email=email)
-    s.api.Data_Privacy.request_profile_deletion({"data": {"type": "data-privacy-deletion-job", "attributes": {
-        "profile": {"data": {"type": "profile", "attributes": {"email": email}}}}}})
+    s.api.Data_Privacy.request_profile_deletion(
+        {
+            "data": {
+                "type": "data-privacy-deletion-job",
+                "attributes": {"profile": {"data": {"type": "profile", "attributes": {"email": email}}}},
+            }
+        }
+    )
     assert s.recorder.seen[-1].status == 202
     with pytest.raises(ApiException):
         s.api.Profiles.get_profile(pid)
@@ -302,8 +386,9 @@ def d_get_accounts(s: Driven) -> None:
     assert len(r.data) == 1 and r.data[0].attributes.public_api_key
 
 
-DRIVERS: dict[str, Callable[[Driven], None]] = {name[2:]: fn for name, fn in globals().items()
-                                                if name.startswith("d_") and callable(fn)}
+DRIVERS: dict[str, Callable[[Driven], None]] = {
+    name[2:]: fn for name, fn in globals().items() if name.startswith("d_") and callable(fn)
+}
 
 
 def test_every_emulated_operation_has_a_driver_or_a_reason() -> None:

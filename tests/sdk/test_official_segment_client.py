@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from klaviyo_segment.devkit.sandbox.server import Sandbox
 from segment.analytics import Client
+
+from klaviyo_segment.devkit.sandbox.server import Sandbox
 
 
 @pytest.fixture
@@ -27,8 +28,13 @@ def segment(sandbox: Sandbox) -> Iterator[httpx.Client]:
 
 
 def _client(sandbox: Sandbox, errors: list[Any], **options: Any) -> Client:
-    return Client(sandbox.segment_write_key, host=sandbox.segment_url, max_retries=0,
-                  on_error=lambda exc, batch: errors.append((exc, batch)), **options)
+    return Client(
+        sandbox.segment_write_key,
+        host=sandbox.segment_url,
+        max_retries=0,
+        on_error=lambda exc, batch: errors.append((exc, batch)),
+        **options,
+    )
 
 
 def _stored(segment: httpx.Client, **query: str) -> list[dict[str, Any]]:
@@ -85,11 +91,17 @@ def test_client_resend_of_the_same_batch_is_deduplicated(sandbox: Sandbox, segme
     assert segment.get("/__sandbox/stats").json()["deduplicated"] == 1
 
 
-@pytest.mark.parametrize("body", [b"{not gzip at all", gzip_mod.compress(b'{"batch": []}')[:-6],
-                                  gzip_mod.compress(b'{"batch": []}') + b"junk"],
-                         ids=["not-gzip", "truncated", "trailing-junk"])
+@pytest.mark.parametrize(
+    "body",
+    [b"{not gzip at all", gzip_mod.compress(b'{"batch": []}')[:-6], gzip_mod.compress(b'{"batch": []}') + b"junk"],
+    ids=["not-gzip", "truncated", "trailing-junk"],
+)
 def test_corrupt_gzip_body_is_400(sandbox: Sandbox, segment: httpx.Client, body: bytes) -> None:
-    r = segment.post("/v1/batch", content=body, auth=(sandbox.segment_write_key, ""),
-                     headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    r = segment.post(
+        "/v1/batch",
+        content=body,
+        auth=(sandbox.segment_write_key, ""),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
     assert r.status_code == 400 and r.json()["code"] == "invalid_gzip"
     assert segment.get("/__sandbox/stats").json()["stored"] == 0

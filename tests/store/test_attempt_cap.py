@@ -10,8 +10,11 @@ from klaviyo_segment.store.inbox import MAX_ATTEMPTS
 
 
 async def _accept(store: Store, ids: list[str]) -> str:
-    result = await store.accept([{"type": "track", "messageId": i, "event": "E"} for i in ids],
-                                key=lambda m: m["messageId"], route=lambda m: ["forward-track"])
+    result = await store.accept(
+        [{"type": "track", "messageId": i, "event": "E"} for i in ids],
+        key=lambda m: m["messageId"],
+        route=lambda m: ["forward-track"],
+    )
     return result.batches["forward-track"]
 
 
@@ -64,12 +67,15 @@ async def test_leases_of_a_dead_process_on_this_host_are_reclaimed_at_once(store
 
     batch = await _accept(store, ["r1"])
     mine = await _accept(store, ["r2"])
-    code = ("import asyncio, sys\nfrom klaviyo_segment.store import Store\n"
-            "async def main():\n    s = await Store.open(sys.argv[1])\n"
-            f"    assert await s.lease([{batch!r}], 'killed-run', 600)\n    await s.close()\n"
-            "asyncio.run(main())\n")
-    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code, store_url], capture_output=True,
-                                   text=True, timeout=60)
+    code = (
+        "import asyncio, sys\nfrom klaviyo_segment.store import Store\n"
+        "async def main():\n    s = await Store.open(sys.argv[1])\n"
+        f"    assert await s.lease([{batch!r}], 'killed-run', 600)\n    await s.close()\n"
+        "asyncio.run(main())\n"
+    )
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", code, store_url], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert await store.lease([mine], "live-run", 600)  # held by this (living) process: never reclaimed
     assert await store.lease([batch], "restart", 600) == []  # still leased by the dead one

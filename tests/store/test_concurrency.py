@@ -19,8 +19,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _spawn(url: str, owner: str, lease: float, mode: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, str(WORKER), url, owner, str(lease), mode], cwd=REPO, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), url, owner, str(lease), mode],
+        cwd=REPO,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", proc.stderr
     return proc
 
@@ -40,8 +46,10 @@ def _finish(proc: subprocess.Popen[str]) -> set[str]:
 
 async def _fill(url: str, count: int) -> tuple[Store, list[str]]:
     store = await Store.open(url)
-    ids = [(await store.accept([{"messageId": f"m{i}"}], key=lambda m: m["messageId"], route=lambda m: ["f"]))
-           .batches["f"] for i in range(count)]
+    ids = [
+        (await store.accept([{"messageId": f"m{i}"}], key=lambda m: m["messageId"], route=lambda m: ["f"])).batches["f"]
+        for i in range(count)
+    ]
     return store, ids
 
 

@@ -17,8 +17,12 @@ EMAIL = "secret.person@example.com"
 async def _break_aliases(store: Store) -> None:
     async with store._engine.begin() as conn:  # a store that fails on the next write of an email
         await conn.execute(sa.text("DROP TABLE ks_aliases"))
-        await conn.execute(sa.text("CREATE TABLE ks_aliases (anonymous_id TEXT PRIMARY KEY, "
-                                   "data TEXT NOT NULL CHECK (length(data) < 5), updated_us BIGINT NOT NULL)"))
+        await conn.execute(
+            sa.text(
+                "CREATE TABLE ks_aliases (anonymous_id TEXT PRIMARY KEY, "
+                "data TEXT NOT NULL CHECK (length(data) < 5), updated_us BIGINT NOT NULL)"
+            )
+        )
 
 
 async def test_store_error_text_and_traceback_hold_no_email(store: Store, caplog: pytest.LogCaptureFixture) -> None:

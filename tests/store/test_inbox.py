@@ -16,8 +16,13 @@ def _route(m: dict[str, Any]) -> list[str]:
 
 
 async def test_accept_groups_per_flow_and_dedupes(store: Store) -> None:
-    msgs = [{"messageId": "m1", "type": "identify"}, {"messageId": "m2", "type": "track"},
-            {"messageId": "m1", "type": "identify"}, {"type": "track", "n": 1}, {"type": "track", "n": 2}]
+    msgs = [
+        {"messageId": "m1", "type": "identify"},
+        {"messageId": "m2", "type": "track"},
+        {"messageId": "m1", "type": "identify"},
+        {"type": "track", "n": 1},
+        {"type": "track", "n": 2},
+    ]
     first = await store.accept(msgs, key=_key, route=_route)
     assert (first.accepted, first.duplicates) == (4, 1)
     assert set(first.batches) == {"sync-identify", "forward-track"}
@@ -25,8 +30,11 @@ async def test_accept_groups_per_flow_and_dedupes(store: Store) -> None:
     assert batches["sync-identify"].messages == [msgs[0]]
     assert batches["forward-track"].messages == [msgs[0], msgs[1], msgs[3], msgs[4]]  # accept order kept
 
-    again = await store.accept([{"messageId": "m2", "type": "track"}, {"messageId": "m3", "type": "track"},
-                                {"type": "track", "n": 1}], key=_key, route=_route)
+    again = await store.accept(
+        [{"messageId": "m2", "type": "track"}, {"messageId": "m3", "type": "track"}, {"type": "track", "n": 1}],
+        key=_key,
+        route=_route,
+    )
     assert (again.accepted, again.duplicates) == (2, 1)  # None keys are always new
     assert list(again.batches) == ["forward-track"]
     assert await store.backlog() == {"sync-identify": 1, "forward-track": 6}
@@ -56,8 +64,10 @@ async def test_lease_is_exclusive_until_expiry_then_reclaimed(store: Store) -> N
 
 
 async def test_claim_oldest_first_with_limit_and_flow_filter(store: Store) -> None:
-    ids = [(await store.accept([{"messageId": f"m{i}", "type": "track"}], key=_key, route=_route))
-           .batches["forward-track"] for i in range(3)]
+    ids = [
+        (await store.accept([{"messageId": f"m{i}", "type": "track"}], key=_key, route=_route)).batches["forward-track"]
+        for i in range(3)
+    ]
     identify = (await store.accept([{"messageId": "i", "type": "identify"}], key=_key, route=_route)).batches
     only = await store.claim("w", 30, limit=5, flow="sync-identify")
     assert [b.id for b in only] == [identify["sync-identify"]]

@@ -19,15 +19,25 @@ async def test_version_1_store_is_upgraded_in_place(store_url: str) -> None:
     assert await migrate(engine, target=1) == 1
     now = now_us()
     async with engine.begin() as conn:  # data written by version-1 code
-        await conn.execute(sa.text(
-            "INSERT INTO ks_inbox_batches (id, flow, status, attempts, size, created_us, updated_us) "
-            "VALUES ('b1', 'forward-track', 'pending', 0, 1, :n, :n)"), {"n": now})
-        await conn.execute(sa.text("INSERT INTO ks_inbox_messages (batch_id, pos, message_id, body) "
-                                   "VALUES ('b1', 0, 'm1', '{\"messageId\":\"m1\"}')"))
-        await conn.execute(sa.text("INSERT INTO ks_versions (key, version_us, updated_us) VALUES ('k', :v, :n)"),
-                           {"v": now, "n": now})
-        await conn.execute(sa.text("INSERT INTO ks_cursors (name, value, updated_us) VALUES ('c', 'v1', :n)"),
-                           {"n": now})
+        await conn.execute(
+            sa.text(
+                "INSERT INTO ks_inbox_batches (id, flow, status, attempts, size, created_us, updated_us) "
+                "VALUES ('b1', 'forward-track', 'pending', 0, 1, :n, :n)"
+            ),
+            {"n": now},
+        )
+        await conn.execute(
+            sa.text(
+                "INSERT INTO ks_inbox_messages (batch_id, pos, message_id, body) "
+                "VALUES ('b1', 0, 'm1', '{\"messageId\":\"m1\"}')"
+            )
+        )
+        await conn.execute(
+            sa.text("INSERT INTO ks_versions (key, version_us, updated_us) VALUES ('k', :v, :n)"), {"v": now, "n": now}
+        )
+        await conn.execute(
+            sa.text("INSERT INTO ks_cursors (name, value, updated_us) VALUES ('c', 'v1', :n)"), {"n": now}
+        )
         with pytest.raises(sa.exc.DBAPIError):  # the v2 table does not exist yet
             async with conn.begin_nested():
                 await conn.execute(sa.text("SELECT * FROM ks_kv"))

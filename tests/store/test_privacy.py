@@ -32,14 +32,19 @@ async def _remember_everything(store: Store) -> None:
     [batch] = await store.lease(list(done.values()), "w", 30)
     await store.complete(batch.id, "w")
     await store.accept([{"messageId": "b2", "type": "track", **OTHER}], key=_key, route=lambda m: ["forward-track"])
-    await store.put_profile_ids({f"email:{EMAIL.lower()}": PID, f"phone:{PHONE}": PID, f"external_id:{USER}": PID,
-                                 "external_id:u10": "01BOB"})
+    await store.put_profile_ids(
+        {f"email:{EMAIL.lower()}": PID, f"phone:{PHONE}": PID, f"external_id:{USER}": PID, "external_id:u10": "01BOB"}
+    )
     await store.put_aliases({ANON: {"user_id": USER, "email": EMAIL}, "anon-bob": {"user_id": "u10"}})
     await store.apply_versions({f"audience:vip:{PID}": datetime.now(UTC), "audience:vip:01BOB": datetime.now(UTC)})
     await store.claim_once([f"onboard:{USER}", "onboard:u10"])
     await store.put_values({f"churn:{USER}": "at_risk", "churn:u10": "ok"})
-    await store.add_dead_letters([DeadLetterIn("forward-track", {"anonymousId": ANON, "event": "x"}, "d1", "bad"),
-                                  DeadLetterIn("forward-track", {"userId": "u10"}, "d2", "bad")])
+    await store.add_dead_letters(
+        [
+            DeadLetterIn("forward-track", {"anonymousId": ANON, "event": "x"}, "d1", "bad"),
+            DeadLetterIn("forward-track", {"userId": "u10"}, "d2", "bad"),
+        ]
+    )
 
 
 async def test_purge_person_leaves_no_trace(store: Store) -> None:

@@ -12,13 +12,21 @@ T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 async def test_dead_letters_upsert_list_resolve_purge(store: Store) -> None:
     err = {"code": "invalid", "detail": "bad email", "pointer": "/data/attributes/email"}
-    first = await store.add_dead_letters([DeadLetterIn("sync-identify", {"messageId": "m1"}, "m1", "invalid", err),
-                                          DeadLetterIn("forward-track", {"n": 1}, None, "permanent")])
+    first = await store.add_dead_letters(
+        [
+            DeadLetterIn("sync-identify", {"messageId": "m1"}, "m1", "invalid", err),
+            DeadLetterIn("forward-track", {"n": 1}, None, "permanent"),
+        ]
+    )
     again = await store.add_dead_letters([DeadLetterIn("sync-identify", {"messageId": "m1", "v": 2}, "m1", "retry")])
     assert again[0] == first[0] and len(first[0]) == 12
     dl = await store.get_dead_letter(first[0])
-    assert dl is not None and (dl.attempts, dl.reason, dl.error, dl.message) == (2, "retry", None,
-                                                                                   {"messageId": "m1", "v": 2})
+    assert dl is not None and (dl.attempts, dl.reason, dl.error, dl.message) == (
+        2,
+        "retry",
+        None,
+        {"messageId": "m1", "v": 2},
+    )
     assert dl.updated_at >= dl.created_at
     assert [d.id for d in await store.list_dead_letters(flow="forward-track")] == [first[1]]
     assert len(await store.list_dead_letters(limit=1)) == 1
@@ -70,13 +78,16 @@ async def test_identity_cache_and_alias_merge(store: Store) -> None:
     await store.put_profile_ids({"email:a@b.com": "P1", "external_id:u1": "P1"})
     await store.put_profile_ids({"email:a@b.com": "P2"})
     assert await store.get_profile_ids(["email:a@b.com", "external_id:u1", "phone:+1"]) == {
-        "email:a@b.com": "P2", "external_id:u1": "P1"}
+        "email:a@b.com": "P2",
+        "external_id:u1": "P1",
+    }
     await store.forget_profile_ids(["email:a@b.com"])
     assert await store.get_profile_ids(["email:a@b.com"]) == {}
     await store.put_aliases({"anon1": {"user_id": "u1", "traits": {"plan": "pro"}}})
     await store.put_aliases({"anon1": {"email": "a@b.com", "user_id": None, "traits": {"seats": 3}}})
-    await asyncio.gather(store.put_aliases({"anon2": {"user_id": "u2"}}),
-                         store.put_aliases({"anon2": {"email": "c@d.com"}}))
+    await asyncio.gather(
+        store.put_aliases({"anon2": {"user_id": "u2"}}), store.put_aliases({"anon2": {"email": "c@d.com"}})
+    )
     got = await store.get_aliases(["anon1", "anon2", "anon3"])
     assert got["anon1"] == {"user_id": "u1", "email": "a@b.com", "traits": {"plan": "pro", "seats": 3}}
     assert got["anon2"] == {"user_id": "u2", "email": "c@d.com"} and "anon3" not in got

@@ -20,6 +20,7 @@ def _loader(url: str | None) -> Any:
     def load(cls: type[Any], name: str) -> Any:
         assert cls is StateStore and name == "default"
         return StateStore(url=SecretStr(url)) if url else None
+
     return load
 
 
@@ -43,8 +44,9 @@ def test_unreachable_prefect_is_an_error_not_a_silent_local_file() -> None:
         resolve_store_url(loader=broken)
 
 
-async def test_saved_block_url_is_what_resolve_returns(prefect_server: str, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_saved_block_url_is_what_resolve_returns(
+    prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from prefect.client.orchestration import get_client
 
     monkeypatch.setenv("KLAVIYO_API_KEY", "pk_test_store_block")
@@ -65,8 +67,7 @@ async def test_saved_block_url_is_what_resolve_returns(prefect_server: str, tmp_
             await client.delete_block_document(saved.id)
 
 
-def test_pool_worker_on_local_sqlite_warns(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-                                           ) -> None:
+def test_pool_worker_on_local_sqlite_warns(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from prefect.context import FlowRunContext
 
     assert warn_if_local_store_on_pool("sqlite:///x.db") is False  # not in a run

@@ -78,5 +78,4 @@ class Sleeps(list[float]):
 
 def make(sleeps: Sleeps, **kw: object) -> KlaviyoClient:
     creds = KlaviyoCredentials(api_key=KEY, base_url=BASE)
-    return KlaviyoClient(creds, pacer=InProcessPacer(scale=1000, clock=sleeps.clock, sleep=sleeps),
-                         sleep=sleeps, **kw)  # type: ignore[arg-type]
+    return KlaviyoClient(creds, pacer=InProcessPacer(scale=1000, clock=sleeps.clock, sleep=sleeps), sleep=sleeps, **kw)  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import jsonschema
@@ -14,11 +14,26 @@ from klaviyo_segment.builders import klaviyo as b
 from klaviyo_segment.clients.operations import load_schema
 
 FULL_PROFILE = {
-    "email": "zoë.müller@example.com", "phone_number": "+14155552671", "external_id": "user-42",
-    "first_name": "Zoë", "last_name": "Müller", "organization": "Ünïcode GmbH", "locale": "de-DE", "title": "CTO",
+    "email": "zoë.müller@example.com",
+    "phone_number": "+14155552671",
+    "external_id": "user-42",
+    "first_name": "Zoë",
+    "last_name": "Müller",
+    "organization": "Ünïcode GmbH",
+    "locale": "de-DE",
+    "title": "CTO",
     "image": "https://example.com/z.png",
-    "location": {"address1": "Straße 1", "city": "Berlin", "country": "DE", "zip": "10115", "latitude": 52.52,
-                 "longitude": "13.40", "timezone": "Europe/Berlin", "region": None, "ip": "127.0.0.1"},
+    "location": {
+        "address1": "Straße 1",
+        "city": "Berlin",
+        "country": "DE",
+        "zip": "10115",
+        "latitude": 52.52,
+        "longitude": "13.40",
+        "timezone": "Europe/Berlin",
+        "region": None,
+        "ip": "127.0.0.1",
+    },
     "properties": {"plan": "pro", "tags": ["a", "b"], "nested": {"x": 1}},
 }
 
@@ -28,12 +43,15 @@ def validate(operation_id: str, body: dict[str, Any]) -> None:
     jsonschema.validate(json.loads(json.dumps(body)), schema)
 
 
-@pytest.mark.parametrize("attrs", [
-    FULL_PROFILE,
-    {"email": "a@b.co"},
-    {"external_id": "u1", "first_name": None, "last_name": None, "location": {"city": None}},  # nulls clear
-    {"phone_number": "+447911123456", "properties": None},
-])
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        FULL_PROFILE,
+        {"email": "a@b.co"},
+        {"external_id": "u1", "first_name": None, "last_name": None, "location": {"city": None}},  # nulls clear
+        {"phone_number": "+447911123456", "properties": None},
+    ],
+)
 def test_profile_import_bodies_validate(attrs: dict[str, Any]) -> None:
     body = b.profile_import_body(attrs)
     validate("create_or_update_profile", body)
@@ -41,26 +59,31 @@ def test_profile_import_bodies_validate(attrs: dict[str, Any]) -> None:
 
 
 def test_profile_import_with_id_and_meta() -> None:
-    body = b.profile_import_body({"email": "a@b.co"}, profile_id="01ABC",
-                                 meta={"patch_properties": {"append": {"tags": "x"}, "unset": ["old"]}})
+    body = b.profile_import_body(
+        {"email": "a@b.co"}, profile_id="01ABC", meta={"patch_properties": {"append": {"tags": "x"}, "unset": ["old"]}}
+    )
     validate("create_or_update_profile", body)
     assert body["data"]["id"] == "01ABC"
 
 
-@pytest.mark.parametrize("bad, needle", [
-    ({"email": "a@b.co", "anonymous_id": "anon"}, "anonymous_id"),
-    ({"email": "a@b.co", "traits": {}}, "traits"),
-    ({"email": "a@b.co", "location": {"street": "x"}}, "street"),
-    ({"first_name": "No identifier"}, "needs an id"),
-])
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        ({"email": "a@b.co", "anonymous_id": "anon"}, "anonymous_id"),
+        ({"email": "a@b.co", "traits": {}}, "traits"),
+        ({"email": "a@b.co", "location": {"street": "x"}}, "street"),
+        ({"first_name": "No identifier"}, "needs an id"),
+    ],
+)
 def test_profile_builder_rejects_undeclared_fields(bad: dict[str, Any], needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         b.profile_import_body(bad)
 
 
 def test_bulk_profile_import_body() -> None:
-    body = b.bulk_profile_import_body([FULL_PROFILE, {"id": "01X", "first_name": "Ann"}, {"email": "c@d.io"}],
-                                      list_ids=["LIST1"])
+    body = b.bulk_profile_import_body(
+        [FULL_PROFILE, {"id": "01X", "first_name": "Ann"}, {"email": "c@d.io"}], list_ids=["LIST1"]
+    )
     validate("bulk_import_profiles", body)
     assert body["data"]["relationships"]["lists"]["data"] == [{"type": "list", "id": "LIST1"}]
     no_list = b.bulk_profile_import_body([{"email": "c@d.io"}])
@@ -68,9 +91,17 @@ def test_bulk_profile_import_body() -> None:
     assert "relationships" not in no_list["data"]
 
 
-EVENT = {"metric": "Order Completed", "profile": {"email": "a@b.co", "anonymous_id": "anon-1"},
-         "properties": {"order_id": "o1", "items": [{"sku": "ü"}]}, "time": datetime(2026, 7, 1, 12, tzinfo=timezone.utc),
-         "value": 19.99, "value_currency": "EUR", "unique_id": "m-1", "backfill": True, "service": "segment"}
+EVENT = {
+    "metric": "Order Completed",
+    "profile": {"email": "a@b.co", "anonymous_id": "anon-1"},
+    "properties": {"order_id": "o1", "items": [{"sku": "ü"}]},
+    "time": datetime(2026, 7, 1, 12, tzinfo=UTC),
+    "value": 19.99,
+    "value_currency": "EUR",
+    "unique_id": "m-1",
+    "backfill": True,
+    "service": "segment",
+}
 
 
 def test_create_event_body() -> None:
@@ -83,12 +114,15 @@ def test_create_event_body() -> None:
     validate("create_event", b.create_event_body({"metric": "X", "profile_id": "01P", "properties": {}}))
 
 
-@pytest.mark.parametrize("bad, needle", [
-    ({"profile": {"email": "a@b.co"}}, "metric"),
-    ({"metric": "x" * 128, "profile": {"email": "a@b.co"}}, "128"),
-    ({"metric": "X", "profile": {}}, "profile needs"),
-    ({"metric": "X", "profile": {"email": "a@b.co"}, "context": {}}, "context"),
-])
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        ({"profile": {"email": "a@b.co"}}, "metric"),
+        ({"metric": "x" * 128, "profile": {"email": "a@b.co"}}, "128"),
+        ({"metric": "X", "profile": {}}, "profile needs"),
+        ({"metric": "X", "profile": {"email": "a@b.co"}, "context": {}}, "context"),
+    ],
+)
 def test_event_builder_rejects(bad: dict[str, Any], needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         b.create_event_body(bad)
@@ -123,15 +157,23 @@ def test_list_and_merge_and_create_list_bodies() -> None:
 
 
 def test_subscribe_bodies() -> None:
-    body = b.subscribe_body([{"email": "a@b.co", "phone_number": "+14155552671", "id": "01P"},
-                             {"email": "ü@b.co"}], list_id="L1", custom_source="Segment", sms=True)
+    body = b.subscribe_body(
+        [{"email": "a@b.co", "phone_number": "+14155552671", "id": "01P"}, {"email": "ü@b.co"}],
+        list_id="L1",
+        custom_source="Segment",
+        sms=True,
+    )
     validate("bulk_subscribe_profiles", body)
     first = body["data"]["attributes"]["profiles"]["data"][0]["attributes"]["subscriptions"]
     assert set(first) == {"email", "sms"}
     hist = b.subscribe_body([{"email": "a@b.co", "consented_at": datetime(2024, 1, 1)}], historical_import=True)
     validate("bulk_subscribe_profiles", hist)
-    assert hist["data"]["attributes"]["profiles"]["data"][0]["attributes"]["subscriptions"]["email"][
-        "marketing"]["consented_at"] == "2024-01-01T00:00:00Z"
+    assert (
+        hist["data"]["attributes"]["profiles"]["data"][0]["attributes"]["subscriptions"]["email"]["marketing"][
+            "consented_at"
+        ]
+        == "2024-01-01T00:00:00Z"
+    )
     with pytest.raises(ValueError, match="historical_import"):
         b.subscribe_body([{"email": "a@b.co", "consented_at": "2024-01-01T00:00:00Z"}])
     with pytest.raises(ValueError, match="consented_at"):
@@ -164,18 +206,22 @@ def test_filters_quote_and_escape() -> None:
     assert b.filter_any("email", ["a@b.co", "x@y.io"]) == 'any(email,["a@b.co","x@y.io"])'
     assert b.filter_equals("external_id", 'we"ird\\id') == r'equals(external_id,"we\"ird\\id")'
     params = b.get_profiles_params("phone_number", ["+14155552671"], additional_fields=["subscriptions"])
-    assert params == {"filter": 'any(phone_number,["+14155552671"])', "page[size]": 100,
-                      "additional-fields[profile]": "subscriptions"}
+    assert params == {
+        "filter": 'any(phone_number,["+14155552671"])',
+        "page[size]": 100,
+        "additional-fields[profile]": "subscriptions",
+    }
     with pytest.raises(ValueError):
         b.get_profiles_params("anonymous_id", ["x"])
 
 
 def test_events_filter_has_unquoted_datetimes() -> None:
-    since = datetime(2026, 7, 1, tzinfo=timezone.utc)
-    until = datetime(2026, 7, 2, 2, 0, tzinfo=timezone.utc)
+    since = datetime(2026, 7, 1, tzinfo=UTC)
+    until = datetime(2026, 7, 2, 2, 0, tzinfo=UTC)
     assert b.events_filter("Xj5uUn", since=since, until=until) == (
         'and(equals(metric_id,"Xj5uUn"),greater-or-equal(datetime,2026-07-01T00:00:00Z),'
-        'less-than(datetime,2026-07-02T02:00:00Z))')
+        "less-than(datetime,2026-07-02T02:00:00Z))"
+    )
     assert b.events_filter("M1") == 'equals(metric_id,"M1")'
 
 

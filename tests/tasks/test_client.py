@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+
 import httpx
 import pytest
 import respx
@@ -10,6 +11,7 @@ import respx
 from klaviyo_segment.blocks.klaviyo import KlaviyoCredentials
 from klaviyo_segment.errors import KlaviyoAPIError
 from tests.tasks.conftest import KEY, Sleeps, make
+
 
 async def test_headers_method_and_path_come_from_schema(mock: respx.MockRouter) -> None:
     route = mock.post("/api/lists/L1/relationships/profiles").respond(204)
@@ -24,10 +26,12 @@ async def test_headers_method_and_path_come_from_schema(mock: respx.MockRouter) 
 
 async def test_429_honours_retry_after(mock: respx.MockRouter) -> None:
     throttled = {"errors": [{"status": 429, "code": "throttled", "detail": "Request was throttled."}]}
-    route = mock.post("/api/profile-import").mock(side_effect=[
-        httpx.Response(429, json=throttled, headers={"Retry-After": "7"}),
-        httpx.Response(201, json={"data": {"id": "01P"}}),
-    ])
+    route = mock.post("/api/profile-import").mock(
+        side_effect=[
+            httpx.Response(429, json=throttled, headers={"Retry-After": "7"}),
+            httpx.Response(201, json={"data": {"id": "01P"}}),
+        ]
+    )
     sleeps = Sleeps()
     async with make(sleeps) as client:
         resp = await client.request("create_or_update_profile", json={"data": {}})
@@ -36,8 +40,13 @@ async def test_429_honours_retry_after(mock: respx.MockRouter) -> None:
 
 
 async def test_500_then_success_with_backoff(mock: respx.MockRouter) -> None:
-    mock.get("/api/lists").mock(side_effect=[httpx.Response(500), httpx.Response(503, text="<html>oops"),
-                                              httpx.Response(200, json={"data": []})])
+    mock.get("/api/lists").mock(
+        side_effect=[
+            httpx.Response(500),
+            httpx.Response(503, text="<html>oops"),
+            httpx.Response(200, json={"data": []}),
+        ]
+    )
     sleeps = Sleeps()
     async with make(sleeps, backoff_base=1.0) as client:
         resp = await client.request("get_lists")
@@ -60,9 +69,19 @@ async def test_connection_reset_then_success(mock: respx.MockRouter) -> None:
 
 
 async def test_409_is_not_retried_and_is_parsed(mock: respx.MockRouter) -> None:
-    body = {"errors": [{"id": "e1", "status": 409, "code": "duplicate_profile", "title": "Conflict.",
-                        "detail": "A profile already exists with one of these identifiers.",
-                        "source": {"pointer": "/data/attributes"}, "meta": {"duplicate_profile_id": "01DUP"}}]}
+    body = {
+        "errors": [
+            {
+                "id": "e1",
+                "status": 409,
+                "code": "duplicate_profile",
+                "title": "Conflict.",
+                "detail": "A profile already exists with one of these identifiers.",
+                "source": {"pointer": "/data/attributes"},
+                "meta": {"duplicate_profile_id": "01DUP"},
+            }
+        ]
+    }
     route = mock.post("/api/profile-import").respond(409, json=body)
     async with make(Sleeps()) as client:
         with pytest.raises(KlaviyoAPIError) as info:
@@ -70,7 +89,11 @@ async def test_409_is_not_retried_and_is_parsed(mock: respx.MockRouter) -> None:
     err = info.value.first
     assert route.call_count == 1 and not info.value.retryable
     assert (err.status, err.code, err.pointer, err.meta["duplicate_profile_id"]) == (
-        409, "duplicate_profile", "/data/attributes", "01DUP")
+        409,
+        "duplicate_profile",
+        "/data/attributes",
+        "01DUP",
+    )
 
 
 @pytest.mark.parametrize("content", [b"{not json", b'{"errors": "nope"}', b"[1,2]", b""])
@@ -91,10 +114,12 @@ async def test_malformed_success_json_in_pagination_is_an_error(mock: respx.Mock
 
 async def test_paginate_follows_links_next_on_our_base(mock: respx.MockRouter) -> None:
     page2 = "https://a.klaviyo.com/api/profiles?page%5Bcursor%5D=c2&filter=x"
-    first = mock.get("/api/profiles", params={"filter": "any(email,[\"a@b.co\"])"}).respond(
-        200, json={"data": [{"id": "1"}], "links": {"next": page2}})
+    first = mock.get("/api/profiles", params={"filter": 'any(email,["a@b.co"])'}).respond(
+        200, json={"data": [{"id": "1"}], "links": {"next": page2}}
+    )
     second = mock.get("/api/profiles", params={"page[cursor]": "c2"}).respond(
-        200, json={"data": [{"id": "2"}], "links": {"next": None}})
+        200, json={"data": [{"id": "2"}], "links": {"next": None}}
+    )
     async with make(Sleeps()) as client:
         pages = [p async for p in client.paginate("get_profiles", {"filter": 'any(email,["a@b.co"])'})]
     assert [d["id"] for p in pages for d in p["data"]] == ["1", "2"]

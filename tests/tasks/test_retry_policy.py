@@ -42,7 +42,12 @@ def test_parse_retry_after_seconds_and_http_dates() -> None:
 
 def test_retryable_statuses() -> None:
     assert [s for s in (400, 401, 403, 404, 409, 413, 422, 429, 500, 502, 503, 504) if retryable_status(s)] == [
-        429, 500, 502, 503, 504]
+        429,
+        500,
+        502,
+        503,
+        504,
+    ]
 
 
 def test_backoff_is_equal_jitter_and_capped() -> None:
@@ -88,9 +93,14 @@ class Failed(Exception):
 
 async def _run(policy: RetryPolicy, *outcomes: httpx.Response | Exception) -> tuple[list[int], httpx.Response]:
     calls, send = _scripted(*outcomes)
-    response = await send_with_retry(send, policy, label="test GET /x", log=logging.getLogger("klaviyo_segment.t"),
-                                     error_for=lambda r: Failed(r.status_code),
-                                     network_error=lambda exc, n: Failed(None))
+    response = await send_with_retry(
+        send,
+        policy,
+        label="test GET /x",
+        log=logging.getLogger("klaviyo_segment.t"),
+        error_for=lambda r: Failed(r.status_code),
+        network_error=lambda exc, n: Failed(None),
+    )
     return calls, response
 
 
@@ -98,8 +108,13 @@ async def test_transient_failures_then_success(caplog: pytest.LogCaptureFixture)
     sleeps = Sleeps()
     policy = RetryPolicy(attempts=6, base=1.0, sleep=sleeps, rng=MaxRng())
     with caplog.at_level(logging.WARNING, "klaviyo_segment.t"):
-        calls, response = await _run(policy, httpx.Response(503), httpx.ReadTimeout("slow"),
-                                     httpx.Response(429, headers={"Retry-After": "3"}), httpx.Response(200))
+        calls, response = await _run(
+            policy,
+            httpx.Response(503),
+            httpx.ReadTimeout("slow"),
+            httpx.Response(429, headers={"Retry-After": "3"}),
+            httpx.Response(200),
+        )
     assert response.status_code == 200 and len(calls) == 4
     assert sleeps == [1.0, 2.0, 3.25]
     messages = [r.getMessage() for r in caplog.records]

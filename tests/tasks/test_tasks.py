@@ -25,22 +25,33 @@ def err(status: int, code: str, pointer: str | None = None) -> dict[str, Any]:
 
 async def test_bulk_events_event_and_group_pointers(mock: respx.MockRouter) -> None:
     """An event-level pointer fails one event; a group-level duplicate pointer marks the group duplicate."""
+
     def reply(request: httpx.Request) -> httpx.Response:
         groups = json.loads(request.content)["data"]["attributes"]["events-bulk-create"]["data"]
         for n, g in enumerate(groups):
             for m, e in enumerate(g["attributes"]["events"]["data"]):
                 props = e["attributes"]["properties"]
                 if props.get("bad"):
-                    return httpx.Response(400, json=err(400, "invalid", f"/data/attributes/events-bulk-create/"
-                                                        f"data/{n}/attributes/events/data/{m}/attributes/properties"))
+                    return httpx.Response(
+                        400,
+                        json=err(
+                            400,
+                            "invalid",
+                            f"/data/attributes/events-bulk-create/"
+                            f"data/{n}/attributes/events/data/{m}/attributes/properties",
+                        ),
+                    )
                 if props.get("seen"):
-                    return httpx.Response(400, json=err(400, "duplicate_unique_id",
-                                                        f"/data/attributes/events-bulk-create/data/{n}"))
+                    return httpx.Response(
+                        400, json=err(400, "duplicate_unique_id", f"/data/attributes/events-bulk-create/data/{n}")
+                    )
         return httpx.Response(202)
 
     route = mock.post("/api/event-bulk-create-jobs").mock(side_effect=reply)
-    events = [{"metric": "Paid", "profile": {"email": f"u{i}@x.io"}, "properties": {"i": i}, "unique_id": f"m{i}"}
-              for i in range(6)]
+    events = [
+        {"metric": "Paid", "profile": {"email": f"u{i}@x.io"}, "properties": {"i": i}, "unique_id": f"m{i}"}
+        for i in range(6)
+    ]
     events[2]["properties"]["bad"] = True
     events[4]["properties"]["seen"] = True
     async with make(Sleeps()) as client:
@@ -57,21 +68,37 @@ async def test_bulk_events_event_and_group_pointers(mock: respx.MockRouter) -> N
 async def test_import_errors_matched_by_original_payload(mock: respx.MockRouter) -> None:
     mock.post("/api/profile-bulk-import-jobs").respond(202, json={"data": {"id": "JOB1"}})
     mock.get("/api/profile-bulk-import-jobs/JOB1").respond(
-        200, json={"data": {"id": "JOB1", "attributes": {"status": "complete", "failed_count": 1}}})
-    mock.get("/api/profile-bulk-import-jobs/JOB1/import-errors").respond(200, json={"data": [
-        {"type": "import-error", "attributes": {"code": "invalid", "detail": "bad",
-                                                "original_payload": {"email": "c@x.io"}}}], "links": {}})
+        200, json={"data": {"id": "JOB1", "attributes": {"status": "complete", "failed_count": 1}}}
+    )
+    mock.get("/api/profile-bulk-import-jobs/JOB1/import-errors").respond(
+        200,
+        json={
+            "data": [
+                {
+                    "type": "import-error",
+                    "attributes": {"code": "invalid", "detail": "bad", "original_payload": {"email": "c@x.io"}},
+                }
+            ],
+            "links": {},
+        },
+    )
     async with make(Sleeps()) as client:
         with disable_run_logger():
-            out = await pf.bulk_import_profiles.fn([{"email": "a@x.io"}, {"email": "c@x.io"}], client,
-                                                   poll_interval=0)
+            out = await pf.bulk_import_profiles.fn([{"email": "a@x.io"}, {"email": "c@x.io"}], client, poll_interval=0)
     assert out[0].ok and out[0].value == {"job_id": "JOB1"}
     assert not out[1].ok and out[1].error.detail == "bad"
 
 
 async def test_duplicate_metric_names_keep_the_first(mock: respx.MockRouter) -> None:
-    mock.get("/api/metrics").respond(200, json={"data": [{"id": "M1", "attributes": {"name": "Opened Email"}},
-                                                         {"id": "M2", "attributes": {"name": "Opened Email"}}]})
+    mock.get("/api/metrics").respond(
+        200,
+        json={
+            "data": [
+                {"id": "M1", "attributes": {"name": "Opened Email"}},
+                {"id": "M2", "attributes": {"name": "Opened Email"}},
+            ]
+        },
+    )
     async with make(Sleeps()) as client:
         with disable_run_logger():
             assert await me.get_metrics.fn(client) == {"Opened Email": "M1"}

@@ -3,14 +3,14 @@ failures, and what the account holds afterwards."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from prefect.logging import disable_run_logger
 
 from klaviyo_segment.clients.klaviyo import KlaviyoClient
-from klaviyo_segment.tasks import klaviyo_events as ev
 from klaviyo_segment.services import lists as lists_service
+from klaviyo_segment.tasks import klaviyo_events as ev
 from klaviyo_segment.tasks import klaviyo_lists as li
 from klaviyo_segment.tasks import klaviyo_metrics as me
 from klaviyo_segment.tasks import klaviyo_privacy as pr
@@ -23,8 +23,15 @@ async def test_upsert_profiles_per_item(klaviyo: httpx.Client, client: KlaviyoCl
     old = create_profile(klaviyo, email="old@x.io", first_name="Old")
     ext = create_profile(klaviyo, external_id="u-dup")
     with disable_run_logger():
-        out = await pf.upsert_profiles.fn([{"email": "new@x.io"}, {"email": "old@x.io", "external_id": "u-dup"},
-                                           {"first_name": "x"}, {"email": "old@x.io", "first_name": None}], client)
+        out = await pf.upsert_profiles.fn(
+            [
+                {"email": "new@x.io"},
+                {"email": "old@x.io", "external_id": "u-dup"},
+                {"first_name": "x"},
+                {"email": "old@x.io", "first_name": None},
+            ],
+            client,
+        )
     assert [r.index for r in out] == [0, 1, 2, 3]
     assert out[0].ok and out[0].value["created"] is True and out[0].value["id"] not in (old, ext)
     assert not out[1].ok and out[1].error.status == 409 and out[1].value["duplicate_profile_id"] in (old, ext)
@@ -37,9 +44,18 @@ async def test_upsert_profiles_per_item(klaviyo: httpx.Client, client: KlaviyoCl
 async def test_bulk_import_job_polls_and_maps_errors(klaviyo: httpx.Client, client: KlaviyoClient) -> None:
     list_id = create_list(klaviyo, "Imported")
     with disable_run_logger():
-        out = await pf.bulk_import_profiles.fn([{"email": "a@x.io"}, {"phone_number": "nope"},
-                                                {"email": "not-an-email"}, {"traits": 1}, {"email": "d@x.io"}],
-                                               client, list_ids=[list_id], poll_interval=0.01)
+        out = await pf.bulk_import_profiles.fn(
+            [
+                {"email": "a@x.io"},
+                {"phone_number": "nope"},
+                {"email": "not-an-email"},
+                {"traits": 1},
+                {"email": "d@x.io"},
+            ],
+            client,
+            list_ids=[list_id],
+            poll_interval=0.01,
+        )
     assert [r.ok for r in out] == [True, False, False, False, True]
     assert out[0].value["job_id"] and out[1].error.pointer.endswith("/phone_number")
     assert "phone" in (out[1].error.detail or "") and "email" in (out[2].error.detail or "").lower()
@@ -51,10 +67,13 @@ async def test_bulk_import_job_polls_and_maps_errors(klaviyo: httpx.Client, clie
     assert emails == {"a@x.io", "d@x.io"}
 
 
-async def test_bulk_events_fail_only_the_profile_the_server_points_at(klaviyo: httpx.Client,
-                                                                      client: KlaviyoClient) -> None:
-    events = [{"metric": "Paid", "profile": {"email": f"u{i}@x.io"}, "properties": {"i": i}, "unique_id": f"m{i}"}
-              for i in range(4)]
+async def test_bulk_events_fail_only_the_profile_the_server_points_at(
+    klaviyo: httpx.Client, client: KlaviyoClient
+) -> None:
+    events = [
+        {"metric": "Paid", "profile": {"email": f"u{i}@x.io"}, "properties": {"i": i}, "unique_id": f"m{i}"}
+        for i in range(4)
+    ]
     events[2]["profile"] = {"email": "u2@x.io", "phone_number": "12"}  # only the server knows this is invalid
     events.append(dict(events[0]))  # in-request duplicate of item 0
     events.append({"metric": "", "profile": {"email": "z@x.io"}})  # invalid before sending
@@ -74,7 +93,8 @@ async def test_bulk_events_strict_mode_repeat_is_a_duplicate(klaviyo: httpx.Clie
     with disable_run_logger():
         assert (await ev.bulk_create_events.fn(first, client))[0].ok
         out = await ev.bulk_create_events.fn(
-            [*first, {"metric": "Paid", "profile": {"email": "a@x.io"}, "unique_id": "order-2"}], client)
+            [*first, {"metric": "Paid", "profile": {"email": "a@x.io"}, "unique_id": "order-2"}], client
+        )
     assert out[0].ok and out[0].value == {"duplicate": True} and out[1].ok and out[1].value is None
     assert requests_to(klaviyo, "bulk_create_events") == 3
     ids = sorted(e["properties"]["$event_id"] for e in klaviyo.get("/__sandbox/events").json())
@@ -92,9 +112,13 @@ async def test_bulk_events_chunked_at_1000(klaviyo: httpx.Client, client: Klaviy
 
 async def test_create_events_single(klaviyo: httpx.Client, client: KlaviyoClient) -> None:
     with disable_run_logger():
-        out = await ev.create_events.fn([
-            {"metric": "A", "profile": {"email": "a@x.io"}, "properties": {"ok": 1}},
-            {"metric": "A", "profile": {"email": "a@x.io"}, "time": "1980-01-01T00:00:00Z"}], client)
+        out = await ev.create_events.fn(
+            [
+                {"metric": "A", "profile": {"email": "a@x.io"}, "properties": {"ok": 1}},
+                {"metric": "A", "profile": {"email": "a@x.io"}, "time": "1980-01-01T00:00:00Z"},
+            ],
+            client,
+        )
     # a time Klaviyo rejects (before 1990) fails locally, with the reason, and is never sent
     assert out[0].ok and not out[1].ok and out[1].error.code == "invalid_input"
     assert "before 1990" in (out[1].error.detail or "")
@@ -104,8 +128,9 @@ async def test_create_events_single(klaviyo: httpx.Client, client: KlaviyoClient
 async def test_list_membership_chunks_and_pointer(klaviyo: httpx.Client, client: KlaviyoClient) -> None:
     list_id = create_list(klaviyo, "Members")
     with disable_run_logger():
-        imported = await pf.bulk_import_profiles.fn([{"email": f"m{i}@x.io"} for i in range(1200)], client,
-                                                    poll_interval=0.01)
+        imported = await pf.bulk_import_profiles.fn(
+            [{"email": f"m{i}@x.io"} for i in range(1200)], client, poll_interval=0.01
+        )
     assert all(r.ok for r in imported)
     ids = sorted(sandbox_profiles(klaviyo))
     ids[1100] = "missing"
@@ -129,8 +154,11 @@ async def test_get_or_create_lists_creates_once(klaviyo: httpx.Client, client: K
         first = await li.get_or_create_lists.fn(["Old", "New", "New"], client)
         again = await li.get_or_create_lists.fn(["New"], client)
     new = first[1].value["id"]
-    assert [r.value for r in first] == [{"id": old, "created": False}, {"id": new, "created": True},
-                                        {"id": new, "created": True}]
+    assert [r.value for r in first] == [
+        {"id": old, "created": False},
+        {"id": new, "created": True},
+        {"id": new, "created": True},
+    ]
     assert again[0].value["id"] == new
     assert requests_to(klaviyo, "create_list") == 2  # "Old" by the test itself, "New" once
     assert requests_to(klaviyo, "get_lists") >= 1
@@ -146,8 +174,10 @@ async def test_subscribe_and_unsubscribe_chunking(klaviyo: httpx.Client, client:
     assert all(r.ok for r in sub) and unsub[-1].error.code == "invalid_input" and all(r.ok for r in unsub[:150])
     assert requests_to(klaviyo, "bulk_subscribe_profiles") == 2
     assert requests_to(klaviyo, "bulk_unsubscribe_profiles") == 2  # 100 + 50
-    consent = {p["attributes"]["email"]: p["attributes"]["subscriptions"]["email"]["marketing"]["consent"]
-               for p in sandbox_profiles(klaviyo).values()}
+    consent = {
+        p["attributes"]["email"]: p["attributes"]["subscriptions"]["email"]["marketing"]["consent"]
+        for p in sandbox_profiles(klaviyo).values()
+    }
     assert consent["u0@x.io"] == consent["u149@x.io"] == "UNSUBSCRIBED"
     assert consent["u150@x.io"] == consent["u1000@x.io"] == "SUBSCRIBED"
 
@@ -167,14 +197,21 @@ async def test_get_profiles_follows_pages_and_consent(klaviyo: httpx.Client, cli
 
 async def test_metrics_events_and_deletion(klaviyo: httpx.Client, client: KlaviyoClient) -> None:
     pid = create_profile(klaviyo, email="a@x.io")
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    klaviyo.post("/__sandbox/engagement", json={"events": [
-        {"metric": "Opened Email", "profile_id": pid, "datetime": (now - timedelta(days=3)).isoformat()},
-        {"metric": "Opened Email", "profile_id": pid, "datetime": now.isoformat()}]}).raise_for_status()
+    now = datetime.now(UTC).replace(microsecond=0)
+    klaviyo.post(
+        "/__sandbox/engagement",
+        json={
+            "events": [
+                {"metric": "Opened Email", "profile_id": pid, "datetime": (now - timedelta(days=3)).isoformat()},
+                {"metric": "Opened Email", "profile_id": pid, "datetime": now.isoformat()},
+            ]
+        },
+    ).raise_for_status()
     with disable_run_logger():
         names = await me.get_metrics.fn(client)
-        events = await ev.get_events.fn(client, metric_id=names["Opened Email"], since=now - timedelta(hours=1),
-                                        include=["profile"])
+        events = await ev.get_events.fn(
+            client, metric_id=names["Opened Email"], since=now - timedelta(hours=1), include=["profile"]
+        )
         deleted = await pr.request_profile_deletions.fn([{"email": "a@x.io"}, {"external_id": "u1"}], client)
     assert set(names) == {"Opened Email"}
     assert len(events["data"]) == 1 and [r["id"] for r in events["included"]] == [pid]

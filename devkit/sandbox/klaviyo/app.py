@@ -19,21 +19,32 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from klaviyo_segment.devkit.sandbox import strictjson
-from klaviyo_segment.devkit.sandbox.klaviyo import faults as faults_mod, operations
-from klaviyo_segment.devkit.sandbox.klaviyo.handlers import HANDLERS, Ctx
+from klaviyo_segment.devkit.sandbox.klaviyo import faults as faults_mod
+from klaviyo_segment.devkit.sandbox.klaviyo import operations
 from klaviyo_segment.devkit.sandbox.klaviyo.faults import wrap_app
+from klaviyo_segment.devkit.sandbox.klaviyo.handlers import HANDLERS, Ctx
 from klaviyo_segment.devkit.sandbox.klaviyo.ratelimit import RateLimitMiddleware, parse_mode
 from klaviyo_segment.devkit.sandbox.klaviyo.state import AccountState, iso, now
 from klaviyo_segment.devkit.sandbox.klaviyo.stats import SandboxStats
-from klaviyo_segment.devkit.sandbox.klaviyo.webhooks import TOPICS as ENGAGEMENT_TOPICS, emit_webhook
 from klaviyo_segment.devkit.sandbox.klaviyo.validation import (
-    KlaviyoError, check_auth, check_revision, check_scopes, error_response, errors_response, parse_body,
+    KlaviyoError,
+    check_auth,
+    check_revision,
+    check_scopes,
+    error_response,
+    errors_response,
+    parse_body,
     validate_body,
 )
+from klaviyo_segment.devkit.sandbox.klaviyo.webhooks import TOPICS as ENGAGEMENT_TOPICS
+from klaviyo_segment.devkit.sandbox.klaviyo.webhooks import emit_webhook
 
 #: Engagement that changes consent the way it does in a real account.
-_SUPPRESSION_BY_METRIC = {"Unsubscribed": "UNSUBSCRIBE", "Marked Email as Spam": "SPAM_REPORT",
-                          "Bounced Email": "HARD_BOUNCE"}
+_SUPPRESSION_BY_METRIC = {
+    "Unsubscribed": "UNSUBSCRIBE",
+    "Marked Email as Spam": "SPAM_REPORT",
+    "Bounced Email": "HARD_BOUNCE",
+}
 
 
 @dataclass
@@ -84,8 +95,14 @@ class KlaviyoCore:
     async def api(self, request: Request) -> Response:
         found = operations.match(request.method, request.url.path)
         if found is None:
-            return errors_response([KlaviyoError(404, "not_found", f"{request.method} {request.url.path} is not "
-                                                 "an operation of this API.").as_dict()], 404)
+            return errors_response(
+                [
+                    KlaviyoError(
+                        404, "not_found", f"{request.method} {request.url.path} is not an operation of this API."
+                    ).as_dict()
+                ],
+                404,
+            )
         op, params = found
         try:
             granted = check_auth(request.headers.get("authorization"), self.keys)
@@ -104,8 +121,17 @@ class KlaviyoCore:
             handler = HANDLERS.get(op.id)
             if handler is None:
                 raise KlaviyoError(405, "method_not_allowed", f"{op.id} is not emulated by the sandbox.")
-            ctx = Ctx(request, self.state, params, body, self.filters.get(op.id), self.config.account_id,
-                      self.config.public_key, self.config.import_delay, self.tasks)
+            ctx = Ctx(
+                request,
+                self.state,
+                params,
+                body,
+                self.filters.get(op.id),
+                self.config.account_id,
+                self.config.public_key,
+                self.config.import_delay,
+                self.tasks,
+            )
             return await handler(ctx)
         except KlaviyoError as exc:
             if exc.status == 400:
@@ -118,6 +144,7 @@ class KlaviyoCore:
 
     async def profiles(self, request: Request) -> Response:
         from klaviyo_segment.devkit.sandbox.klaviyo.resources import profile_resource
+
         return JSONResponse([profile_resource(p, "", True) for p in self.state.profiles.values()])
 
     async def events(self, request: Request) -> Response:
@@ -126,14 +153,25 @@ class KlaviyoCore:
         for event in self.state.events.values():
             metric = self.state.metrics[event.metric_id].name
             if name is None or name == metric:
-                out.append({"id": event.id, "metric": metric, "metric_id": event.metric_id,
-                            "profile_id": event.profile_id, "timestamp": event.timestamp,
-                            "properties": event.properties})
+                out.append(
+                    {
+                        "id": event.id,
+                        "metric": metric,
+                        "metric_id": event.metric_id,
+                        "profile_id": event.profile_id,
+                        "timestamp": event.timestamp,
+                        "properties": event.properties,
+                    }
+                )
         return JSONResponse(out)
 
     async def lists(self, request: Request) -> Response:
-        return JSONResponse([{"id": k.id, "name": k.name, "opt_in_process": k.opt_in_process,
-                              "members": list(k.members)} for k in self.state.lists.values()])
+        return JSONResponse(
+            [
+                {"id": k.id, "name": k.name, "opt_in_process": k.opt_in_process, "members": list(k.members)}
+                for k in self.state.lists.values()
+            ]
+        )
 
     async def stats_view(self, request: Request) -> Response:
         return JSONResponse(self.stats.snapshot())
@@ -154,8 +192,14 @@ class KlaviyoCore:
             self.apply_config(body)
         except (ValueError, TypeError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"rate_limits": self.config.rate_limits, "faults": self.config.faults,
-                             "strict_bulk": self.state.strict_bulk, "webhook_url": self.config.webhook_url})
+        return JSONResponse(
+            {
+                "rate_limits": self.config.rate_limits,
+                "faults": self.config.faults,
+                "strict_bulk": self.state.strict_bulk,
+                "webhook_url": self.config.webhook_url,
+            }
+        )
 
     def apply_config(self, body: dict[str, Any]) -> None:
         if "rate_limits" in body:
@@ -192,12 +236,18 @@ class KlaviyoCore:
             return JSONResponse({"error": f"bad engagement request: {exc}"}, status_code=400)
         status = None
         if self.config.webhook_url and records:
-            status = await emit_webhook(self.config.webhook_url, self.config.webhook_secret, self.config.webhook_id,
-                                        self.config.account_id, records)
+            status = await emit_webhook(
+                self.config.webhook_url,
+                self.config.webhook_secret,
+                self.config.webhook_id,
+                self.config.account_id,
+                records,
+            )
         return JSONResponse({"event_ids": ids, "webhook_status": status})
 
     def _engage(self, item: dict[str, Any], request: Request) -> tuple[Any, dict[str, Any]]:
         from klaviyo_segment.devkit.sandbox.klaviyo.resources import api_base, event_resource
+
         metric = item["metric"]
         if metric not in ENGAGEMENT_TOPICS:
             raise ValueError(f"metric must be one of {sorted(ENGAGEMENT_TOPICS)}")
@@ -205,9 +255,11 @@ class KlaviyoCore:
             profile = self.state.get_profile(item["profile_id"])
         else:
             profile = self.state.resolve_event_profile({"attributes": {"email": item["email"]}})
-        attrs: dict[str, Any] = {"properties": item.get("properties") or {},
-                                 "time": item.get("datetime") or iso(now()),
-                                 "unique_id": item.get("unique_id") or self.state.short_id(16)}
+        attrs: dict[str, Any] = {
+            "properties": item.get("properties") or {},
+            "time": item.get("datetime") or iso(now()),
+            "unique_id": item.get("unique_id") or self.state.short_id(16),
+        }
         datetime.fromisoformat(str(attrs["time"]).replace("Z", "+00:00"))
         event = self.state.add_event(profile, metric, attrs, integration="Klaviyo")
         if event is None:
@@ -220,6 +272,7 @@ class KlaviyoCore:
 
 def _load_filters() -> dict[str, Any]:
     from klaviyo_segment.constants import schema_path
+
     raw = json.loads(schema_path().read_text(encoding="utf-8"))
     return {op_id: spec.get("filters") for op_id, spec in raw["operations"].items()}
 
@@ -230,8 +283,13 @@ class _KlaviyoApp(Starlette):
     def build_middleware_stack(self) -> Any:
         core: KlaviyoCore = self.state.core
         spec = faults_mod.parse_faults(core.config.faults) if core.config.faults else None
-        core.outer = wrap_app(super().build_middleware_stack(), stats=core.stats,
-                              rate_limits=core.config.rate_limits, faults=spec, seed=core.config.seed)
+        core.outer = wrap_app(
+            super().build_middleware_stack(),
+            stats=core.stats,
+            rate_limits=core.config.rate_limits,
+            faults=spec,
+            seed=core.config.seed,
+        )
         return core.outer
 
 
@@ -242,14 +300,19 @@ def create_app(config: KlaviyoSandboxConfig) -> Starlette:
         faults_mod.parse_faults(config.faults)
     core = KlaviyoCore(config, SandboxStats())
     methods = ["GET", "POST", "PATCH", "DELETE", "PUT"]
-    app = _KlaviyoApp(routes=[
-        Route("/__sandbox", core.summary), Route("/__sandbox/state", core.summary),
-        Route("/__sandbox/profiles", core.profiles),
-        Route("/__sandbox/events", core.events), Route("/__sandbox/lists", core.lists),
-        Route("/__sandbox/stats", core.stats_view), Route("/__sandbox/reset", core.reset, methods=["POST"]),
-        Route("/__sandbox/config", core.configure, methods=["POST"]),
-        Route("/__sandbox/engagement", core.engagement, methods=["POST"]),
-        Route("/api/{rest:path}", core.api, methods=methods),
-    ])
+    app = _KlaviyoApp(
+        routes=[
+            Route("/__sandbox", core.summary),
+            Route("/__sandbox/state", core.summary),
+            Route("/__sandbox/profiles", core.profiles),
+            Route("/__sandbox/events", core.events),
+            Route("/__sandbox/lists", core.lists),
+            Route("/__sandbox/stats", core.stats_view),
+            Route("/__sandbox/reset", core.reset, methods=["POST"]),
+            Route("/__sandbox/config", core.configure, methods=["POST"]),
+            Route("/__sandbox/engagement", core.engagement, methods=["POST"]),
+            Route("/api/{rest:path}", core.api, methods=methods),
+        ]
+    )
     app.state.core = core
     return app

@@ -25,8 +25,9 @@ import fastjsonschema
 from jsonschema import FormatChecker
 
 #: The keywords the trimmed schemas use and that this check has been compared against jsonschema for.
-SUPPORTED_KEYWORDS = frozenset({"type", "properties", "additionalProperties", "required", "items", "enum",
-                                "format", "oneOf", "default"})
+SUPPORTED_KEYWORDS = frozenset(
+    {"type", "properties", "additionalProperties", "required", "items", "enum", "format", "oneOf", "default"}
+)
 
 Check = Callable[[Any], Any]
 
@@ -39,6 +40,7 @@ _CHECKS: dict[int, tuple[dict[str, Any], Check | None]] = {}
 def _format(name: str) -> Callable[[Any], bool]:
     def conforms(value: Any) -> bool:
         return _FORMATS.conforms(value, name)
+
     return conforms
 
 

@@ -17,8 +17,20 @@ from dataclasses import dataclass
 
 from klaviyo_segment.devkit.sandbox.klaviyo.operations import load_operations
 from klaviyo_segment.devkit.sandbox.klaviyo.ratelimit import (
-    SCOPE_TRANSPORT, ASGIApp, Message, RateLimiter, RateLimitMiddleware, Receive, Scope, Send, capture_transport,
-    error_body, is_sandbox_control, scope_operation, send_response, throttled_body,
+    SCOPE_TRANSPORT,
+    ASGIApp,
+    Message,
+    RateLimiter,
+    RateLimitMiddleware,
+    Receive,
+    Scope,
+    Send,
+    capture_transport,
+    error_body,
+    is_sandbox_control,
+    scope_operation,
+    send_response,
+    throttled_body,
 )
 from klaviyo_segment.devkit.sandbox.klaviyo.stats import SandboxStats
 
@@ -43,8 +55,11 @@ Example: 'bulk_create_events:503=0.1,reset=0.02;*:latency=50ms'
 
 PROBABILISTIC = ("500", "502", "503", "429", "reset", "timeout", "lost")
 _LATENCY = re.compile(r"^(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))?(ms|s)$")
-_STATUS_CODES = {"500": ("error", "A server error occurred."), "502": ("bad_gateway", "Bad gateway."),
-                 "503": ("service_unavailable", "Service unavailable.")}
+_STATUS_CODES = {
+    "500": ("error", "A server error occurred."),
+    "502": ("bad_gateway", "Bad gateway."),
+    "503": ("service_unavailable", "Service unavailable."),
+}
 
 
 @dataclass(frozen=True)
@@ -108,8 +123,10 @@ def parse_faults(spec: str, known_operations: set[str] | None = None) -> FaultSp
             names = [n.strip() for n in ops_text.split("|")]
             unknown = [n for n in names if n not in known]
             if unknown:
-                raise ValueError(f"fault rule {rule!r}: unknown operation(s) {', '.join(map(repr, unknown))}; "
-                                 f"known: {', '.join(sorted(known))} or '*'")
+                raise ValueError(
+                    f"fault rule {rule!r}: unknown operation(s) {', '.join(map(repr, unknown))}; "
+                    f"known: {', '.join(sorted(known))} or '*'"
+                )
             ops = frozenset(names)
         effects: list[tuple[str, float]] = []
         latency: tuple[float, float] | None = None
@@ -127,8 +144,9 @@ def parse_faults(spec: str, known_operations: set[str] | None = None) -> FaultSp
                     raise ValueError(f"fault rule {rule!r}: {name} given twice")
                 effects.append((name, _parse_probability(rule, name, value)))
             else:
-                raise ValueError(f"fault rule {rule!r}: unknown effect {name!r}; expected one of "
-                                 f"{', '.join(PROBABILISTIC)}, latency")
+                raise ValueError(
+                    f"fault rule {rule!r}: unknown effect {name!r}; expected one of {', '.join(PROBABILISTIC)}, latency"
+                )
         if sum(p for _, p in effects) > 1.0 + 1e-9:
             raise ValueError(f"fault rule {rule!r}: probabilities add up to more than 1")
         rules.append(FaultRule(ops, tuple(effects), latency))
@@ -153,20 +171,29 @@ def _abort(scope: Scope, *, rst: bool) -> bool:
 
 async def _wait_disconnect(receive: Receive, limit: float) -> None:
     """Consume the request until the client goes away (or ``limit`` passes) so a hang ends with the client."""
+
     async def drain() -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
+
     try:
         await asyncio.wait_for(drain(), limit)
-    except (asyncio.TimeoutError, RuntimeError):
+    except (TimeoutError, RuntimeError):
         pass
 
 
 class FaultMiddleware:
     """Pure ASGI: applies the :class:`FaultSpec` to matched operations; ``/__sandbox/*`` is never touched."""
 
-    def __init__(self, app: ASGIApp, spec: FaultSpec | None, seed: int, stats: SandboxStats,
-                 hang_seconds: float = 60.0, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        spec: FaultSpec | None,
+        seed: int,
+        stats: SandboxStats,
+        hang_seconds: float = 60.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.app = app
         self.stats = stats
         self.hang_seconds = hang_seconds
@@ -221,8 +248,10 @@ class FaultMiddleware:
             await _wait_disconnect(receive, self.hang_seconds)
             await self._drop(scope, receive, rst=False)
         elif effect == "lost":
+
             async def discard(message: Message) -> None:
                 return None
+
             await self.app(scope, receive, discard)
             await self._drop(scope, receive, rst=False)
 
@@ -234,9 +263,16 @@ class FaultMiddleware:
         await _wait_disconnect(receive, 1.0)
 
 
-def wrap_app(app: ASGIApp, *, stats: SandboxStats, rate_limits: str = "on", faults: FaultSpec | None = None,
-             seed: int = 0, clock: Callable[[], float] | None = None,
-             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> RateLimitMiddleware:
+def wrap_app(
+    app: ASGIApp,
+    *,
+    stats: SandboxStats,
+    rate_limits: str = "on",
+    faults: FaultSpec | None = None,
+    seed: int = 0,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> RateLimitMiddleware:
     """The sandbox's wrapping in the one correct order: rate limits outside, faults inside, then the core.
 
     Runtime handles: ``outer.limiter`` (``.configure(mode)``, ``.reset()``) and ``outer.app`` (the

@@ -7,9 +7,10 @@ filter fails here the way it fails at Klaviyo: 400 with `source.parameter = "fil
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-$]*")
@@ -31,7 +32,7 @@ class Call:
 def parse_datetime(text: str) -> datetime:
     """ISO-8601 as Klaviyo accepts it (date only, naive = UTC, `Z` suffix)."""
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class _Parser:
@@ -200,12 +201,18 @@ def _eval(call: Call, get: Getter) -> bool:
         return False
     if isinstance(value, str) and isinstance(target, datetime):
         value = parse_datetime(value)
-    compare = {"greater-than": lambda a, b: a > b, "greater-or-equal": lambda a, b: a >= b,
-               "less-than": lambda a, b: a < b, "less-or-equal": lambda a, b: a <= b}.get(call.op)
+    compare = {
+        "greater-than": lambda a, b: a > b,
+        "greater-or-equal": lambda a, b: a >= b,
+        "less-than": lambda a, b: a < b,
+        "less-or-equal": lambda a, b: a <= b,
+    }.get(call.op)
     if compare is None:
         return False
     try:
-        return any(compare(v if not isinstance(v, str) or not isinstance(target, datetime)
-                           else parse_datetime(v), target) for v in values)
+        return any(
+            compare(v if not isinstance(v, str) or not isinstance(target, datetime) else parse_datetime(v), target)
+            for v in values
+        )
     except TypeError:
         return False

@@ -7,19 +7,34 @@ the semantic rules the schema cannot express (uniqueness, unique_id de-duplicati
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from klaviyo_segment.constants import (
-    BULK_EVENTS_MAX, BULK_PROFILE_IMPORT_MAX, GET_EVENTS_PAGE_MAX, GET_LISTS_PAGE_MAX, GET_PROFILES_PAGE_MAX,
-    LIST_MEMBERSHIP_MAX, SUBSCRIBE_MAX, UNSUBSCRIBE_MAX,
+    BULK_EVENTS_MAX,
+    BULK_PROFILE_IMPORT_MAX,
+    GET_EVENTS_PAGE_MAX,
+    GET_LISTS_PAGE_MAX,
+    GET_PROFILES_PAGE_MAX,
+    LIST_MEMBERSHIP_MAX,
+    SUBSCRIBE_MAX,
+    UNSUBSCRIBE_MAX,
 )
-from klaviyo_segment.devkit.sandbox.klaviyo import filters, resources as res
+from klaviyo_segment.devkit.sandbox.klaviyo import filters
+from klaviyo_segment.devkit.sandbox.klaviyo import resources as res
 from klaviyo_segment.devkit.sandbox.klaviyo.state import (
-    IDENTIFIERS, AccountState, ImportJob, KList, check_event_time, identifier_error, iso, now,
+    IDENTIFIERS,
+    AccountState,
+    ImportJob,
+    KList,
+    check_event_time,
+    identifier_error,
+    iso,
+    now,
 )
 from klaviyo_segment.devkit.sandbox.klaviyo.validation import KlaviyoError, jsonapi
 
@@ -60,13 +75,19 @@ def accepted() -> Response:
 
 def _too_many(count: int, maximum: int, pointer: str) -> None:
     if count > maximum:
-        raise KlaviyoError(400, "invalid", f"A maximum of {maximum} items is allowed per request; got {count}.",
-                           pointer=pointer)
+        raise KlaviyoError(
+            400, "invalid", f"A maximum of {maximum} items is allowed per request; got {count}.", pointer=pointer
+        )
 
 
 def _profile_doc(ctx: Ctx, profile: Any, status: int) -> Response:
-    return jsonapi({"data": res.profile_resource(profile, ctx.base, res.wants_subscriptions(ctx.request)),
-                    "links": {"self": f"{ctx.base}/profiles/{profile.id}/"}}, status)
+    return jsonapi(
+        {
+            "data": res.profile_resource(profile, ctx.base, res.wants_subscriptions(ctx.request)),
+            "links": {"self": f"{ctx.base}/profiles/{profile.id}/"},
+        },
+        status,
+    )
 
 
 async def create_or_update_profile(ctx: Ctx) -> Response:
@@ -99,6 +120,7 @@ def _profile_getter(ctx: Ctx, profile: Any, joined: str | None = None) -> Callab
             items = profile.subscriptions["email"]["marketing"][rest[0]]
             return [item.get(rest[1]) for item in items]
         return profile.attrs.get(name)
+
     return get
 
 
@@ -125,10 +147,16 @@ async def merge_profiles(ctx: Ctx) -> Response:
 def _check_event(attrs: dict[str, Any], pointer: str) -> None:
     check_event_time(attrs, f"{pointer}/time")
     profile_attrs = attrs["profile"]["data"].get("attributes") or {}
-    if not (attrs["profile"]["data"].get("id") or any(profile_attrs.get(n) for n in (*IDENTIFIERS, "anonymous_id",
-                                                                                      "_kx"))):
-        raise KlaviyoError(400, "invalid", "One of 'id', 'email', 'phone_number', 'external_id', 'anonymous_id' "
-                           "or '_kx' is required to identify the profile.", pointer=f"{pointer}/profile/data")
+    if not (
+        attrs["profile"]["data"].get("id") or any(profile_attrs.get(n) for n in (*IDENTIFIERS, "anonymous_id", "_kx"))
+    ):
+        raise KlaviyoError(
+            400,
+            "invalid",
+            "One of 'id', 'email', 'phone_number', 'external_id', 'anonymous_id' "
+            "or '_kx' is required to identify the profile.",
+            pointer=f"{pointer}/profile/data",
+        )
     error = identifier_error(profile_attrs, f"{pointer}/profile/data/attributes")
     if error:
         raise error
@@ -146,8 +174,11 @@ async def create_event(ctx: Ctx) -> Response:
 async def bulk_create_events(ctx: Ctx) -> Response:
     """All-or-nothing: a unique_id repeated inside the request (or, strict, already stored) fails it."""
     groups = ctx.data["attributes"]["events-bulk-create"]["data"]
-    _too_many(sum(len(g["attributes"]["events"]["data"]) for g in groups), BULK_EVENTS_MAX,
-              "/data/attributes/events-bulk-create/data")
+    _too_many(
+        sum(len(g["attributes"]["events"]["data"]) for g in groups),
+        BULK_EVENTS_MAX,
+        "/data/attributes/events-bulk-create/data",
+    )
     seen: set[tuple[str, str, str]] = set()
     for gi, group in enumerate(groups):
         pointer = f"/data/attributes/events-bulk-create/data/{gi}/attributes"
@@ -160,16 +191,21 @@ async def bulk_create_events(ctx: Ctx) -> Response:
             key = ctx.state.event_key(profile_key, attrs["metric"]["data"]["attributes"]["name"], attrs)
             repeated = key in seen or (ctx.state.strict_bulk and key in ctx.state.event_keys)
             if repeated:
-                raise KlaviyoError(400, "invalid", "Duplicate unique_id for the same profile and metric; the request "
-                                   "failed and no events were processed.",
-                                   pointer=f"{pointer}/events/data/{ei}/attributes/unique_id")
+                raise KlaviyoError(
+                    400,
+                    "invalid",
+                    "Duplicate unique_id for the same profile and metric; the request "
+                    "failed and no events were processed.",
+                    pointer=f"{pointer}/events/data/{ei}/attributes/unique_id",
+                )
             seen.add(key)
     for group in groups:
         profile = ctx.state.resolve_event_profile(group["attributes"]["profile"]["data"])
         assert profile is not None
         for event in group["attributes"]["events"]["data"]:
-            ctx.state.add_event(profile, event["attributes"]["metric"]["data"]["attributes"]["name"],
-                                event["attributes"])
+            ctx.state.add_event(
+                profile, event["attributes"]["metric"]["data"]["attributes"]["name"], event["attributes"]
+            )
     return accepted()
 
 
@@ -180,10 +216,15 @@ def _identified(ref: dict[str, Any]) -> bool:
 
 def _event_getter(ctx: Ctx, event: Any) -> Callable[[str], Any]:
     def get(name: str) -> Any:
-        return {"metric_id": event.metric_id, "profile_id": event.profile_id, "timestamp": event.timestamp,
-                "datetime": res.event_resource(event, "")["attributes"]["datetime"],
-                "metric": event.metric_id if event.metric_id in ctx.state.metrics else None,
-                "profile": event.profile_id if event.profile_id in ctx.state.profiles else None}.get(name)
+        return {
+            "metric_id": event.metric_id,
+            "profile_id": event.profile_id,
+            "timestamp": event.timestamp,
+            "datetime": res.event_resource(event, "")["attributes"]["datetime"],
+            "metric": event.metric_id if event.metric_id in ctx.state.metrics else None,
+            "profile": event.profile_id if event.profile_id in ctx.state.profiles else None,
+        }.get(name)
+
     return get
 
 
@@ -203,9 +244,13 @@ async def get_events(ctx: Ctx) -> Response:
 
 async def get_metrics(ctx: Ctx) -> Response:
     calls = ctx.parsed_filter()
-    found = [m for m in ctx.state.metrics.values()
-             if filters.matches(calls, lambda n, m=m: {"integration.name": m.integration,
-                                                       "integration.category": "API"}.get(n))]
+    found = [
+        m
+        for m in ctx.state.metrics.values()
+        if filters.matches(
+            calls, lambda n, m=m: {"integration.name": m.integration, "integration.category": "API"}.get(n)
+        )
+    ]
     page, links = res.paginate(ctx.request, found, 200)
     return jsonapi({"data": [res.metric_resource(m, ctx.base) for m in page], "links": links})
 
@@ -213,16 +258,21 @@ async def get_metrics(ctx: Ctx) -> Response:
 async def create_list(ctx: Ctx) -> Response:
     attrs = ctx.data["attributes"]
     klist = ctx.state.create_list(attrs["name"], attrs.get("opt_in_process"))
-    return jsonapi({"data": res.list_resource(klist, ctx.base), "links": {"self": f"{ctx.base}/lists/{klist.id}/"}},
-                   201)
+    return jsonapi(
+        {"data": res.list_resource(klist, ctx.base), "links": {"self": f"{ctx.base}/lists/{klist.id}/"}}, 201
+    )
 
 
 async def get_lists(ctx: Ctx) -> Response:
     calls = ctx.parsed_filter()
     size = res.page_size(ctx.request, GET_LISTS_PAGE_MAX, GET_LISTS_PAGE_MAX)
-    found = [k for k in ctx.state.lists.values()
-             if filters.matches(calls, lambda n, k=k: {"name": k.name, "id": k.id, "created": k.created,
-                                                       "updated": k.updated}.get(n))]
+    found = [
+        k
+        for k in ctx.state.lists.values()
+        if filters.matches(
+            calls, lambda n, k=k: {"name": k.name, "id": k.id, "created": k.created, "updated": k.updated}.get(n)
+        )
+    ]
     page, links = res.paginate(ctx.request, found, size)
     return jsonapi({"data": [res.list_resource(k, ctx.base) for k in page], "links": links})
 
@@ -236,13 +286,11 @@ async def get_profiles_for_list(ctx: Ctx) -> Response:
     klist = ctx.state.get_list(ctx.params["id"])
     calls = ctx.parsed_filter()
     size = res.page_size(ctx.request, 20, GET_PROFILES_PAGE_MAX)
-    members = [(ctx.state.profiles[pid], joined) for pid, joined in klist.members.items()
-               if pid in ctx.state.profiles]
+    members = [(ctx.state.profiles[pid], joined) for pid, joined in klist.members.items() if pid in ctx.state.profiles]
     found = [(p, joined) for p, joined in members if filters.matches(calls, _profile_getter(ctx, p, joined))]
     page, links = res.paginate(ctx.request, found, size)
     subs = res.wants_subscriptions(ctx.request)
-    return jsonapi({"data": [res.profile_resource(p, ctx.base, subs, joined) for p, joined in page],
-                    "links": links})
+    return jsonapi({"data": [res.profile_resource(p, ctx.base, subs, joined) for p, joined in page], "links": links})
 
 
 async def _membership(ctx: Ctx, add: bool) -> Response:
@@ -278,8 +326,12 @@ def _subscription_targets(ctx: Ctx, maximum: int) -> tuple[list[dict[str, Any]],
             raise KlaviyoError(400, "invalid", "A phone number is required for SMS subscriptions.", pointer=pointer)
         consented = (subs.get("email") or {}).get("marketing", {}) or {}
         if consented.get("consented_at") and not attrs.get("historical_import"):
-            raise KlaviyoError(400, "invalid", "consented_at is only allowed with historical_import.",
-                               pointer=f"{pointer}/subscriptions/email/marketing/consented_at")
+            raise KlaviyoError(
+                400,
+                "invalid",
+                "consented_at is only allowed with historical_import.",
+                pointer=f"{pointer}/subscriptions/email/marketing/consented_at",
+            )
     return profiles, klist
 
 
@@ -307,15 +359,20 @@ async def request_profile_deletion(ctx: Ctx) -> Response:
     ref = ctx.data["attributes"]["profile"]["data"]
     attrs = ref.get("attributes") or {}
     if not (ref.get("id") or attrs.get("email") or attrs.get("phone_number")):
-        raise KlaviyoError(400, "invalid", "One of id, email or phone_number is required.",
-                           pointer="/data/attributes/profile/data")
+        raise KlaviyoError(
+            400, "invalid", "One of id, email or phone_number is required.", pointer="/data/attributes/profile/data"
+        )
     ctx.state.delete_profile(ref.get("id"), attrs)
     return accepted()
 
 
 async def get_accounts(ctx: Ctx) -> Response:
-    return jsonapi({"data": [res.account_resource(ctx.account_id, ctx.public_key, ctx.base)],
-                    "links": {"self": f"{ctx.base}/accounts/"}})
+    return jsonapi(
+        {
+            "data": [res.account_resource(ctx.account_id, ctx.public_key, ctx.base)],
+            "links": {"self": f"{ctx.base}/accounts/"},
+        }
+    )
 
 
 async def bulk_import_profiles(ctx: Ctx) -> Response:
@@ -345,9 +402,19 @@ async def _run_import(state: AccountState, job: ImportJob, delay: float) -> None
         except KlaviyoError as exc:
             job.failed_count += 1
             pointer = (exc.pointer or "").replace("/data/", f"/data/attributes/profiles/data/{i}/", 1)
-            job.errors.append({"type": "import-error", "id": state.ulid(),
-                               "attributes": {"code": exc.code, "title": "Invalid input.", "detail": exc.detail,
-                                              "source": {"pointer": pointer}, "original_payload": item}})
+            job.errors.append(
+                {
+                    "type": "import-error",
+                    "id": state.ulid(),
+                    "attributes": {
+                        "code": exc.code,
+                        "title": "Invalid input.",
+                        "detail": exc.detail,
+                        "source": {"pointer": pointer},
+                        "original_payload": item,
+                    },
+                }
+            )
             continue
         job.completed_count += 1
         for list_id in job.list_ids:
@@ -372,12 +439,35 @@ async def get_errors_for_bulk_import_profiles_job(ctx: Ctx) -> Response:
 
 
 Handler = Callable[[Ctx], Awaitable[Response]]
-HANDLERS: dict[str, Handler] = {name: fn for name, fn in globals().items()
-                                if callable(fn) and not name.startswith("_") and name in {
-                                    "create_or_update_profile", "create_profile", "update_profile", "get_profile",
-                                    "get_profiles", "merge_profiles", "create_event", "bulk_create_events",
-                                    "get_events", "get_metrics", "create_list", "get_lists", "get_list",
-                                    "get_profiles_for_list", "add_profiles_to_list", "remove_profiles_from_list",
-                                    "bulk_subscribe_profiles", "bulk_unsubscribe_profiles",
-                                    "request_profile_deletion", "get_accounts", "bulk_import_profiles",
-                                    "get_bulk_import_profiles_job", "get_errors_for_bulk_import_profiles_job"}}
+HANDLERS: dict[str, Handler] = {
+    name: fn
+    for name, fn in globals().items()
+    if callable(fn)
+    and not name.startswith("_")
+    and name
+    in {
+        "create_or_update_profile",
+        "create_profile",
+        "update_profile",
+        "get_profile",
+        "get_profiles",
+        "merge_profiles",
+        "create_event",
+        "bulk_create_events",
+        "get_events",
+        "get_metrics",
+        "create_list",
+        "get_lists",
+        "get_list",
+        "get_profiles_for_list",
+        "add_profiles_to_list",
+        "remove_profiles_from_list",
+        "bulk_subscribe_profiles",
+        "bulk_unsubscribe_profiles",
+        "request_profile_deletion",
+        "get_accounts",
+        "bulk_import_profiles",
+        "get_bulk_import_profiles_job",
+        "get_errors_for_bulk_import_profiles_job",
+    }
+}

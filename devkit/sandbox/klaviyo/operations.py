@@ -57,7 +57,7 @@ def _compile(template: str) -> re.Pattern[str]:
     """Template -> anchored regex; a parameter never spans a ``/`` so nested resources stay distinct."""
     out, pos = [], 0
     for m in _PARAM.finditer(template):
-        out.append(re.escape(template[pos:m.start()]))
+        out.append(re.escape(template[pos : m.start()]))
         out.append(f"(?P<{m.group(1)}>[^/]+)")
         pos = m.end()
     out.append(re.escape(template[pos:]))

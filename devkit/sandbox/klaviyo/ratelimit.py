@@ -118,8 +118,11 @@ class RateLimiter:
         if not self.mode.enabled:
             return None
         bucket, burst, steady, daily = _variant_limits(op, query)
-        windows = [(size, self.ceiling(lim)) for size, lim in
-                   ((BURST_SECONDS, burst), (STEADY_SECONDS, steady), (DAILY_SECONDS, daily)) if lim]
+        windows = [
+            (size, self.ceiling(lim))
+            for size, lim in ((BURST_SECONDS, burst), (STEADY_SECONDS, steady), (DAILY_SECONDS, daily))
+            if lim
+        ]
         if not windows:
             return None
         now = self.clock()
@@ -137,8 +140,12 @@ class RateLimiter:
                 self._windows[(key, bucket, size)] = (start, count + 1)
         steady_state = next((s for s in state if s[0] == STEADY_SECONDS), state[0])
         size, ceiling, start, count = steady_state
-        return Decision(True, limit=ceiling, remaining=max(0, ceiling - count - 1),
-                        reset=max(0, math.ceil(start + size - now - 1e-9)))
+        return Decision(
+            True,
+            limit=ceiling,
+            remaining=max(0, ceiling - count - 1),
+            reset=max(0, math.ceil(start + size - now - 1e-9)),
+        )
 
 
 def api_key(scope: Scope) -> str | None:
@@ -165,27 +172,46 @@ def capture_transport(scope: Scope, send: Send) -> None:
         scope[SCOPE_TRANSPORT] = getattr(cycle, "transport", None)
 
 
-def error_body(status: int, code: str, title: str, detail: str, *, pointer: str = "/data/",
-               links: dict[str, str] | None = None) -> bytes:
+def error_body(
+    status: int, code: str, title: str, detail: str, *, pointer: str = "/data/", links: dict[str, str] | None = None
+) -> bytes:
     """One JSON:API error document in Klaviyo's shape (``id, status, code, title, detail, source``)."""
-    error = {"id": str(uuid.uuid4()), "status": status, "code": code, "title": title, "detail": detail,
-             "source": {"pointer": pointer}, "links": links or {}, "meta": {}}
+    error = {
+        "id": str(uuid.uuid4()),
+        "status": status,
+        "code": code,
+        "title": title,
+        "detail": detail,
+        "source": {"pointer": pointer},
+        "links": links or {},
+        "meta": {},
+    }
     return json.dumps({"errors": [error]}).encode()
 
 
 def throttled_body(retry_after: int) -> bytes:
     unit = "second" if retry_after == 1 else "seconds"
-    return error_body(429, "throttled", "Request was throttled.",
-                      f"Request was throttled. Expected available in {retry_after} {unit}.",
-                      links={"type": "https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling"
-                                     "#rate-limits"})
+    return error_body(
+        429,
+        "throttled",
+        "Request was throttled.",
+        f"Request was throttled. Expected available in {retry_after} {unit}.",
+        links={"type": "https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling#rate-limits"},
+    )
 
 
-async def send_response(send: Send, status: int, body: bytes,
-                        headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", JSONAPI_CONTENT_TYPE.encode()),
-                            (b"content-length", str(len(body)).encode()), *(headers or [])]})
+async def send_response(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", JSONAPI_CONTENT_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -218,8 +244,9 @@ class RateLimitMiddleware:
         if decision is not None and not decision.allowed:
             self.stats.record_throttled(op_id)
             self.stats.record_status(op_id, 429)
-            await send_response(send, 429, throttled_body(decision.retry_after),
-                                [(b"retry-after", str(decision.retry_after).encode())])
+            await send_response(
+                send, 429, throttled_body(decision.retry_after), [(b"retry-after", str(decision.retry_after).encode())]
+            )
             return
 
         async def send_with_headers(message: Message) -> None:
@@ -228,10 +255,12 @@ class RateLimitMiddleware:
                 self.stats.record_status(op_id, status)
                 if decision is not None and status != 429:
                     message = dict(message)
-                    message["headers"] = [*message.get("headers", []),
-                                          (b"ratelimit-limit", str(decision.limit).encode()),
-                                          (b"ratelimit-remaining", str(decision.remaining).encode()),
-                                          (b"ratelimit-reset", str(decision.reset).encode())]
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        (b"ratelimit-limit", str(decision.limit).encode()),
+                        (b"ratelimit-remaining", str(decision.remaining).encode()),
+                        (b"ratelimit-reset", str(decision.reset).encode()),
+                    ]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
-from typing import Any, Sequence, TypeVar
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -19,12 +20,17 @@ def api_base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/api"
 
 
-def profile_resource(profile: Profile, base: str, subscriptions: bool = False,
-                     joined_group_at: str | None = None) -> dict[str, Any]:
+def profile_resource(
+    profile: Profile, base: str, subscriptions: bool = False, joined_group_at: str | None = None
+) -> dict[str, Any]:
     """A profile; ``joined_group_at`` is set for list members (Get List Profiles requires it)."""
     attrs = {k: v for k, v in profile.attrs.items() if k not in ("location", "properties")}
-    attrs |= {"location": dict(profile.attrs["location"]), "properties": dict(profile.attrs["properties"]),
-              "created": profile.created, "updated": profile.updated}
+    attrs |= {
+        "location": dict(profile.attrs["location"]),
+        "properties": dict(profile.attrs["properties"]),
+        "created": profile.created,
+        "updated": profile.updated,
+    }
     if profile.anonymous_ids:
         attrs["anonymous_id"] = sorted(profile.anonymous_ids)[0]
     if subscriptions:
@@ -32,73 +38,135 @@ def profile_resource(profile: Profile, base: str, subscriptions: bool = False,
     if joined_group_at is not None:
         attrs["joined_group_at"] = joined_group_at
     self_link = f"{base}/profiles/{profile.id}/"
-    return {"type": "profile", "id": profile.id, "attributes": attrs,
-            "relationships": {"lists": {"links": {"self": f"{self_link}relationships/lists/",
-                                                  "related": f"{self_link}lists/"}}},
-            "links": {"self": self_link}}
+    return {
+        "type": "profile",
+        "id": profile.id,
+        "attributes": attrs,
+        "relationships": {
+            "lists": {"links": {"self": f"{self_link}relationships/lists/", "related": f"{self_link}lists/"}}
+        },
+        "links": {"self": self_link},
+    }
 
 
 def subscriptions_view(profile: Profile) -> dict[str, Any]:
     """Consent per channel plus the derived can_receive flags Klaviyo reports."""
     email = dict(profile.subscriptions["email"]["marketing"])
-    email["can_receive_email_marketing"] = bool(profile.attrs.get("email")) and not email["suppression"] \
-        and email["consent"] != "UNSUBSCRIBED"
+    email["can_receive_email_marketing"] = (
+        bool(profile.attrs.get("email")) and not email["suppression"] and email["consent"] != "UNSUBSCRIBED"
+    )
     sms = dict(profile.subscriptions["sms"]["marketing"])
     sms["can_receive_sms_marketing"] = bool(profile.attrs.get("phone_number")) and sms["consent"] == "SUBSCRIBED"
     return {"email": {"marketing": email}, "sms": {"marketing": sms, "transactional": None}}
 
 
 def event_resource(event: Event, base: str) -> dict[str, Any]:
-    stamp = datetime.fromtimestamp(event.timestamp, timezone.utc).isoformat()
-    return {"type": "event", "id": event.id,
-            "attributes": {"timestamp": event.timestamp, "event_properties": event.properties, "datetime": stamp,
-                           "uuid": event.uuid},
-            "relationships": {name: {"data": {"type": name, "id": ref},
-                                     "links": {"self": f"{base}/events/{event.id}/relationships/{name}/",
-                                               "related": f"{base}/events/{event.id}/{name}/"}}
-                              for name, ref in (("profile", event.profile_id), ("metric", event.metric_id))},
-            "links": {"self": f"{base}/events/{event.id}/"}}
+    stamp = datetime.fromtimestamp(event.timestamp, UTC).isoformat()
+    return {
+        "type": "event",
+        "id": event.id,
+        "attributes": {
+            "timestamp": event.timestamp,
+            "event_properties": event.properties,
+            "datetime": stamp,
+            "uuid": event.uuid,
+        },
+        "relationships": {
+            name: {
+                "data": {"type": name, "id": ref},
+                "links": {
+                    "self": f"{base}/events/{event.id}/relationships/{name}/",
+                    "related": f"{base}/events/{event.id}/{name}/",
+                },
+            }
+            for name, ref in (("profile", event.profile_id), ("metric", event.metric_id))
+        },
+        "links": {"self": f"{base}/events/{event.id}/"},
+    }
 
 
 def metric_resource(metric: Metric, base: str) -> dict[str, Any]:
     category = "Internal" if metric.integration == "Klaviyo" else "API"
-    return {"type": "metric", "id": metric.id,
-            "attributes": {"name": metric.name, "created": metric.created, "updated": metric.created,
-                           "integration": {"object": "integration", "id": metric.integration.lower(),
-                                           "key": metric.integration.lower(), "name": metric.integration,
-                                           "category": category}},
-            "links": {"self": f"{base}/metrics/{metric.id}/"}}
+    return {
+        "type": "metric",
+        "id": metric.id,
+        "attributes": {
+            "name": metric.name,
+            "created": metric.created,
+            "updated": metric.created,
+            "integration": {
+                "object": "integration",
+                "id": metric.integration.lower(),
+                "key": metric.integration.lower(),
+                "name": metric.integration,
+                "category": category,
+            },
+        },
+        "links": {"self": f"{base}/metrics/{metric.id}/"},
+    }
 
 
 def list_resource(klist: KList, base: str) -> dict[str, Any]:
-    return {"type": "list", "id": klist.id,
-            "attributes": {"name": klist.name, "created": klist.created, "updated": klist.updated,
-                           "opt_in_process": klist.opt_in_process},
-            "links": {"self": f"{base}/lists/{klist.id}/"}}
+    return {
+        "type": "list",
+        "id": klist.id,
+        "attributes": {
+            "name": klist.name,
+            "created": klist.created,
+            "updated": klist.updated,
+            "opt_in_process": klist.opt_in_process,
+        },
+        "links": {"self": f"{base}/lists/{klist.id}/"},
+    }
 
 
 def job_resource(job: ImportJob, base: str) -> dict[str, Any]:
-    return {"type": "profile-bulk-import-job", "id": job.id,
-            "attributes": {"status": job.status, "created_at": job.created_at, "total_count": len(job.profiles),
-                           "completed_count": job.completed_count, "failed_count": job.failed_count,
-                           "completed_at": job.completed_at, "expires_at": None, "started_at": job.started_at},
-            "relationships": {"lists": {"data": [{"type": "list", "id": i} for i in job.list_ids]}},
-            "links": {"self": f"{base}/profile-bulk-import-jobs/{job.id}/"}}
+    return {
+        "type": "profile-bulk-import-job",
+        "id": job.id,
+        "attributes": {
+            "status": job.status,
+            "created_at": job.created_at,
+            "total_count": len(job.profiles),
+            "completed_count": job.completed_count,
+            "failed_count": job.failed_count,
+            "completed_at": job.completed_at,
+            "expires_at": None,
+            "started_at": job.started_at,
+        },
+        "relationships": {"lists": {"data": [{"type": "list", "id": i} for i in job.list_ids]}},
+        "links": {"self": f"{base}/profile-bulk-import-jobs/{job.id}/"},
+    }
 
 
 def account_resource(account_id: str, public_key: str, base: str) -> dict[str, Any]:
-    return {"type": "account", "id": account_id,
-            "attributes": {"test_account": True, "public_api_key": public_key, "locale": "en-US",
-                           "timezone": "UTC", "preferred_currency": "USD", "industry": None,
-                           "contact_information": {"default_sender_name": "Sandbox",
-                                                   "default_sender_email": "sandbox@example.com",
-                                                   "website_url": "https://example.com",
-                                                   "organization_name": "Klaviyo Sandbox",
-                                                   "street_address": {"address1": "1 Sandbox Way",
-                                                                      "address2": None, "city": "Boston",
-                                                                      "region": "MA", "country": "US",
-                                                                      "zip": "02108"}}},
-            "links": {"self": f"{base}/accounts/{account_id}/"}}
+    return {
+        "type": "account",
+        "id": account_id,
+        "attributes": {
+            "test_account": True,
+            "public_api_key": public_key,
+            "locale": "en-US",
+            "timezone": "UTC",
+            "preferred_currency": "USD",
+            "industry": None,
+            "contact_information": {
+                "default_sender_name": "Sandbox",
+                "default_sender_email": "sandbox@example.com",
+                "website_url": "https://example.com",
+                "organization_name": "Klaviyo Sandbox",
+                "street_address": {
+                    "address1": "1 Sandbox Way",
+                    "address2": None,
+                    "city": "Boston",
+                    "region": "MA",
+                    "country": "US",
+                    "zip": "02108",
+                },
+            },
+        },
+        "links": {"self": f"{base}/accounts/{account_id}/"},
+    }
 
 
 def page_size(request: Request, default: int, maximum: int, cap: int | None = None) -> int:
@@ -111,8 +179,9 @@ def page_size(request: Request, default: int, maximum: int, cap: int | None = No
     except ValueError:
         size = 0
     if not 1 <= size <= maximum:
-        raise KlaviyoError(400, "invalid", f"Page size must be an integer between 1 and {maximum}.",
-                           parameter="page[size]")
+        raise KlaviyoError(
+            400, "invalid", f"Page size must be an integer between 1 and {maximum}.", parameter="page[size]"
+        )
     return min(size, cap) if cap else size
 
 
@@ -125,7 +194,7 @@ def paginate(request: Request, items: Sequence[T], size: int) -> tuple[list[T], 
             offset = int(base64.urlsafe_b64decode(raw.encode() + b"==").decode())
         except (ValueError, UnicodeDecodeError):
             raise KlaviyoError(400, "invalid", "Invalid page cursor.", parameter="page[cursor]") from None
-    chunk = list(items[offset:offset + size])
+    chunk = list(items[offset : offset + size])
     params = dict(request.query_params)
     # The spec types next/prev as strings (not nullable): absent links are left out, never null.
     links: dict[str, Any] = {"self": str(request.url)}

@@ -9,15 +9,24 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from klaviyo_segment.constants import LIST_CREATE_DAILY_MAX
 from klaviyo_segment.devkit.sandbox.klaviyo.validation import KlaviyoError
 
 IDENTIFIERS = ("email", "phone_number", "external_id")
-SCALARS = ("email", "phone_number", "external_id", "first_name", "last_name", "organization", "locale", "title",
-           "image")
+SCALARS = (
+    "email",
+    "phone_number",
+    "external_id",
+    "first_name",
+    "last_name",
+    "organization",
+    "locale",
+    "title",
+    "image",
+)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 _PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -26,11 +35,11 @@ SUPPRESSIONS_CLEARED_BY_SUBSCRIBE = ("UNSUBSCRIBE", "SPAM_REPORT", "USER_SUPPRES
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(value: datetime) -> str:
-    return value.astimezone(timezone.utc).replace(microsecond=0).isoformat()
+    return value.astimezone(UTC).replace(microsecond=0).isoformat()
 
 
 def identifier_error(attrs: dict[str, Any], base: str) -> KlaviyoError | None:
@@ -39,17 +48,40 @@ def identifier_error(attrs: dict[str, Any], base: str) -> KlaviyoError | None:
     if email is not None and not _EMAIL.match(email):
         return KlaviyoError(400, "invalid", f"Invalid email address: '{email}'.", pointer=f"{base}/email")
     if phone is not None and not _PHONE.match(phone):
-        return KlaviyoError(400, "invalid", "Invalid phone number format (Example of a valid phone number format: "
-                            "+12345678901)", pointer=f"{base}/phone_number")
+        return KlaviyoError(
+            400,
+            "invalid",
+            "Invalid phone number format (Example of a valid phone number format: +12345678901)",
+            pointer=f"{base}/phone_number",
+        )
     return None
 
 
 def _default_subscriptions() -> dict[str, Any]:
-    return {"email": {"marketing": {"consent": "NEVER_SUBSCRIBED", "consent_timestamp": None, "last_updated": None,
-                                    "method": None, "method_detail": None, "custom_method_detail": None,
-                                    "double_optin": None, "suppression": [], "list_suppressions": []}},
-            "sms": {"marketing": {"consent": "NEVER_SUBSCRIBED", "consent_timestamp": None, "last_updated": None,
-                                  "method": None, "method_detail": None}}}
+    return {
+        "email": {
+            "marketing": {
+                "consent": "NEVER_SUBSCRIBED",
+                "consent_timestamp": None,
+                "last_updated": None,
+                "method": None,
+                "method_detail": None,
+                "custom_method_detail": None,
+                "double_optin": None,
+                "suppression": [],
+                "list_suppressions": [],
+            }
+        },
+        "sms": {
+            "marketing": {
+                "consent": "NEVER_SUBSCRIBED",
+                "consent_timestamp": None,
+                "last_updated": None,
+                "method": None,
+                "method_detail": None,
+            }
+        },
+    }
 
 
 @dataclass
@@ -81,8 +113,12 @@ class Event:
 
 
 #: id -> name of the lists ``--example-lists`` creates (examples/config.yaml uses these ids).
-EXAMPLE_LISTS = {"VIPLST": "VIP customers", "LAPSED": "Lapsed buyers", "ONBOAR": "Onboarding",
-                 "WINBAK": "Churn win-back"}
+EXAMPLE_LISTS = {
+    "VIPLST": "VIP customers",
+    "LAPSED": "Lapsed buyers",
+    "ONBOAR": "Onboarding",
+    "WINBAK": "Churn win-back",
+}
 
 
 @dataclass
@@ -160,8 +196,9 @@ class AccountState:
 
     def _new_profile(self) -> Profile:
         stamp = iso(now())
-        profile = Profile(self.ulid(), {name: None for name in SCALARS} | {"location": {}, "properties": {}},
-                          stamp, stamp)
+        profile = Profile(
+            self.ulid(), {name: None for name in SCALARS} | {"location": {}, "properties": {}}, stamp, stamp
+        )
         self.profiles[profile.id] = profile
         return profile
 
@@ -180,8 +217,9 @@ class AccountState:
         props = profile.attrs["properties"]
         for key, value in (patch.get("append") or {}).items():
             current = props.get(key)
-            props[key] = (current if isinstance(current, list) else ([] if current is None else [current])) + \
-                (value if isinstance(value, list) else [value])
+            props[key] = (current if isinstance(current, list) else ([] if current is None else [current])) + (
+                value if isinstance(value, list) else [value]
+            )
         for key, value in (patch.get("unappend") or {}).items():
             if isinstance(props.get(key), list):
                 props[key] = [v for v in props[key] if v != value]
@@ -203,8 +241,9 @@ class AccountState:
         if error:
             raise error
         if pid is None and not any(attrs.get(n) for n in IDENTIFIERS):
-            raise KlaviyoError(400, "invalid", "One of email, phone_number, or external_id is required.",
-                               pointer="/data/attributes")
+            raise KlaviyoError(
+                400, "invalid", "One of email, phone_number, or external_id is required.", pointer="/data/attributes"
+            )
         if pid is not None and pid not in self.profiles:
             raise KlaviyoError(404, "not_found", f"A profile with id {pid} does not exist.", pointer="/data/id")
         found = self._matches(pid, attrs)
@@ -221,8 +260,9 @@ class AccountState:
         if error:
             raise error
         if not any(attrs.get(n) for n in IDENTIFIERS):
-            raise KlaviyoError(400, "invalid", "One of email, phone_number, or external_id is required.",
-                               pointer="/data/attributes")
+            raise KlaviyoError(
+                400, "invalid", "One of email, phone_number, or external_id is required.", pointer="/data/attributes"
+            )
         self._check_unique(None, attrs)
         profile = self._new_profile()
         self._apply(profile, attrs, None)
@@ -230,8 +270,9 @@ class AccountState:
 
     def update_profile(self, profile_id: str, resource: dict[str, Any]) -> Profile:
         if resource.get("id") != profile_id:
-            raise KlaviyoError(409, "conflict", "The id in the body does not match the id in the URL.",
-                               pointer="/data/id")
+            raise KlaviyoError(
+                409, "conflict", "The id in the body does not match the id in the URL.", pointer="/data/id"
+            )
         profile = self.get_profile(profile_id)
         attrs = resource.get("attributes") or {}
         error = identifier_error(attrs, "/data/attributes")
@@ -249,8 +290,12 @@ class AccountState:
 
     def merge(self, destination_id: str, source_ids: list[str]) -> Profile:
         if len(source_ids) != 1:
-            raise KlaviyoError(400, "invalid", "Exactly one source profile can be merged per request.",
-                               pointer="/data/relationships/profiles/data")
+            raise KlaviyoError(
+                400,
+                "invalid",
+                "Exactly one source profile can be merged per request.",
+                pointer="/data/relationships/profiles/data",
+            )
         destination, source = self.get_profile(destination_id), self.get_profile(source_ids[0])
         if destination is source:
             raise KlaviyoError(400, "invalid", "A profile cannot be merged into itself.", pointer="/data/id")
@@ -294,8 +339,7 @@ class AccountState:
             if not create:
                 return None
             profile = self._new_profile()
-        safe = {k: v for k, v in attrs.items()
-                if k not in IDENTIFIERS or self.owner(k, v) in (None, profile)}
+        safe = {k: v for k, v in attrs.items() if k not in IDENTIFIERS or self.owner(k, v) in (None, profile)}
         self._apply(profile, safe, attrs.get("meta"))
         if attrs.get("anonymous_id"):
             profile.anonymous_ids.add(attrs["anonymous_id"])
@@ -318,8 +362,9 @@ class AccountState:
     def stored_key(self, profile: Profile, metric_name: str, attrs: dict[str, Any]) -> tuple[str, str, str]:
         return self.event_key(profile.id, metric_name, attrs)
 
-    def add_event(self, profile: Profile, metric_name: str, attrs: dict[str, Any],
-                  integration: str = "API") -> Event | None:
+    def add_event(
+        self, profile: Profile, metric_name: str, attrs: dict[str, Any], integration: str = "API"
+    ) -> Event | None:
         """Store one event unless the same profile+metric+unique_id exists (first one wins)."""
         key = self.stored_key(profile, metric_name, attrs)
         if key in self.event_keys:
@@ -331,8 +376,14 @@ class AccountState:
             properties["$value"] = attrs["value"]
         if attrs.get("unique_id"):
             properties["$event_id"] = attrs["unique_id"]
-        event = Event(self.short_id(11), f"{self.rng.getrandbits(128):032x}", metric.id, profile.id,
-                      int(event_time(attrs).timestamp()), properties)
+        event = Event(
+            self.short_id(11),
+            f"{self.rng.getrandbits(128):032x}",
+            metric.id,
+            profile.id,
+            int(event_time(attrs).timestamp()),
+            properties,
+        )
         self.events[event.id] = event
         return event
 
@@ -342,8 +393,13 @@ class AccountState:
         self.list_creations = [t for t in self.list_creations if t > today]
         if len(self.list_creations) >= LIST_CREATE_DAILY_MAX:
             wait = int((self.list_creations[0] - today).total_seconds()) + 1
-            raise KlaviyoError(429, "throttled", f"Request was throttled. Expected available in {wait} seconds.",
-                               pointer="/data/", headers={"Retry-After": str(wait)})
+            raise KlaviyoError(
+                429,
+                "throttled",
+                f"Request was throttled. Expected available in {wait} seconds.",
+                pointer="/data/",
+                headers={"Retry-After": str(wait)},
+            )
         self.list_creations.append(now())
         stamp = iso(now())
         klist = KList(self.short_id(6), name, stamp, stamp, opt_in_process or "single_opt_in")
@@ -368,8 +424,12 @@ class AccountState:
         ids = [ref.get("id") for ref in refs]
         missing = [i for i, pid in enumerate(ids) if pid not in self.profiles]
         if missing:
-            raise KlaviyoError(400, "invalid", f"Profile(s) not found: {', '.join(str(ids[i]) for i in missing)}.",
-                               pointer=f"/data/{missing[0]}/id")
+            raise KlaviyoError(
+                400,
+                "invalid",
+                f"Profile(s) not found: {', '.join(str(ids[i]) for i in missing)}.",
+                pointer=f"/data/{missing[0]}/id",
+            )
         for pid in ids:
             if add:
                 klist.members.setdefault(str(pid), iso(now()))
@@ -388,13 +448,20 @@ class AccountState:
             if not marketing:
                 continue
             state = profile.subscriptions[channel]["marketing"]
-            state.update(consent="SUBSCRIBED", consent_timestamp=marketing.get("consented_at") or stamp,
-                         last_updated=stamp, method="API", method_detail="API")
+            state.update(
+                consent="SUBSCRIBED",
+                consent_timestamp=marketing.get("consented_at") or stamp,
+                last_updated=stamp,
+                method="API",
+                method_detail="API",
+            )
             if channel == "email":
-                state["suppression"] = [s for s in state["suppression"]
-                                        if s["reason"] not in SUPPRESSIONS_CLEARED_BY_SUBSCRIBE]
-                state["list_suppressions"] = [s for s in state["list_suppressions"]
-                                              if klist is None or s["list_id"] != klist.id]
+                state["suppression"] = [
+                    s for s in state["suppression"] if s["reason"] not in SUPPRESSIONS_CLEARED_BY_SUBSCRIBE
+                ]
+                state["list_suppressions"] = [
+                    s for s in state["list_suppressions"] if klist is None or s["list_id"] != klist.id
+                ]
         if klist is not None:
             klist.members.setdefault(profile.id, stamp)
 
@@ -408,8 +475,9 @@ class AccountState:
             state = profile.subscriptions[channel]["marketing"]
             if in_list and channel == "email":
                 assert klist is not None
-                state["list_suppressions"].append({"list_id": klist.id, "reason": "USER_SUPPRESSED",
-                                                   "timestamp": stamp})
+                state["list_suppressions"].append(
+                    {"list_id": klist.id, "reason": "USER_SUPPRESSED", "timestamp": stamp}
+                )
                 continue
             state.update(consent="UNSUBSCRIBED", consent_timestamp=stamp, last_updated=stamp, method="API")
             if channel == "email":
@@ -432,13 +500,21 @@ class AccountState:
         for event in self.events.values():
             name = self.metrics[event.metric_id].name
             by_metric[name] = by_metric.get(name, 0) + 1
-        subscribed = {ch: sum(1 for p in self.profiles.values()
-                              if p.subscriptions[ch]["marketing"]["consent"] == "SUBSCRIBED") for ch in ("email", "sms")}
-        return {"profiles": len(self.profiles), "events": len(self.events), "events_by_metric": by_metric,
-                "lists": {k.name: len(k.members) for k in self.lists.values()}, "subscribed": subscribed,
-                "global_unsubscribes": self.global_unsubscribes, "deleted_profiles": self.deleted_profiles,
-                "import_jobs": {j.id: j.status for j in self.jobs.values()},
-                "pending_confirmations": len(self.pending_confirmations)}
+        subscribed = {
+            ch: sum(1 for p in self.profiles.values() if p.subscriptions[ch]["marketing"]["consent"] == "SUBSCRIBED")
+            for ch in ("email", "sms")
+        }
+        return {
+            "profiles": len(self.profiles),
+            "events": len(self.events),
+            "events_by_metric": by_metric,
+            "lists": {k.name: len(k.members) for k in self.lists.values()},
+            "subscribed": subscribed,
+            "global_unsubscribes": self.global_unsubscribes,
+            "deleted_profiles": self.deleted_profiles,
+            "import_jobs": {j.id: j.status for j in self.jobs.values()},
+            "pending_confirmations": len(self.pending_confirmations),
+        }
 
 
 def event_time(attrs: dict[str, Any]) -> datetime:
@@ -446,7 +522,7 @@ def event_time(attrs: dict[str, Any]) -> datetime:
     if not raw:
         return now().replace(microsecond=0)
     value = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def check_event_time(attrs: dict[str, Any], pointer: str) -> None:
@@ -454,13 +530,18 @@ def check_event_time(attrs: dict[str, Any], pointer: str) -> None:
     try:
         when = event_time(attrs)
     except ValueError:
-        raise KlaviyoError(400, "invalid", f"'{attrs.get('time')}' is not a valid datetime.", pointer=pointer) \
-            from None
+        raise KlaviyoError(400, "invalid", f"'{attrs.get('time')}' is not a valid datetime.", pointer=pointer) from None
     if when.year < 1990 or when > now() + timedelta(days=365):
-        raise KlaviyoError(400, "invalid", "Event time must be after 1990 and at most one year in the future.",
-                           pointer=pointer)
+        raise KlaviyoError(
+            400, "invalid", "Event time must be after 1990 and at most one year in the future.", pointer=pointer
+        )
 
 
 def _duplicate(profile_id: str) -> KlaviyoError:
-    return KlaviyoError(409, "duplicate_profile", "A profile already exists with one of these identifiers.",
-                        pointer="/data/attributes", meta={"duplicate_profile_id": profile_id})
+    return KlaviyoError(
+        409,
+        "duplicate_profile",
+        "A profile already exists with one of these identifiers.",
+        pointer="/data/attributes",
+        meta={"duplicate_profile_id": profile_id},
+    )

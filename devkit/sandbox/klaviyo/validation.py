@@ -21,35 +21,65 @@ from klaviyo_segment.devkit.sandbox import strictjson
 from klaviyo_segment.devkit.sandbox.klaviyo import fastcheck
 
 _REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
-_TITLES = {400: "Invalid input.", 401: "Authentication credentials were not provided.",
-           403: "You do not have permission to perform this action.", 404: "Not found.", 405: "Method not allowed.",
-           409: "Conflict.", 429: "Request was throttled."}
+_TITLES = {
+    400: "Invalid input.",
+    401: "Authentication credentials were not provided.",
+    403: "You do not have permission to perform this action.",
+    404: "Not found.",
+    405: "Method not allowed.",
+    409: "Conflict.",
+    429: "Request was throttled.",
+}
 
 
 class KlaviyoError(Exception):
     """Raised by state and handlers; the app turns it into one JSON:API error response."""
 
-    def __init__(self, status: int, code: str, detail: str, *, pointer: str | None = None,
-                 parameter: str | None = None, meta: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        pointer: str | None = None,
+        parameter: str | None = None,
+        meta: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status, self.code, self.detail = status, code, detail
         self.pointer, self.parameter, self.meta, self.headers = pointer, parameter, meta or {}, headers or {}
 
     def as_dict(self) -> dict[str, Any]:
-        return error_object(self.status, self.code, self.detail, pointer=self.pointer, parameter=self.parameter,
-                            meta=self.meta)
+        return error_object(
+            self.status, self.code, self.detail, pointer=self.pointer, parameter=self.parameter, meta=self.meta
+        )
 
 
-def error_object(status: int, code: str, detail: str, *, pointer: str | None = None, parameter: str | None = None,
-                 meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def error_object(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    pointer: str | None = None,
+    parameter: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     source: dict[str, str] = {}
     if pointer is not None:
         source["pointer"] = pointer
     if parameter is not None:
         source["parameter"] = parameter
-    return {"id": str(uuid.uuid4()), "status": status, "code": code, "title": _TITLES.get(status, "Error."),
-            "detail": detail, "source": source, "links": {}, "meta": meta or {}}
+    return {
+        "id": str(uuid.uuid4()),
+        "status": status,
+        "code": code,
+        "title": _TITLES.get(status, "Error."),
+        "detail": detail,
+        "source": source,
+        "links": {},
+        "meta": meta or {},
+    }
 
 
 def jsonapi(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -67,9 +97,10 @@ def error_response(exc: KlaviyoError) -> Response:
 def check_auth(header: str | None, keys: dict[str, frozenset[str] | None]) -> frozenset[str] | None:
     """Return the key's scope set (None = full access); 401 for a missing, malformed or unknown key."""
     if not header or not header.startswith("Klaviyo-API-Key "):
-        raise KlaviyoError(401, "not_authenticated", "Missing or invalid authorization scheme. Please use "
-                           "Klaviyo-API-Key.")
-    key = header[len("Klaviyo-API-Key "):].strip()
+        raise KlaviyoError(
+            401, "not_authenticated", "Missing or invalid authorization scheme. Please use Klaviyo-API-Key."
+        )
+    key = header[len("Klaviyo-API-Key ") :].strip()
     if not key.startswith("pk_") or key not in keys:
         raise KlaviyoError(401, "authentication_failed", "Incorrect authentication credentials.")
     return keys[key]
@@ -79,8 +110,9 @@ def check_revision(header: str | None) -> None:
     if not header:
         raise KlaviyoError(400, "invalid", "The 'revision' header is required.", parameter="revision")
     if not _REVISION.match(header):
-        raise KlaviyoError(400, "invalid", f"'{header}' is not a valid revision. Expected YYYY-MM-DD[.suffix].",
-                           parameter="revision")
+        raise KlaviyoError(
+            400, "invalid", f"'{header}' is not a valid revision. Expected YYYY-MM-DD[.suffix].", parameter="revision"
+        )
 
 
 def check_scopes(granted: frozenset[str] | None, required: list[str]) -> None:
@@ -88,8 +120,11 @@ def check_scopes(granted: frozenset[str] | None, required: list[str]) -> None:
         return
     missing = [scope for scope in required if scope not in granted]
     if missing:
-        raise KlaviyoError(403, "permission_denied", "You do not have permission to perform this action. "
-                           f"Missing scopes: {', '.join(missing)}.")
+        raise KlaviyoError(
+            403,
+            "permission_denied",
+            f"You do not have permission to perform this action. Missing scopes: {', '.join(missing)}.",
+        )
 
 
 def parse_body(raw: bytes) -> Any:
@@ -141,8 +176,9 @@ def _resource_type(body: Any, path: list[Any]) -> str:
             node = node[step]
         if isinstance(node, dict) and isinstance(node.get("type"), str):
             found = node["type"]
-        elif isinstance(node, dict) and isinstance(node.get("data"), dict) and \
-                isinstance(node["data"].get("type"), str):
+        elif (
+            isinstance(node, dict) and isinstance(node.get("data"), dict) and isinstance(node["data"].get("type"), str)
+        ):
             found = node["data"]["type"]
     return found
 
@@ -154,8 +190,12 @@ def _to_error(body: Any, err: ValidationError) -> dict[str, Any]:
         declared = set(err.schema.get("properties", {}))
         extra = sorted(k for k in err.instance if k not in declared)[0]
         resource = _resource_type(body, path)
-        return error_object(400, "invalid", f"'{extra}' is not a valid field for the resource '{resource}'.",
-                            pointer=pointer.rstrip("/") + "/" + extra)
+        return error_object(
+            400,
+            "invalid",
+            f"'{extra}' is not a valid field for the resource '{resource}'.",
+            pointer=pointer.rstrip("/") + "/" + extra,
+        )
     if err.validator == "required":
         missing = err.message.split("'")[1] if "'" in err.message else ""
         return error_object(400, "invalid", err.message, pointer=pointer.rstrip("/") + "/" + missing)

@@ -13,7 +13,7 @@ import hmac
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
@@ -51,24 +51,45 @@ def sign(secret: str | SecretStr, body: bytes, timestamp: str) -> str:
     return hmac.new(_secret_bytes(secret), body + timestamp.encode(), hashlib.sha256).hexdigest()
 
 
-def build_delivery(records: Sequence[Mapping[str, Any]], *, secret: str | SecretStr, webhook_id: str,
-                   account_id: str, now: datetime | None = None) -> tuple[bytes, dict[str, str]]:
+def build_delivery(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    secret: str | SecretStr,
+    webhook_id: str,
+    account_id: str,
+    now: datetime | None = None,
+) -> tuple[bytes, dict[str, str]]:
     """Raw body and headers of one delivery; ``records`` are ``{external_id, payload, topic}`` mappings."""
-    moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
-    data = [{"external_id": str(r["external_id"]), "payload": r["payload"], "topic": str(r["topic"])}
-            for r in records]
-    meta = {"klaviyo_account_id": account_id, "klaviyo_webhook_id": webhook_id,
-            "timestamp": moment.isoformat(), "version": KLAVIYO_REVISION}
+    moment = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    data = [{"external_id": str(r["external_id"]), "payload": r["payload"], "topic": str(r["topic"])} for r in records]
+    meta = {
+        "klaviyo_account_id": account_id,
+        "klaviyo_webhook_id": webhook_id,
+        "timestamp": moment.isoformat(),
+        "version": KLAVIYO_REVISION,
+    }
     body = json.dumps({"data": data, "meta": meta}, separators=(",", ":")).encode()
     timestamp = format_datetime(moment, usegmt=True)
-    headers = {"Content-Type": "application/json", "Klaviyo-Webhook-Id": webhook_id,
-               "Klaviyo-Timestamp": timestamp, "Klaviyo-Signature": sign(secret, body, timestamp)}
+    headers = {
+        "Content-Type": "application/json",
+        "Klaviyo-Webhook-Id": webhook_id,
+        "Klaviyo-Timestamp": timestamp,
+        "Klaviyo-Signature": sign(secret, body, timestamp),
+    }
     return body, headers
 
 
-async def emit_webhook(url: str, secret: str | SecretStr, webhook_id: str, account_id: str,
-                       records: Sequence[Mapping[str, Any]], *, attempts: int = 4, backoff: float = 0.2,
-                       timeout: float = 10.0) -> int:
+async def emit_webhook(
+    url: str,
+    secret: str | SecretStr,
+    webhook_id: str,
+    account_id: str,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    attempts: int = 4,
+    backoff: float = 0.2,
+    timeout: float = 10.0,
+) -> int:
     """POST one delivery, retrying 5xx and connection errors with exponential backoff (bounded).
 
     Returns the final HTTP status, or 0 when every attempt failed at the connection level. Each retry is
@@ -87,5 +108,5 @@ async def emit_webhook(url: str, secret: str | SecretStr, webhook_id: str, accou
             if status and status < 500:
                 return status
             if attempt + 1 < attempts:
-                await asyncio.sleep(backoff * (2 ** attempt))
+                await asyncio.sleep(backoff * (2**attempt))
     return status

@@ -86,16 +86,31 @@ class SegmentState:
         self.seen_ids.clear()
         self.stats.clear()
 
-    def query(self, type_: str | None = None, event: str | None = None,
-              user_id: str | None = None) -> list[dict[str, Any]]:
-        return [m for m in self.messages
-                if (type_ is None or m.get("type") == type_)
-                and (event is None or m.get("event") == event)
-                and (user_id is None or m.get("userId") == user_id)]
+    def query(
+        self, type_: str | None = None, event: str | None = None, user_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        return [
+            m
+            for m in self.messages
+            if (type_ is None or m.get("type") == type_)
+            and (event is None or m.get("event") == event)
+            and (user_id is None or m.get("userId") == user_id)
+        ]
 
     def snapshot(self) -> dict[str, Any]:
-        base = {k: 0 for k in ("requests", "stored", "unauthorized", "unauthorized_messages", "bad_request",
-                               "dropped_over_limit", "deduplicated", "invalid")}
+        base = {
+            k: 0
+            for k in (
+                "requests",
+                "stored",
+                "unauthorized",
+                "unauthorized_messages",
+                "bad_request",
+                "dropped_over_limit",
+                "deduplicated",
+                "invalid",
+            )
+        }
         return {**base, **self.stats}
 
     def store(self, message: dict[str, Any], received_at: str) -> None:
@@ -205,8 +220,9 @@ async def _tracking(request: Request) -> JSONResponse:
         state.stats["dropped_over_limit"] += len(items)
         return JSONResponse({"success": True})
     received_at = _now_iso()
-    envelope = {k: body[k] for k in ("context", "integrations") if isinstance(body.get(k), dict)} \
-        if kind == "batch" else {}
+    envelope = (
+        {k: body[k] for k in ("context", "integrations") if isinstance(body.get(k), dict)} if kind == "batch" else {}
+    )
     for item in items:
         message = {k: v for k, v in item.items() if k != "writeKey"}
         for key, value in envelope.items():
@@ -239,13 +255,15 @@ async def _reset(request: Request) -> JSONResponse:
 
 def create_app(write_key: str) -> Starlette:
     """Build the emulator; its state is ``app.state.segment`` (a :class:`SegmentState`)."""
-    app = Starlette(routes=[
-        Route("/v1/{kind:str}", _tracking, methods=["POST"]),
-        Route("/__sandbox/messages", _messages, methods=["GET"]),
-        Route("/__sandbox/invalid", _invalid, methods=["GET"]),
-        Route("/__sandbox/stats", _stats, methods=["GET"]),
-        Route("/__sandbox/reset", _reset, methods=["POST"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/v1/{kind:str}", _tracking, methods=["POST"]),
+            Route("/__sandbox/messages", _messages, methods=["GET"]),
+            Route("/__sandbox/invalid", _invalid, methods=["GET"]),
+            Route("/__sandbox/stats", _stats, methods=["GET"]),
+            Route("/__sandbox/reset", _reset, methods=["POST"]),
+        ]
+    )
     app.state.segment = SegmentState(write_key=write_key)
     return app
 

@@ -25,10 +25,42 @@ ENGAGE_INTEGRATIONS = {"All": False, "Webhooks (Actions)": True}
 CHURN_AUDIENCE = "churn_risk_users"
 CHURN_THRESHOLD = 0.7
 
-_FIRST = ["José", "Zoë", "Siobhán", "Łukasz", "Chloé", "Mårten", "Ngọc", "Ayşe", "Renée", "Björn", "Amélie",
-          "Jürgen", "Olúwaseun", "María", "Sean", "Emily"]
-_LAST = ["Müller", "Ødegaard", "O'Brien", "Łukasik", "Nguyễn", "Yılmaz", "García-López", "Dubois", "Smith",
-         "Søndergaard", "Van der Berg", "Kowalski", "Adeyemi", "Núñez", "Brown", "Tanaka"]
+_FIRST = [
+    "José",
+    "Zoë",
+    "Siobhán",
+    "Łukasz",
+    "Chloé",
+    "Mårten",
+    "Ngọc",
+    "Ayşe",
+    "Renée",
+    "Björn",
+    "Amélie",
+    "Jürgen",
+    "Olúwaseun",
+    "María",
+    "Sean",
+    "Emily",
+]
+_LAST = [
+    "Müller",
+    "Ødegaard",
+    "O'Brien",
+    "Łukasik",
+    "Nguyễn",
+    "Yılmaz",
+    "García-López",
+    "Dubois",
+    "Smith",
+    "Søndergaard",
+    "Van der Berg",
+    "Kowalski",
+    "Adeyemi",
+    "Núñez",
+    "Brown",
+    "Tanaka",
+]
 _PLACES = [  # (ISO country, country as users type it, city, state, postal code, street)
     ("US", "USA", "San Francisco", "CA", "94103", "123 Market St"),
     ("US", "United States", "Austin", "TX", "78701", "500 Congress Ave"),
@@ -72,13 +104,19 @@ def _local_phone(rng: random.Random, region: str, serial: int) -> str:
     national = str(example.national_number)
     tails = [f"{serial % 1_000_000:06d}"] + [f"{rng.randrange(1_000_000):06d}" for _ in range(20)]
     for tail in tails:
-        candidate = phonenumbers.PhoneNumber(country_code=example.country_code,
-                                             national_number=int(national[:-6] + tail))
+        candidate = phonenumbers.PhoneNumber(
+            country_code=example.country_code, national_number=int(national[:-6] + tail)
+        )
         if phonenumbers.is_valid_number(candidate):
             number = candidate
             break
-    fmt = rng.choice([phonenumbers.PhoneNumberFormat.NATIONAL, phonenumbers.PhoneNumberFormat.NATIONAL,
-                      phonenumbers.PhoneNumberFormat.INTERNATIONAL])
+    fmt = rng.choice(
+        [
+            phonenumbers.PhoneNumberFormat.NATIONAL,
+            phonenumbers.PhoneNumberFormat.NATIONAL,
+            phonenumbers.PhoneNumberFormat.INTERNATIONAL,
+        ]
+    )
     return phonenumbers.format_number(number, fmt)
 
 
@@ -128,14 +166,26 @@ class SegmentGenerator:
         local = f"{first}.{last}".lower().replace(" ", "").replace("'", "")
         ascii_local = unicodedata.normalize("NFKD", local).encode("ascii", "ignore").decode() or "user"
         email = f"{ascii_local}{self._users}@{rng.choice(['example.com', 'example.org', 'mail.example.net'])}"
-        return User(user_id=f"user_{self._users:05d}_{rng.getrandbits(24):06x}", anonymous_id=_uuid(rng),
-                    first_name=first, last_name=last, email=email, phone=_local_phone(rng, place[0], self._users),
-                    place=place, snake=rng.random() < 0.4)
+        return User(
+            user_id=f"user_{self._users:05d}_{rng.getrandbits(24):06x}",
+            anonymous_id=_uuid(rng),
+            first_name=first,
+            last_name=last,
+            email=email,
+            phone=_local_phone(rng, place[0], self._users),
+            place=place,
+            snake=rng.random() < 0.4,
+        )
 
     def _personas(self, key: str) -> dict[str, str]:
         space = f"spa_{self.rng.getrandbits(64):016x}"
-        return {"computation_class": "audience", "computation_id": f"aud_{self.rng.getrandbits(64):016x}",
-                "computation_key": key, "namespace": space, "space_id": space}
+        return {
+            "computation_class": "audience",
+            "computation_id": f"aud_{self.rng.getrandbits(64):016x}",
+            "computation_key": key,
+            "namespace": space,
+            "space_id": space,
+        }
 
     # -- individual message kinds ----------------------------------------------------------------------
     def identify(self, user: User, extra_traits: Mapping[str, Any] | None = None) -> Message:
@@ -147,35 +197,57 @@ class SegmentGenerator:
             ("first_name" if s else "firstName"): user.first_name,
             ("last_name" if s else "lastName"): user.last_name,
             "phone": user.phone,
-            "address": {"street": street, "city": city, "state": state,
-                        ("postal_code" if s else "postalCode"): postal, "country": country},
+            "address": {
+                "street": street,
+                "city": city,
+                "state": state,
+                ("postal_code" if s else "postalCode"): postal,
+                "country": country,
+            },
             ("created_at" if s else "createdAt"): self.clock.isoformat(timespec="seconds").replace("+00:00", "Z"),
             "avatar": f"https://avatars.example.com/{user.user_id}.png",
             "title": rng.choice(["Head of Growth", "Engineer", "Buyer", "Student"]),
         }
         if rng.random() < 0.5:
-            traits["company"] = {"name": rng.choice(["Initech", "Ünicorn GmbH", "Acme Corp"]),
-                                 "id": f"co_{rng.randint(100, 999)}", "industry": "Technology",
-                                 ("employee_count" if s else "employeeCount"): rng.randint(5, 5000), "plan": "pro"}
+            traits["company"] = {
+                "name": rng.choice(["Initech", "Ünicorn GmbH", "Acme Corp"]),
+                "id": f"co_{rng.randint(100, 999)}",
+                "industry": "Technology",
+                ("employee_count" if s else "employeeCount"): rng.randint(5, 5000),
+                "plan": "pro",
+            }
         else:
             traits["company"] = rng.choice(["Initech", "Ünicorn GmbH", "Acme Corp"])
         for key, make in rng.sample(_CUSTOM_TRAITS, 3):
             traits[key] = make(rng)
         traits.update(extra_traits or {})
-        context = {"library": {"name": "analytics-node", "version": "2.1.2"}, "ip": "203.0.113.7",
-                   "locale": f"{rng.choice(['en', 'de', 'fr', 'pt', 'ja', 'pl'])}-{iso}"}
+        context = {
+            "library": {"name": "analytics-node", "version": "2.1.2"},
+            "ip": "203.0.113.7",
+            "locale": f"{rng.choice(['en', 'de', 'fr', 'pt', 'ja', 'pl'])}-{iso}",
+        }
         return self._base("identify", user, traits=traits, context=context)
 
     def _product(self, position: int) -> dict[str, Any]:
         pid, name, category, brand, price = self.rng.choice(_PRODUCTS)
         slug = name.lower().replace(" ", "-").replace(":", "")
-        return {"product_id": pid, "sku": f"SKU-{pid[-6:].upper()}", "category": category, "name": name,
-                "brand": brand, "variant": self.rng.choice(["default", "blue", "XL"]), "price": price,
-                "quantity": self.rng.randint(1, 3), "position": position,
-                "url": f"https://shop.example.com/p/{slug}", "image_url": f"https://cdn.example.com/{pid}.jpg"}
+        return {
+            "product_id": pid,
+            "sku": f"SKU-{pid[-6:].upper()}",
+            "category": category,
+            "name": name,
+            "brand": brand,
+            "variant": self.rng.choice(["default", "blue", "XL"]),
+            "price": price,
+            "quantity": self.rng.randint(1, 3),
+            "position": position,
+            "url": f"https://shop.example.com/p/{slug}",
+            "image_url": f"https://cdn.example.com/{pid}.jpg",
+        }
 
-    def track(self, user: User, event: str, properties: dict[str, Any], *, with_traits: bool = True,
-              **fields: Any) -> Message:
+    def track(
+        self, user: User, event: str, properties: dict[str, Any], *, with_traits: bool = True, **fields: Any
+    ) -> Message:
         context: dict[str, Any] = {"library": {"name": "analytics.js", "version": "next-1.70.0"}}
         if with_traits:
             context["traits"] = {"email": user.email}
@@ -192,74 +264,139 @@ class SegmentGenerator:
         discount = round(subtotal * rng.choice([0, 0.1]), 2)
         shipping, tax = 4.99, round((subtotal - discount) * 0.08, 2)
         revenue = round(subtotal - discount, 2)
-        money = {"currency": rng.choice(["USD", "EUR", "GBP"]), "revenue": revenue, "discount": discount,
-                 "shipping": shipping, "tax": tax}
+        money = {
+            "currency": rng.choice(["USD", "EUR", "GBP"]),
+            "revenue": revenue,
+            "discount": discount,
+            "shipping": shipping,
+            "tax": tax,
+        }
         out = [
             self.track(user, "Product Viewed", {**viewed, "currency": money["currency"], "value": viewed["price"]}),
             self.track(user, "Product Added", {"cart_id": cart_id, **viewed}),
-            self.track(user, "Checkout Started", {"order_id": order_id, "affiliation": "Online Store",
-                                                  "value": revenue, "coupon": "SPRING10" if discount else "",
-                                                  **money, "products": products}),
-            self.track(user, "Order Completed", {"checkout_id": f"chk_{rng.getrandbits(40):010x}",
-                                                 "order_id": order_id, "affiliation": "Online Store",
-                                                 "subtotal": subtotal,
-                                                 "total": round(revenue + shipping + tax, 2), **money,
-                                                 "products": products}),
+            self.track(
+                user,
+                "Checkout Started",
+                {
+                    "order_id": order_id,
+                    "affiliation": "Online Store",
+                    "value": revenue,
+                    "coupon": "SPRING10" if discount else "",
+                    **money,
+                    "products": products,
+                },
+            ),
+            self.track(
+                user,
+                "Order Completed",
+                {
+                    "checkout_id": f"chk_{rng.getrandbits(40):010x}",
+                    "order_id": order_id,
+                    "affiliation": "Online Store",
+                    "subtotal": subtotal,
+                    "total": round(revenue + shipping + tax, 2),
+                    **money,
+                    "products": products,
+                },
+            ),
         ]
         if refund if refund is not None else rng.random() < 0.2:
-            out.append(self.track(user, "Order Refunded", {"order_id": order_id, "currency": money["currency"],
-                                                           "total": out[-1]["properties"]["total"],
-                                                           "products": products[:1]}))
+            out.append(
+                self.track(
+                    user,
+                    "Order Refunded",
+                    {
+                        "order_id": order_id,
+                        "currency": money["currency"],
+                        "total": out[-1]["properties"]["total"],
+                        "products": products[:1],
+                    },
+                )
+            )
         return out
 
     def audience_track(self, user: User, key: str, entered: bool) -> Message:
         """Engage track form: ``Audience Entered``/``Audience Exited`` with properties.audience_key."""
-        message = self.track(user, "Audience Entered" if entered else "Audience Exited",
-                             {"audience_key": key, key: entered}, integrations=dict(ENGAGE_INTEGRATIONS))
+        message = self.track(
+            user,
+            "Audience Entered" if entered else "Audience Exited",
+            {"audience_key": key, key: entered},
+            integrations=dict(ENGAGE_INTEGRATIONS),
+        )
         message["context"]["personas"] = self._personas(key)
         return message
 
     def audience_identify(self, user: User, key: str, entered: bool) -> Message:
         """Engage identify form: the boolean trait named after the audience key, computation_class audience."""
-        message = self._base("identify", user, traits={key: entered, "email": user.email},
-                             integrations=dict(ENGAGE_INTEGRATIONS))
-        message["context"] = {"library": {"name": "unknown", "version": "unknown"},
-                              "personas": self._personas(key)}
+        message = self._base(
+            "identify", user, traits={key: entered, "email": user.email}, integrations=dict(ENGAGE_INTEGRATIONS)
+        )
+        message["context"] = {"library": {"name": "unknown", "version": "unknown"}, "personas": self._personas(key)}
         return message
 
     def signed_up(self, user: User) -> Message:
         """Sign-up track carrying email and phone in context.traits (not a profile update by itself)."""
-        message = self.track(user, "Signed Up", {"method": self.rng.choice(["email", "google", "apple"]),
-                                                  "plan": "free"})
-        message["context"]["traits"] = {"email": user.email, "phone": user.phone,
-                                        "firstName": user.first_name}
+        message = self.track(
+            user, "Signed Up", {"method": self.rng.choice(["email", "google", "apple"]), "plan": "free"}
+        )
+        message["context"]["traits"] = {"email": user.email, "phone": user.phone, "firstName": user.first_name}
         return message
 
     def churn_score(self, user: User, score: float) -> Message:
         """Engage computed trait update (identify form, computation_class trait)."""
-        message = self._base("identify", user, traits={"churn_risk_score": score, "email": user.email},
-                             integrations=dict(ENGAGE_INTEGRATIONS))
-        message["context"] = {"personas": {**self._personas("churn_risk_score"), "computation_class": "trait",
-                                           "computation_id": f"tra_{self.rng.getrandbits(64):016x}"}}
+        message = self._base(
+            "identify",
+            user,
+            traits={"churn_risk_score": score, "email": user.email},
+            integrations=dict(ENGAGE_INTEGRATIONS),
+        )
+        message["context"] = {
+            "personas": {
+                **self._personas("churn_risk_score"),
+                "computation_class": "trait",
+                "computation_id": f"tra_{self.rng.getrandbits(64):016x}",
+            }
+        }
         return message
 
     def page(self, user: User | None, anonymous_id: str | None = None) -> Message:
         path = self.rng.choice(["/", "/pricing", "/shoes/trail", "/blog/über-uns"])
-        props = {"path": path, "referrer": "https://www.google.com/", "search": "", "title": "Shop",
-                 "url": f"https://shop.example.com{path}", "keywords": ["shop", "outdoor"]}
-        message = self._base("page", user, name=self.rng.choice(["Home", "Pricing", "Category"]),
-                             category="Docs", properties=props,
-                             context={"page": {k: props[k] for k in ("path", "referrer", "search", "title", "url")},
-                                      "userAgent": "Mozilla/5.0 (X11; Linux x86_64)"})
+        props = {
+            "path": path,
+            "referrer": "https://www.google.com/",
+            "search": "",
+            "title": "Shop",
+            "url": f"https://shop.example.com{path}",
+            "keywords": ["shop", "outdoor"],
+        }
+        message = self._base(
+            "page",
+            user,
+            name=self.rng.choice(["Home", "Pricing", "Category"]),
+            category="Docs",
+            properties=props,
+            context={
+                "page": {k: props[k] for k in ("path", "referrer", "search", "title", "url")},
+                "userAgent": "Mozilla/5.0 (X11; Linux x86_64)",
+            },
+        )
         if user is None:
             message["anonymousId"] = anonymous_id or _uuid(self.rng)
         return message
 
     def group(self, user: User) -> Message:
-        return self._base("group", user, groupId=f"grp_{self.rng.randint(1000, 9999)}",
-                          traits={"name": self.rng.choice(["Initech", "Ünicorn GmbH"]), "industry": "Retail",
-                                  "employees": self.rng.randint(10, 900), "plan": "enterprise",
-                                  "website": "https://initech.example.com"})
+        return self._base(
+            "group",
+            user,
+            groupId=f"grp_{self.rng.randint(1000, 9999)}",
+            traits={
+                "name": self.rng.choice(["Initech", "Ünicorn GmbH"]),
+                "industry": "Retail",
+                "employees": self.rng.randint(10, 900),
+                "plan": "enterprise",
+                "website": "https://initech.example.com",
+            },
+        )
 
     def alias(self, user: User) -> Message:
         message = self._base("alias", user, previousId=user.anonymous_id)
@@ -268,8 +405,7 @@ class SegmentGenerator:
 
     def delete(self, user: User) -> Message:
         """Segment deletion request: exactly these four fields, as webhooks deliver them."""
-        return {"type": "delete", "userId": user.user_id, "messageId": _uuid(self.rng),
-                "timestamp": self._timestamp()}
+        return {"type": "delete", "userId": user.user_id, "messageId": _uuid(self.rng), "timestamp": self._timestamp()}
 
     # -- scenarios (per-user sequences whose order matters) ---------------------------------------------
     def scenario(self, name: str, first: bool = False) -> list[Message]:
@@ -289,11 +425,18 @@ class SegmentGenerator:
             anon = self.page(None, user.anonymous_id)
             return [anon, self.identify(user), self.signed_up(user)]
         if name == "churn":
-            low, high, back = (round(self.rng.uniform(0.3, 0.65), 2), round(self.rng.uniform(0.72, 0.95), 2),
-                               round(self.rng.uniform(0.4, 0.69), 2))
+            low, high, back = (
+                round(self.rng.uniform(0.3, 0.65), 2),
+                round(self.rng.uniform(0.72, 0.95), 2),
+                round(self.rng.uniform(0.4, 0.69), 2),
+            )
             form = self.audience_track if self.rng.random() < 0.5 else self.audience_identify
-            entered = [self.identify(user), self.churn_score(user, low), self.churn_score(user, high),
-                       form(user, CHURN_AUDIENCE, True)]
+            entered = [
+                self.identify(user),
+                self.churn_score(user, low),
+                self.churn_score(user, high),
+                form(user, CHURN_AUDIENCE, True),
+            ]
             self._kept[name] = self._kept.get(name, 0) + 1
             if self._kept[name] % 2 == 0:  # every other user stays at risk, so the win-back list ends non-empty
                 return entered
@@ -310,12 +453,23 @@ class SegmentGenerator:
 
 
 #: Relative weights of the scenarios in a generated stream.
-DEFAULT_MIX: dict[str, float] = {"identify": 3, "ecommerce": 3, "audience_track": 1.5, "audience_identify": 1.5,
-                                 "signup": 2, "churn": 1, "alias": 0.5, "page": 1, "group": 0.5, "delete": 0.5}
+DEFAULT_MIX: dict[str, float] = {
+    "identify": 3,
+    "ecommerce": 3,
+    "audience_track": 1.5,
+    "audience_identify": 1.5,
+    "signup": 2,
+    "churn": 1,
+    "alias": 0.5,
+    "page": 1,
+    "group": 0.5,
+    "delete": 0.5,
+}
 
 
-def generate_stream(count: int, seed: int = 0, mix: Mapping[str, float] | None = None,
-                    start: datetime = DEFAULT_START) -> list[Message]:
+def generate_stream(
+    count: int, seed: int = 0, mix: Mapping[str, float] | None = None, start: datetime = DEFAULT_START
+) -> list[Message]:
     """``count`` messages mixing every scenario (each at least once when ``count`` allows, ~35 messages).
 
     Scenarios are interleaved across users but each user's order holds (identify before their tracks, audience

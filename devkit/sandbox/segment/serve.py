@@ -30,8 +30,9 @@ class _Server(uvicorn.Server):
         self._ready.set()
 
 
-def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0,
-                    log_level: str = "warning") -> tuple[str, Callable[[], None]]:
+def serve_in_thread(
+    app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+) -> tuple[str, Callable[[], None]]:
     """Start ``app`` and return ``(base_url, stop)``; ``stop()`` is idempotent and waits for the thread.
 
     Raises ``OSError`` when the port cannot be bound and ``RuntimeError`` when the server does not start.
@@ -48,8 +49,7 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0,
     ready = threading.Event()
     config = uvicorn.Config(app, log_level=log_level, lifespan="auto", access_log=False)
     server = _Server(config, ready)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{bound_port}",
-                              daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{bound_port}", daemon=True)
     thread.start()
     if not ready.wait(STARTUP_TIMEOUT_S):
         server.should_exit = True

@@ -126,13 +126,18 @@ class DeliveryReport:
 
     def summary(self) -> dict[str, Any]:
         """The line ``klaviyo-segment simulate`` prints."""
-        return {"sent": self.sent, "acknowledged": len(self.acknowledged), "given_up": len(self.given_up),
-                "retries": self.retries, "elapsed_s": round(self.elapsed, 3)}
+        return {
+            "sent": self.sent,
+            "acknowledged": len(self.acknowledged),
+            "given_up": len(self.given_up),
+            "retries": self.retries,
+            "elapsed_s": round(self.elapsed, 3),
+        }
 
 
 def _units(messages: Sequence[dict[str, Any]], batch_size: int) -> list[Unit]:
     size = max(batch_size, 1)
-    return [list(messages[i:i + size]) for i in range(0, len(messages), size)]
+    return [list(messages[i : i + size]) for i in range(0, len(messages), size)]
 
 
 def _ids(unit: Unit, offset: int) -> list[str]:
@@ -142,10 +147,21 @@ def _ids(unit: Unit, offset: int) -> list[str]:
 class _Delivery:
     """One delivery run: shared client, RNG, deadline and report."""
 
-    def __init__(self, url: str, secret: str, batched: bool, max_attempts: int, timeout: float,
-                 backoff_base: float, deadline: float, rng: random.Random, report: DeliveryReport,
-                 progress: Callable[[int, int], None] | None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        batched: bool,
+        max_attempts: int,
+        timeout: float,
+        backoff_base: float,
+        deadline: float,
+        rng: random.Random,
+        report: DeliveryReport,
+        progress: Callable[[int, int], None] | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.url, self.secret, self.batched = url, secret, batched
         self.clock, self.sleep = clock, sleep
         self.max_attempts, self.timeout = max_attempts, timeout
@@ -171,8 +187,12 @@ class _Delivery:
                 self.report.retries += 1
             started = self.clock()
             try:
-                response = await client.post(self.url, content=body, headers=headers,
-                                             timeout=max(0.001, min(self.timeout, self.deadline - started)))
+                response = await client.post(
+                    self.url,
+                    content=body,
+                    headers=headers,
+                    timeout=max(0.001, min(self.timeout, self.deadline - started)),
+                )
                 outcome = response.status_code
             except httpx.TimeoutException:
                 outcome = "timeout"
@@ -196,11 +216,22 @@ class _Delivery:
             self.progress(self.done, self.report.sent)
 
 
-async def deliver(url: str, messages: Sequence[dict[str, Any]], secret: str, *, batch_size: int = 0,
-                  concurrency: int = 4, max_attempts: int = DEFAULT_MAX_ATTEMPTS, timeout: float = 10.0,
-                  backoff_base: float = 0.2, max_seconds: float = DEFAULT_MAX_SECONDS, seed: int | None = None,
-                  progress: Callable[[int, int], None] | None = None, clock: Callable[[], float] = time.monotonic,
-                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> DeliveryReport:
+async def deliver(
+    url: str,
+    messages: Sequence[dict[str, Any]],
+    secret: str,
+    *,
+    batch_size: int = 0,
+    concurrency: int = 4,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    timeout: float = 10.0,
+    backoff_base: float = 0.2,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    seed: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> DeliveryReport:
     """Deliver ``messages`` to ``url``; ``batch_size`` 0/1 sends single events, N > 1 JSON arrays of up to N.
 
     ``max_seconds`` bounds the whole run (no new attempt starts after it), ``max_attempts`` each request.
@@ -212,8 +243,20 @@ async def deliver(url: str, messages: Sequence[dict[str, Any]], secret: str, *, 
     started = clock()
     report = DeliveryReport(sent=len(messages))
     units = _units(messages, batch_size)
-    delivery = _Delivery(url, secret, batch_size > 1, max_attempts, timeout, backoff_base, started + max_seconds,
-                         random.Random(seed), report, progress, clock, sleep)
+    delivery = _Delivery(
+        url,
+        secret,
+        batch_size > 1,
+        max_attempts,
+        timeout,
+        backoff_base,
+        started + max_seconds,
+        random.Random(seed),
+        report,
+        progress,
+        clock,
+        sleep,
+    )
     queue: asyncio.Queue[tuple[Unit, list[str]]] = asyncio.Queue()
     offset = 0
     for unit in units:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 
-blocks_app = typer.Typer(help="Save the config file's mapping tables as Prefect blocks, or show them.",
-                         no_args_is_help=True)
+blocks_app = typer.Typer(
+    help="Save the config file's mapping tables as Prefect blocks, or show them.", no_args_is_help=True
+)
 
 
 @blocks_app.command("apply")
@@ -23,15 +24,22 @@ def apply(
     app_config = load_config(config)
     block = MappingTables.from_config(app_config)
     block.save(name, overwrite=True)
-    typer.echo(json.dumps({"block_type": MappingTables.get_block_type_name(), "name": name,
-                           "keys": sorted(block.document), "secrets_stored": False}))
+    typer.echo(
+        json.dumps(
+            {
+                "block_type": MappingTables.get_block_type_name(),
+                "name": name,
+                "keys": sorted(block.document),
+                "secrets_stored": False,
+            }
+        )
+    )
 
 
 @blocks_app.command("show")
 def show(name: str = typer.Option("default", "--name", help="Block document name.")) -> None:
     """Print the saved mapping tables document as JSON."""
     from klaviyo_segment.blocks.mapping import MappingTables
-
     from klaviyo_segment.settings import load_saved_block
 
     block = load_saved_block(MappingTables, name)  # an invalid saved block: ConfigError naming the key (exit 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -15,8 +15,9 @@ def register(app: typer.Typer) -> None:
 
 def check_revision_command(
     spec: Path = typer.Option(..., "--spec", help="Official Klaviyo OpenAPI file (full, or trimmed like ours)."),
-    base: Optional[Path] = typer.Option(
-        None, "--base", help="What we use (default: the trimmed schema of the pinned revision shipped with us)."),
+    base: Path | None = typer.Option(
+        None, "--base", help="What we use (default: the trimmed schema of the pinned revision shipped with us)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per changed operation, then a summary."),
 ) -> None:
     """Per operation we use: fields removed, added, renamed, or changed in type or requiredness.
@@ -28,20 +29,38 @@ def check_revision_command(
     breaking = [r for r in reports if r.breaking]
     if as_json:
         for report in changed:
-            typer.echo(json.dumps({"operation": report.operation_id, "breaking": report.breaking, "changes": [
-                {"kind": c.kind, "path": c.path, "detail": c.detail, "breaking": c.breaking}
-                for c in report.changes]}))
+            typer.echo(
+                json.dumps(
+                    {
+                        "operation": report.operation_id,
+                        "breaking": report.breaking,
+                        "changes": [
+                            {"kind": c.kind, "path": c.path, "detail": c.detail, "breaking": c.breaking}
+                            for c in report.changes
+                        ],
+                    }
+                )
+            )
     else:
-        typer.echo(f"comparing {len(reports)} operations we use (revision {used.get('revision')}) "
-                   f"with {spec} (revision {other.get('revision')})")
+        typer.echo(
+            f"comparing {len(reports)} operations we use (revision {used.get('revision')}) "
+            f"with {spec} (revision {other.get('revision')})"
+        )
         for report in changed:
             typer.echo(f"\n{report.operation_id}{'  [BREAKING]' if report.breaking else ''}")
             for c in report.changes:
                 mark = "!" if c.breaking else " "
                 typer.echo(f"  {mark} {c.kind:<9} {c.path or '(operation)'}: {c.detail}")
-    summary: dict[str, Any] = {"operations": len(reports), "changed": len(changed), "breaking": len(breaking),
-               "breaking_operations": [r.operation_id for r in breaking]}
-    typer.echo(json.dumps(summary) if as_json else
-               f"\n{len(changed)} operation(s) changed, {len(breaking)} with breaking changes"
-               + (f": {', '.join(summary['breaking_operations'])}" if breaking else ""))
+    summary: dict[str, Any] = {
+        "operations": len(reports),
+        "changed": len(changed),
+        "breaking": len(breaking),
+        "breaking_operations": [r.operation_id for r in breaking],
+    }
+    typer.echo(
+        json.dumps(summary)
+        if as_json
+        else f"\n{len(changed)} operation(s) changed, {len(breaking)} with breaking changes"
+        + (f": {', '.join(summary['breaking_operations'])}" if breaking else "")
+    )
     raise typer.Exit(1 if breaking else 0)

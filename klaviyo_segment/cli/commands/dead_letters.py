@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -31,14 +31,14 @@ def parse_duration(text: str) -> timedelta:
 
 
 def format_age(created: datetime, now: datetime | None = None) -> str:
-    seconds = max(0, int(((now or datetime.now(timezone.utc)) - created).total_seconds()))
+    seconds = max(0, int(((now or datetime.now(UTC)) - created).total_seconds()))
     for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
 
 
-def _store_config(config: Optional[Path]) -> dict[str, Any] | None:
+def _store_config(config: Path | None) -> dict[str, Any] | None:
     from klaviyo_segment.config_loading import load_process_config
 
     app_config, _ = load_process_config(config)
@@ -56,7 +56,7 @@ async def _with_store(config: dict[str, Any] | None, action: Any) -> Any:
         await store.close()
 
 
-def _run(config: Optional[Path], action: Any) -> Any:
+def _run(config: Path | None, action: Any) -> Any:
     import asyncio
 
     return asyncio.run(_with_store(_store_config(config), action))
@@ -67,16 +67,28 @@ def register(app: typer.Typer) -> None:
     app.add_typer(group, name="dead-letters")
 
     @group.command("list")
-    def list_command(flow: Optional[str] = typer.Option(None, "--flow", help="Only this flow's dead letters."),
-                     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
-                     config: Optional[Path] = CONFIG_OPTION) -> None:
+    def list_command(
+        flow: str | None = typer.Option(None, "--flow", help="Only this flow's dead letters."),
+        as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+        config: Path | None = CONFIG_OPTION,
+    ) -> None:
         """Oldest first: id, message id, flow, reason, age."""
         letters = _run(config, lambda store: store.list_dead_letters(flow=flow))
         if as_json:
             for d in letters:
-                typer.echo(json.dumps({"id": d.id, "message_id": d.message_id, "flow": d.flow, "reason": d.reason,
-                                       "created_at": d.created_at.isoformat(), "attempts": d.attempts},
-                                      ensure_ascii=False))
+                typer.echo(
+                    json.dumps(
+                        {
+                            "id": d.id,
+                            "message_id": d.message_id,
+                            "flow": d.flow,
+                            "reason": d.reason,
+                            "created_at": d.created_at.isoformat(),
+                            "attempts": d.attempts,
+                        },
+                        ensure_ascii=False,
+                    )
+                )
             return
         from rich.console import Console
         from rich.table import Table
@@ -89,23 +101,35 @@ def register(app: typer.Typer) -> None:
         Console(width=200).print(table)
 
     @group.command("show")
-    def show_command(dead_letter_id: str = typer.Argument(..., metavar="ID", help="The dead letter's own id."),
-                     config: Optional[Path] = CONFIG_OPTION) -> None:
+    def show_command(
+        dead_letter_id: str = typer.Argument(..., metavar="ID", help="The dead letter's own id."),
+        config: Path | None = CONFIG_OPTION,
+    ) -> None:
         """The full record (message included) as JSON; exit 1 when there is no such dead letter."""
         letter = _run(config, lambda store: store.get_dead_letter(dead_letter_id))
         if letter is None:
             typer.echo(f"no dead letter with id {dead_letter_id!r} (ids are listed by `dead-letters list`)", err=True)
             raise typer.Exit(1)
-        record = {"id": letter.id, "message_id": letter.message_id, "flow": letter.flow, "reason": letter.reason,
-                  "error": letter.error, "attempts": letter.attempts, "created_at": letter.created_at.isoformat(),
-                  "updated_at": letter.updated_at.isoformat(), "message": letter.message}
+        record = {
+            "id": letter.id,
+            "message_id": letter.message_id,
+            "flow": letter.flow,
+            "reason": letter.reason,
+            "error": letter.error,
+            "attempts": letter.attempts,
+            "created_at": letter.created_at.isoformat(),
+            "updated_at": letter.updated_at.isoformat(),
+            "message": letter.message,
+        }
         typer.echo(json.dumps(record, ensure_ascii=False, indent=2, default=str))
 
     @group.command("replay")
-    def replay_command(flow: Optional[str] = typer.Option(None, "--flow", help="Only this flow's dead letters."),
-                       dead_letter_id: Optional[list[str]] = typer.Option(None, "--id", help="Only these ids."),
-                       as_json: bool = typer.Option(False, "--json", help="Summary as a JSON line last."),
-                       config: Optional[Path] = CONFIG_OPTION) -> None:
+    def replay_command(
+        flow: str | None = typer.Option(None, "--flow", help="Only this flow's dead letters."),
+        dead_letter_id: list[str] | None = typer.Option(None, "--id", help="Only these ids."),
+        as_json: bool = typer.Option(False, "--json", help="Summary as a JSON line last."),
+        config: Path | None = CONFIG_OPTION,
+    ) -> None:
         """Run the replay-dead-letters flow; exit 1 when some dead letters still fail."""
         import asyncio
 
@@ -122,9 +146,12 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(1 if summary["failed"] or summary["remaining"] else 0)
 
     @group.command("purge")
-    def purge_command(older_than: Optional[str] = typer.Option(None, "--older-than",
-                                                               help="Only those last failed before, e.g. 7d, 12h."),
-                      config: Optional[Path] = CONFIG_OPTION) -> None:
+    def purge_command(
+        older_than: str | None = typer.Option(
+            None, "--older-than", help="Only those last failed before, e.g. 7d, 12h."
+        ),
+        config: Path | None = CONFIG_OPTION,
+    ) -> None:
         """Delete dead letters (all of them without --older-than)."""
         age = parse_duration(older_than) if older_than is not None else None
         removed = _run(config, lambda store: store.purge_dead_letters(older_than=age))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -30,7 +30,7 @@ def _read_config(path: Path | None) -> dict[str, Any] | None:
 
 
 def doctor_command(
-    config: Optional[Path] = typer.Option(None, "--config", help="Config YAML (klaviyo:/segment: sections)."),
+    config: Path | None = typer.Option(None, "--config", help="Config YAML (klaviyo:/segment: sections)."),
 ) -> None:
     """Checks the Klaviyo key (scopes by harmless probes, pinned revision) and Segment reachability."""
     import asyncio

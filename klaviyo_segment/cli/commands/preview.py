@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,7 +14,7 @@ def register(app: typer.Typer) -> None:
     def preview(
         flow: str = typer.Argument(..., help="Flow name (see `run`)."),
         input: Path = typer.Option(..., "--input", "-i", help="JSON lines or a JSON array of messages."),
-        config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config YAML (mapping tables etc.)."),
+        config: Path | None = typer.Option(None, "--config", "-c", help="Config YAML (mapping tables etc.)."),
     ) -> None:
         """Print one JSON object per request ({"method","path","body"}) on stdout; skipped/failed on stderr."""
         import asyncio

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -26,8 +26,10 @@ def print_outcomes(summary: dict[str, Any], more: int = 0) -> None:
         console.print(table)
         if len(rows) + more > 500:
             console.print(f"... and {len(rows) + more - 500} more")
-    console.print(f"{summary['flow']}: received {summary['received']}, sent {summary['sent']}, "
-                  f"skipped {summary['skipped']}, failed {summary['failed']}")
+    console.print(
+        f"{summary['flow']}: received {summary['received']}, sent {summary['sent']}, "
+        f"skipped {summary['skipped']}, failed {summary['failed']}"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -36,14 +38,16 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         flow: str = typer.Argument(..., help=f"Flow name: {', '.join(names())}."),
-        input: Optional[Path] = typer.Option(None, "--input", "-i", help="JSON lines or a JSON array of messages."),
-        config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config YAML (mapping tables etc.)."),
+        input: Path | None = typer.Option(None, "--input", "-i", help="JSON lines or a JSON array of messages."),
+        config: Path | None = typer.Option(None, "--config", "-c", help="Config YAML (mapping tables etc.)."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as a JSON line last on stdout."),
-        since: Optional[str] = typer.Option(None, "--since", help="engagement-to-segment polling start (ISO-8601)."),
-        batch_size: int = typer.Option(5_000, "--batch-size", min=1, hidden=True,
-                                       help="Messages per staged inbox batch."),
-        batches_per_run: int = typer.Option(4, "--batches-per-run", min=1, hidden=True,
-                                            help="Staged batches per flow run."),
+        since: str | None = typer.Option(None, "--since", help="engagement-to-segment polling start (ISO-8601)."),
+        batch_size: int = typer.Option(
+            5_000, "--batch-size", min=1, hidden=True, help="Messages per staged inbox batch."
+        ),
+        batches_per_run: int = typer.Option(
+            4, "--batches-per-run", min=1, hidden=True, help="Staged batches per flow run."
+        ),
     ) -> None:
         """Run one flow on a file of messages (or poll Klaviyo for engagement-to-segment without --input)."""
         import asyncio
@@ -95,13 +99,21 @@ def _run_file(spec: Any, path: Path, document: Any, batch_size: int, batches_per
     from klaviyo_segment.run_file import run_file
 
     tasks: dict[str, TaskID] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as bar:
+
         def progress(phase: str, completed: int, total: int | None) -> None:
             label = "staging (bytes)" if phase == "staging" else f"{spec.name} (messages)"
             if phase not in tasks:
                 tasks[phase] = bar.add_task(label, total=total)
             bar.update(tasks[phase], completed=completed, total=total)
 
-        return asyncio.run(run_file(spec, path, document, progress, batch_size=batch_size,
-                                    batches_per_run=batches_per_run))
+        return asyncio.run(
+            run_file(spec, path, document, progress, batch_size=batch_size, batches_per_run=batches_per_run)
+        )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,8 +17,12 @@ class _JsonFormatter(logging.Formatter):
         them "dispatch ... failed; will retry" never said why. Both are redacted like the message."""
         from klaviyo_segment.redact import redact
 
-        line = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                "msg": record.getMessage()}
+        line = {
+            "ts": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             line["error"] = redact(f"{type(exc).__name__}: {exc}")
@@ -30,12 +33,15 @@ class _JsonFormatter(logging.Formatter):
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
-        config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config YAML (also saved as blocks)."),
+        config: Path | None = typer.Option(None, "--config", "-c", help="Config YAML (also saved as blocks)."),
         host: str = typer.Option("127.0.0.1", "--host", help="Receiver address."),
         port: int = typer.Option(8787, "--port", help="Receiver port (0 = a free port)."),
-        dispatch: str = typer.Option("inline", "--dispatch",
-                                     help="inline: run flows in this process (lowest latency); deployments: "
-                                          "start deployment runs for workers (served here too)."),
+        dispatch: str = typer.Option(
+            "inline",
+            "--dispatch",
+            help="inline: run flows in this process (lowest latency); deployments: "
+            "start deployment runs for workers (served here too).",
+        ),
     ) -> None:
         """Receiver (POST /segment, POST /klaviyo, GET /healthz) + dispatcher + Prefect, in one process.
 
@@ -43,6 +49,7 @@ def register(app: typer.Typer) -> None:
         not finished stay in the state store and are dispatched on the next start.
         """
         import asyncio
+
         from klaviyo_segment import redact
         from klaviyo_segment.ingress.serve import print_ready
         from klaviyo_segment.ingress.serve import serve as run_serve
@@ -52,5 +59,6 @@ def register(app: typer.Typer) -> None:
         handler.addFilter(redact.RedactingFilter())
         logging.basicConfig(level=logging.INFO, handlers=[handler])
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        raise typer.Exit(asyncio.run(run_serve(config_path=config, host=host, port=port, dispatch=dispatch,
-                                               ready=print_ready)))
+        raise typer.Exit(
+            asyncio.run(run_serve(config_path=config, host=host, port=port, dispatch=dispatch, ready=print_ready))
+        )
