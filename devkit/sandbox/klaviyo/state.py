@@ -155,6 +155,9 @@ class AccountState:
     def reset(self) -> None:
         self.rng = random.Random(self.seed)
         self.profiles: dict[str, Profile] = {}
+        #: (identifier, value) -> profile id, kept on every write; a lookup verifies it (an identifier may have
+        #: changed since), so finding a profile costs O(1) instead of a scan of every profile.
+        self._owners: dict[tuple[str, Any], str] = {}
         self.metrics: dict[str, Metric] = {}
         self.events: dict[str, Event] = {}
         self.event_keys: set[tuple[str, str, str]] = set()
@@ -182,9 +185,38 @@ class AccountState:
             return None
         if name == "id":
             return self.profiles.get(value)
-        if name == "anonymous_id":
-            return next((p for p in self.profiles.values() if value in p.anonymous_ids), None)
-        return next((p for p in self.profiles.values() if p.attrs.get(name) == value), None)
+        try:
+            pid = self._owners.get((name, value))
+        except TypeError:  # an unhashable value cannot be an identifier anyone holds
+            return self._scan(name, value)
+        if pid is None:
+            return None
+        profile = self.profiles.get(pid)
+        if profile is not None and self._holds(profile, name, value):
+            return profile
+        found = self._scan(name, value)  # stale entry (identifier changed, profile merged or deleted): rare
+        if found is None:
+            self._owners.pop((name, value), None)
+        else:
+            self._owners[(name, value)] = found.id
+        return found
+
+    @staticmethod
+    def _holds(profile: Profile, name: str, value: Any) -> bool:
+        return value in profile.anonymous_ids if name == "anonymous_id" else profile.attrs.get(name) == value
+
+    def _scan(self, name: str, value: Any) -> Profile | None:
+        return next((p for p in self.profiles.values() if self._holds(p, name, value)), None)
+
+    def _index(self, profile: Profile) -> None:
+        """Register the profile's current identifiers (called after every change to them)."""
+        for name in IDENTIFIERS:
+            value = profile.attrs.get(name)
+            if isinstance(value, str) and value:
+                self._owners[(name, value)] = profile.id
+        for anonymous_id in profile.anonymous_ids:
+            if isinstance(anonymous_id, str):
+                self._owners[("anonymous_id", anonymous_id)] = profile.id
 
     def _matches(self, profile_id: str | None, attrs: dict[str, Any]) -> list[Profile]:
         found: list[Profile] = []
@@ -227,6 +259,7 @@ class AccountState:
         for key in [unset] if isinstance(unset, str) else unset:
             props.pop(key, None)
         profile.updated = iso(now())
+        self._index(profile)
 
     def _check_unique(self, profile: Profile | None, attrs: dict[str, Any]) -> None:
         for name in IDENTIFIERS:
@@ -306,6 +339,7 @@ class AccountState:
             elif destination.attrs.get(name) is None:
                 destination.attrs[name] = value
         destination.anonymous_ids |= source.anonymous_ids
+        self._index(destination)
         for event in self.events.values():
             if event.profile_id == source.id:
                 event.profile_id = destination.id
@@ -343,6 +377,7 @@ class AccountState:
         self._apply(profile, safe, attrs.get("meta"))
         if attrs.get("anonymous_id"):
             profile.anonymous_ids.add(attrs["anonymous_id"])
+            self._index(profile)
         return profile
 
     # metrics and events ----------------------------------------------------------------------------------
