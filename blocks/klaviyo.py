@@ -9,6 +9,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
 
 from klaviyo_segment import constants
+from klaviyo_segment.clients.tls import shared_ssl_context
 
 
 class KlaviyoCredentials(Block):
@@ -77,4 +78,5 @@ class KlaviyoCredentials(Block):
             headers=self.headers(),
             timeout=httpx.Timeout(self.timeout_seconds),
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=20, keepalive_expiry=30.0),
+            verify=shared_ssl_context(),
         )

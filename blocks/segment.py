@@ -13,6 +13,7 @@ import httpx
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
 
+from klaviyo_segment.clients.tls import shared_ssl_context
 from klaviyo_segment.constants import SEGMENT_LIBRARY_NAME, SEGMENT_REGIONS
 
 SegmentRegion = Literal["us", "eu"]
@@ -73,4 +74,5 @@ class SegmentCredentials(Block):
             headers={"Content-Type": "application/json", "User-Agent": SEGMENT_LIBRARY_NAME},
             timeout=httpx.Timeout(self.timeout),
             limits=httpx.Limits(max_keepalive_connections=10, max_connections=20),
+            verify=shared_ssl_context(),
         )
