@@ -204,6 +204,9 @@ async def apply_membership(env: FlowEnv, changes: Sequence[Change]) -> None:
         task = add_profiles_to_list if enter else remove_profiles_from_list
         results: list[ItemResult] = await env.call(task, list_id, ids, env.klaviyo)
         by_id = dict(zip(ids, results, strict=False))
+        stale = [c for c in group if _profile_gone(by_id[c.profile_id or ""])]
+        if stale:
+            by_id.update(await _retry_with_fresh_ids(env, task, list_id, stale))
         for change in group:
             result = by_id[change.profile_id or ""]
             if result.ok:
@@ -211,6 +214,41 @@ async def apply_membership(env: FlowEnv, changes: Sequence[Change]) -> None:
             else:
                 what = "list add" if enter else "list remove"
                 change.failed(f"{what} failed: {flowkit.describe(result.error)}", result.error)
+
+
+def _profile_gone(result: ItemResult) -> bool:
+    """Klaviyo does not know this profile id any more (merged or deleted there since we cached it)."""
+    error = result.error
+    if result.ok or error is None:
+        return False
+    return error.status == 404 or "not found" in f"{error.title or ''} {error.detail or ''}".lower()
+
+
+async def _retry_with_fresh_ids(
+    env: FlowEnv, task: Any, list_id: str, stale: Sequence[Change]
+) -> dict[str, ItemResult]:
+    """Issue the list call once more for changes whose cached profile id went stale: forget the cache entries, look
+    the people up again (``services.identity.refresh_identities``) and retry with the ids Klaviyo has now. Returns
+    the new results keyed by the new profile ids (changes are re-pointed at them)."""
+    from klaviyo_segment.services.identity import refresh_identities
+
+    found = await refresh_identities(
+        [c.identity for c in stale],
+        env.klaviyo,
+        cache=flowkit.StoreIdentityCache(env.store),
+        default_region=env.config.phone_default_country,
+    )
+    moved = []
+    for change, result in zip(stale, found, strict=True):
+        fresh = (result.value or {}).get("profile_id") if result.ok else None
+        if fresh and fresh != change.profile_id:
+            change.profile_id = fresh
+            moved.append(change)
+    ids = list(dict.fromkeys(c.profile_id for c in moved if c.profile_id))
+    if not ids:
+        return {}
+    results: list[ItemResult] = await env.call(task, list_id, ids, env.klaviyo)
+    return dict(zip(ids, results, strict=True))
 
 
 def settle(items: Sequence[Item], changes: Sequence[Change], outcomes: dict[str, Outcome]) -> None:

@@ -155,3 +155,28 @@ async def test_shuffled_duplicated_stream_for_1000_users(env: httpx.Client) -> N
         result = await sync_audiences(messages=stream[part::4], config=config)
         assert result["failed"] == 0, result["reasons"]
     assert members(env, vip) == expected
+
+
+async def test_profile_merged_away_in_klaviyo_is_looked_up_again(env: httpx.Client, by_id: Any) -> None:
+    """Issue 14 item 7: the identity cache holds the id of a profile Klaviyo merged away; the list call answers
+    "not found", the keys are forgotten and looked up once more, and the change reaches the surviving profile."""
+    vip = make_list(env, "VIP")
+    config = {"audiences": {"vip": vip}}
+    first = await run_summary(sync_audiences, messages=[track("m1", "u-mg", True, T0)], config=config)
+    assert first["sent"] == 1  # u-mg's profile id is now cached
+    stale = next(p["id"] for p in env.get("/__sandbox/profiles").json() if p["attributes"].get("external_id") == "u-mg")
+    keep = env.post(
+        "/api/profile-import", json={"data": {"type": "profile", "attributes": {"email": "keep-mg@example.com"}}}
+    ).json()["data"]["id"]
+    merge = {
+        "type": "profile-merge",
+        "id": keep,
+        "relationships": {"profiles": {"data": [{"type": "profile", "id": stale}]}},
+    }
+    env.post("/api/profile-merge", json={"data": merge}).raise_for_status()
+    assert members(env, vip) == {"keep-mg@example.com"}  # the membership moved with the merge
+    result = await run_summary(
+        sync_audiences, messages=[track("m2", "u-mg", False, T0 + timedelta(minutes=1))], config=config
+    )
+    assert by_id(result)["m2"]["status"] == "sent", by_id(result)["m2"]
+    assert members(env, vip) == set()
