@@ -9,7 +9,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
 
 from klaviyo_segment import constants
-from klaviyo_segment.clients.tls import shared_ssl_context
+from klaviyo_segment.tls import shared_ssl_context
 
 
 class KlaviyoCredentials(Block):

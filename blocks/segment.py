@@ -13,8 +13,8 @@ import httpx
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
 
-from klaviyo_segment.clients.tls import shared_ssl_context
 from klaviyo_segment.constants import SEGMENT_LIBRARY_NAME, SEGMENT_REGIONS
+from klaviyo_segment.tls import shared_ssl_context
 
 SegmentRegion = Literal["us", "eu"]
 
