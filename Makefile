@@ -22,7 +22,6 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-# the inner loop: everything but the tests marked slow (chaos, durability, end-to-end, cross-worker limits)
 # The inner loop: everything but the tests marked slow, in 3 pytest-xdist workers (each with its own Prefect
 # test server, sandbox and PostgreSQL); most tests wait on I/O, so 3 workers fit 2 cores.
 test-fast: $(STAMP)
