@@ -53,6 +53,20 @@ def normalize_url(url: str) -> sa.URL:
     raise ConfigError(f"{ENV_STORE_URL}: unsupported database {backend!r} (use sqlite:/// or postgresql://)")
 
 
+def _set_wal(cursor: Any, attempts: int = 200, pause: float = 0.05) -> None:
+    """Switch a new database file to WAL. The switch needs an exclusive lock and SQLite does not call the busy
+    handler for it, so processes opening one fresh file at the same moment get "database is locked" at once
+    (seen in CI with four concurrent openers): retry for up to ``attempts * pause`` seconds."""
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as exc:  # sqlite3.OperationalError, as raised through the aiosqlite adapter
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(pause)
+
+
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
     """WAL + busy timeout, and BEGIN IMMEDIATE so a transaction never fails upgrading a read lock to a write lock.
 
@@ -65,7 +79,7 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _set_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
