@@ -25,7 +25,7 @@ QUICK_CPU_S = 0.1
 
 def bulk_events_body(count: int = EVENTS_PER_JOB, seed: int = 0) -> dict[str, Any]:
     """What the forward-track flow sends: track calls through the default template, grouped per profile."""
-    from klaviyo_segment.builders.klaviyo import bulk_create_events_body
+    from klaviyo_segment.builders.bulk_events import bulk_create_events_body
     from klaviyo_segment.mapping import compile_template
 
     template = compile_template("track-default")

@@ -84,11 +84,12 @@ def _task_event(mapping: EventMapping, item: Item, backfill: bool) -> dict[str, 
 async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome]) -> None:
     """The template's steps; every message gets exactly one outcome."""
     todo = await common_rules(env, items, outcomes, accepts)
+    compiled = env.config.compiled()  # once: a pydantic private attribute costs ~10 us per read
     ready: list[tuple[Item, dict[str, Any]]] = []
     for item in todo:
         reason = _screen(env, item)
         message = as_track(item)
-        reason = reason or env.config.compiled().track_filter.check(message)
+        reason = reason or compiled.track_filter.check(message)
         if reason:
             outcomes[item.key] = outcome(item, Status.SKIPPED, reason)
         else:
@@ -102,7 +103,7 @@ async def process(env: FlowEnv, items: list[Item], outcomes: dict[str, Outcome])
         known = aliases.get(item.msg.anonymous_id or "") if not item.msg.user_id else None
         if known and flowkit.alias_identity(known):
             message = flowkit.with_alias_identity(message, known)
-        mapped = flowkit.map_message(env.config.compiled().track, message, EventMapping)
+        mapped = flowkit.map_message(compiled.track, message, EventMapping)
         if mapped is None:
             outcomes[item.key] = outcome(item, Status.SKIPPED, "no template matched")
             continue

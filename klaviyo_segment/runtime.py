@@ -412,8 +412,10 @@ async def run_flow(
 
     Returns the summary (the run ends Completed) or, when any message failed, a Failed state carrying it
     (:mod:`klaviyo_segment.run_state`): callers run the flow with ``return_state=True`` and ``summary_of``."""
+    from klaviyo_segment.gc_tuning import tune_once
     from klaviyo_segment.run_state import final_state
 
+    tune_once()
     async with open_env(flow, config, config_block=config_block, segment=segment) as env:
         return final_state(await process_inputs(env, messages, batch_ids, process, load_items))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -144,7 +143,7 @@ def bulk_profile_import_body(profiles: Sequence[Mapping[str, Any]], *, list_ids:
     return body
 
 
-def _event_profile(event: Mapping[str, Any]) -> Body:
+def event_profile(event: Mapping[str, Any]) -> Body:
     attrs = dict(event.get("profile") or {})
     if not has_identifier(attrs, event.get("profile_id")):
         raise ValueError("event: the profile needs an email, phone_number, external_id, anonymous_id, _kx or id")
@@ -154,7 +153,7 @@ def _event_profile(event: Mapping[str, Any]) -> Body:
     )
 
 
-def _event_attributes(event: Mapping[str, Any]) -> Body:
+def event_attributes(event: Mapping[str, Any]) -> Body:
     _unknown("event", event, EVENT_FIELDS)
     name = event.get("metric")
     problem = metric_name_problem(name) or event_time_problem(event.get("time"))
@@ -178,65 +177,9 @@ def _event_attributes(event: Mapping[str, Any]) -> Body:
 def create_event_body(event: Mapping[str, Any]) -> Body:
     """``POST /api/events``. ``event`` keys: metric, profile (attributes), profile_id, properties, time, value,
     value_currency, unique_id, backfill, service, profile_meta."""
-    attrs = _event_attributes(event)
-    attrs["profile"] = {"data": _event_profile(event)}
+    attrs = event_attributes(event)
+    attrs["profile"] = {"data": event_profile(event)}
     return {"data": {"type": "event", "attributes": attrs}}
-
-
-def identity_key(event: Mapping[str, Any]) -> tuple[Any, ...]:
-    """Who an event is about, for grouping and for the bulk endpoint's "same profile and metric" duplicate rule."""
-    profile = event.get("profile") or {}
-    email = profile.get("email")
-    return (
-        event.get("profile_id"),
-        email.strip().lower() if isinstance(email, str) else email,
-        *(profile.get(k) for k in ("phone_number", "external_id", "anonymous_id", "_kx")),
-    )
-
-
-@dataclass
-class BulkEventsPlan:
-    """A bulk-create body plus the maps needed to turn server pointers back into input indices."""
-
-    body: Body
-    #: groups[n][m] = input index of event m of profile group n (pointer ``.../data/n/.../events/data/m``).
-    groups: list[list[int]]
-    #: input index -> index of the earlier event it repeats (same profile, metric and unique_id); not sent.
-    duplicates: dict[int, int] = field(default_factory=dict)
-
-
-def bulk_create_events_body(
-    events: Sequence[Mapping[str, Any]], indices: Sequence[int] | None = None
-) -> BulkEventsPlan:
-    """``POST /api/event-bulk-create-jobs``: events grouped per profile, in-request duplicate unique_ids removed
-    (the endpoint fails the whole request on them). ``indices`` label the events (default 0..n-1)."""
-    labels = list(indices) if indices is not None else list(range(len(events)))
-    group_of: dict[str, int] = {}
-    groups: list[list[int]] = []
-    entries: list[Body] = []
-    seen: dict[tuple[Any, ...], int] = {}
-    duplicates: dict[int, int] = {}
-    for label, event in zip(labels, events, strict=True):
-        attrs = _event_attributes(event)
-        profile = _event_profile(event)
-        if event.get("unique_id") is not None:
-            dedup = (identity_key(event), event["metric"], event["unique_id"])
-            if dedup in seen:
-                duplicates[label] = seen[dedup]
-                continue
-            seen[dedup] = label
-        key = json.dumps(profile, sort_keys=True, default=str)
-        if key not in group_of:
-            group_of[key] = len(groups)
-            groups.append([])
-            entries.append(
-                {"type": "event-bulk-create", "attributes": {"profile": {"data": profile}, "events": {"data": []}}}
-            )
-        n = group_of[key]
-        groups[n].append(label)
-        entries[n]["attributes"]["events"]["data"].append({"type": "event", "attributes": attrs})
-    body = {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": entries}}}}
-    return BulkEventsPlan(body=body, groups=groups, duplicates=duplicates)
 
 
 def list_relationships_body(profile_ids: Sequence[str]) -> Body:

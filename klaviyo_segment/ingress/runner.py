@@ -103,6 +103,9 @@ async def start_ingress(
 
     ``flows`` restricts routing and dispatch (default: every runnable flow, see :func:`runnable_flows`).
     """
+    from klaviyo_segment.gc_tuning import tune_once
+
+    tune_once()  # the receiver's JSON work allocates much as the flows do
     sock = sock or bind(host, port)
     flows = runnable_flows(config) if flows is None else flows
     dispatcher: Dispatcher | None = None

@@ -10,6 +10,7 @@ from typing import Any
 
 from klaviyo_segment import constants
 from klaviyo_segment.builders import klaviyo as b
+from klaviyo_segment.builders.bulk_events import PreparedEvent, duplicate_key, plan_bulk_events, prepare_event
 from klaviyo_segment.errors import ApiError
 from klaviyo_segment.outcomes import ItemResult
 from klaviyo_segment.services.bulk import (
@@ -19,7 +20,6 @@ from klaviyo_segment.services.bulk import (
     gather_limited,
     invalid,
     ordered,
-    prevalidate,
     run_logger,
     send_each,
     send_with_resend,
@@ -51,20 +51,31 @@ async def bulk_create_events(events: Sequence[Mapping[str, Any]], credentials: C
     Repeats of a unique_id (in the request, or reported by the server) succeed with ``value={"duplicate": True}``
     because the first copy is the one Klaviyo records.
     """
-    good, results = prevalidate(events, b.create_event_body)
-    for label, first in b.bulk_create_events_body([events[i] for i in good], indices=good).duplicates.items():
-        results[label] = ItemResult(index=label, ok=True, value={"duplicate": True, "duplicate_of": first})
-    good = [i for i in good if i not in results]
+    results: dict[int, ItemResult] = {}
+    prepared: dict[int, PreparedEvent] = {}
+    first_of: dict[tuple[Any, ...], int] = {}
+    for i, event in enumerate(events):  # each event is validated and built once, then reused below
+        try:
+            entry = prepare_event(event)
+        except (ValueError, TypeError) as exc:
+            results[i] = invalid(i, exc)
+            continue
+        dup = duplicate_key(event)
+        if dup is not None and dup in first_of:
+            results[i] = ItemResult(index=i, ok=True, value={"duplicate": True, "duplicate_of": first_of[dup]})
+            continue
+        if dup is not None:
+            first_of[dup] = i
+        prepared[i] = entry
+    good = list(prepared)
     chunks, oversize = b.chunk(
-        [events[i] for i in good],
-        max_count=constants.BULK_EVENTS_MAX,
-        size_of=lambda e: b.json_size(b.create_event_body(e)),
+        [prepared[i] for i in good], max_count=constants.BULK_EVENTS_MAX, size_of=lambda e: e.size
     )
     for pos in oversize:
         results[good[pos]] = invalid(good[pos], ValueError("event: larger than the 5 MB bulk payload limit"))
 
     def build(labels: list[int]) -> tuple[Any, Any]:
-        plan = b.bulk_create_events_body([events[i] for i in labels], indices=labels)
+        plan = plan_bulk_events([(label, prepared[label]) for label in labels])
 
         def locate(pointer: str | None) -> list[int]:
             match = _BULK_POINTER.search(pointer or "")

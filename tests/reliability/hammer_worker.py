@@ -13,7 +13,7 @@ import sys
 import time
 
 from klaviyo_segment.blocks.klaviyo import KlaviyoCredentials
-from klaviyo_segment.builders.klaviyo import bulk_create_events_body
+from klaviyo_segment.builders.bulk_events import bulk_create_events_body
 from klaviyo_segment.clients.klaviyo import KlaviyoClient
 from klaviyo_segment.errors import KlaviyoAPIError
 

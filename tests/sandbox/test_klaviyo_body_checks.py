@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from klaviyo_segment.builders import klaviyo as b
+from klaviyo_segment.builders.bulk_events import bulk_create_events_body
 from klaviyo_segment.devkit.sandbox.klaviyo.operations import load_operations
 from klaviyo_segment.devkit.sandbox.klaviyo.validation import validate_body_reference
 
@@ -61,7 +61,7 @@ def _bulk(count: int) -> dict[str, Any]:
         }
         for i in range(count)
     ]
-    return json.loads(json.dumps(b.bulk_create_events_body(events).body))
+    return json.loads(json.dumps(bulk_create_events_body(events).body))
 
 
 def test_large_bulk_body_accepted_and_its_errors_are_the_reference_errors(klaviyo: httpx.Client) -> None:

@@ -20,6 +20,7 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 from klaviyo_segment.builders import klaviyo as b
+from klaviyo_segment.builders.bulk_events import bulk_create_events_body
 from klaviyo_segment.constants import schema_path
 from klaviyo_segment.devkit.sandbox.klaviyo import fastcheck
 from klaviyo_segment.devkit.sandbox.klaviyo.operations import load_operations
@@ -53,7 +54,7 @@ def valid_bodies() -> dict[str, dict[str, Any]]:
     return {
         "add_profiles_to_list": b.list_relationships_body(["01A", "01B"]),
         "remove_profiles_from_list": b.list_relationships_body(["01A"]),
-        "bulk_create_events": b.bulk_create_events_body(EVENTS).body,
+        "bulk_create_events": bulk_create_events_body(EVENTS).body,
         "bulk_import_profiles": b.bulk_profile_import_body(
             [PROFILE, {"id": "01X", "first_name": "Ann"}], list_ids=["L1"]
         ),

@@ -11,6 +11,7 @@ import pytest
 
 from klaviyo_segment import constants
 from klaviyo_segment.builders import klaviyo as b
+from klaviyo_segment.builders.bulk_events import bulk_create_events_body
 from klaviyo_segment.clients.operations import load_schema
 
 FULL_PROFILE = {
@@ -136,7 +137,7 @@ def test_bulk_events_grouped_per_profile_and_deduplicated() -> None:
         {"metric": "B", "profile": {"email": "a@b.co"}, "unique_id": "1"},  # other metric: kept
         {"metric": "A", "profile": {"email": "a@b.co"}},
     ]
-    plan = b.bulk_create_events_body(events)
+    plan = bulk_create_events_body(events)
     validate("bulk_create_events", plan.body)
     assert plan.duplicates == {2: 0}
     assert plan.groups == [[0, 3, 4], [1]]
