@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from klaviyo_segment.store import tables as t
-from klaviyo_segment.store.engine import StoreBase, chunks, dumps, from_us, loads, now_us, unique
+from klaviyo_segment.store.engine import MANY, StoreBase, chunks, dumps, from_us, loads, now_us, unique
 from klaviyo_segment.store.models import DeadLetter, DeadLetterIn
 
 _ID_LEN = 12
@@ -79,21 +79,20 @@ class DeadLetterMixin(StoreBase):
                 "created_us": now,
                 "updated_us": now,
             }
-        for part in chunks([rows[k] for k in sorted(rows)]):  # sorted: one lock order, no deadlocks
-            stmt = self._insert(t.dead_letters).values(part)
-            ex = stmt.excluded
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["id"],
-                    set_={
-                        "attempts": t.dead_letters.c.attempts + 1,
-                        "reason": ex.reason,
-                        "error": ex.error,
-                        "body": ex.body,
-                        "updated_us": ex.updated_us,
-                    },
-                )
-            )
+        stmt = self._insert(t.dead_letters)
+        ex = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "attempts": t.dead_letters.c.attempts + 1,
+                "reason": ex.reason,
+                "error": ex.error,
+                "body": ex.body,
+                "updated_us": ex.updated_us,
+            },
+        )
+        for part in chunks([rows[k] for k in sorted(rows)], MANY):  # sorted: one lock order, no deadlocks
+            await conn.execute(stmt, part)
         return ids
 
     async def list_dead_letters(self, flow: str | None = None, limit: int | None = None) -> list[DeadLetter]:

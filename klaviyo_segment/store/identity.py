@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from klaviyo_segment.store import tables as t
-from klaviyo_segment.store.engine import StoreBase, chunks, dumps, loads, now_us, unique
+from klaviyo_segment.store.engine import MANY, StoreBase, chunks, dumps, loads, now_us, unique
 
 
 def merge_alias(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -33,15 +33,14 @@ class IdentityMixin(StoreBase):
     async def put_profile_ids(self, mapping: dict[str, str]) -> None:
         now = now_us()
         rows = [{"key": k, "profile_id": mapping[k], "updated_us": now} for k in sorted(mapping)]
+        stmt = self._insert(t.profile_ids)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"profile_id": stmt.excluded.profile_id, "updated_us": stmt.excluded.updated_us},
+        )
         async with self._tx() as conn:
-            for part in chunks(rows):
-                stmt = self._insert(t.profile_ids).values(part)
-                await conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["key"],
-                        set_={"profile_id": stmt.excluded.profile_id, "updated_us": stmt.excluded.updated_us},
-                    )
-                )
+            for part in chunks(rows, MANY):
+                await conn.execute(stmt, part)
 
     async def get_profile_ids(self, keys: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -82,11 +81,10 @@ class IdentityMixin(StoreBase):
                 if new_rows:
                     stmt = (
                         self._insert(t.aliases)
-                        .values(new_rows)
                         .on_conflict_do_nothing(index_elements=["anonymous_id"])
                         .returning(t.aliases.c.anonymous_id)
                     )
-                    inserted = {r[0] for r in await conn.execute(stmt)}
+                    inserted = {r[0] for r in await conn.execute(stmt, new_rows)}
                 # Rows another writer inserted between our read and insert: lock them now and merge.
                 raced = [i for i in part if i not in existing and i not in inserted]
                 existing.update(await self._locked_aliases(conn, raced) if raced else {})

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from klaviyo_segment.store import tables as t
 from klaviyo_segment.store.dead_letters import DeadLetterMixin
-from klaviyo_segment.store.engine import chunks, dumps, from_us, loads, now_us, unique
+from klaviyo_segment.store.engine import MANY, chunks, dumps, from_us, loads, now_us, unique
 from klaviyo_segment.store.models import AcceptResult, Batch, BatchInfo, DeadLetterIn
 
 _OPEN = ("pending", "leased")
@@ -101,11 +101,10 @@ class InboxMixin(DeadLetterMixin):
         now = now_us()
         async with self._tx() as conn:
             fresh: set[str] = set()
-            for part in chunks(wanted):
-                stmt = self._insert(t.inbox_seen).values([{"key": k, "created_us": now} for k in part])
-                rows = await conn.execute(
-                    stmt.on_conflict_do_nothing(index_elements=["key"]).returning(t.inbox_seen.c.key)
-                )
+            seen = self._insert(t.inbox_seen).on_conflict_do_nothing(index_elements=["key"])
+            seen = seen.returning(t.inbox_seen.c.key)
+            for part in chunks(wanted, MANY):
+                rows = await conn.execute(seen, [{"key": k, "created_us": now} for k in part])
                 fresh.update(r[0] for r in rows)
             per_flow: dict[str, list[tuple[str | None, dict[str, Any]]]] = {}
             accepted = duplicates = 0

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from klaviyo_segment.store import tables as t
-from klaviyo_segment.store.engine import StoreBase, chunks, dumps, from_us, loads, now_us, to_us, unique
+from klaviyo_segment.store.engine import MANY, StoreBase, chunks, dumps, from_us, loads, now_us, to_us, unique
 
 
 class StateMixin(StoreBase):
@@ -22,15 +22,15 @@ class StateMixin(StoreBase):
         now = now_us()
         rows = [{"key": k, "version_us": to_us(items[k]), "updated_us": now} for k in sorted(items)]
         won: set[str] = set()
+        stmt = self._insert(t.versions)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"version_us": stmt.excluded.version_us, "updated_us": stmt.excluded.updated_us},
+            where=t.versions.c.version_us < stmt.excluded.version_us,
+        ).returning(t.versions.c.key)
         async with self._tx() as conn:
-            for part in chunks(rows):
-                stmt = self._insert(t.versions).values(part)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["key"],
-                    set_={"version_us": stmt.excluded.version_us, "updated_us": stmt.excluded.updated_us},
-                    where=t.versions.c.version_us < stmt.excluded.version_us,
-                )
-                won.update(r[0] for r in await conn.execute(stmt.returning(t.versions.c.key)))
+            for part in chunks(rows, MANY):
+                won.update(r[0] for r in await conn.execute(stmt, part))
         return won
 
     async def get_versions(self, keys: Sequence[str]) -> dict[str, datetime]:
@@ -77,7 +77,7 @@ class StateMixin(StoreBase):
         async with self._tx() as conn:
             # executemany: SQLAlchemy's "insertmanyvalues" batches the rows into multi-row INSERTs from one cached
             # compiled statement (a .values([...]) statement is compiled anew per call: ~80 ms per 500 rows)
-            for part in chunks(sorted(set(keys)), 5_000):
+            for part in chunks(sorted(set(keys)), MANY):
                 rows = await conn.execute(stmt, [{"key": k, "created_us": now} for k in part])
                 claimed.update(r[0] for r in rows)
         return claimed
@@ -110,15 +110,13 @@ class StateMixin(StoreBase):
     async def put_values(self, values: dict[str, Any]) -> None:
         now = now_us()
         rows = [{"key": k, "value": dumps(values[k]), "updated_us": now} for k in sorted(values)]
+        stmt = self._insert(t.kv)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key"], set_={"value": stmt.excluded.value, "updated_us": stmt.excluded.updated_us}
+        )
         async with self._tx() as conn:
-            for part in chunks(rows):
-                stmt = self._insert(t.kv).values(part)
-                await conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["key"],
-                        set_={"value": stmt.excluded.value, "updated_us": stmt.excluded.updated_us},
-                    )
-                )
+            for part in chunks(rows, MANY):
+                await conn.execute(stmt, part)
 
     async def delete_values(self, keys: Sequence[str]) -> None:
         async with self._tx() as conn:

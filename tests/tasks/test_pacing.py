@@ -76,3 +76,47 @@ def test_retry_after_formats() -> None:
     assert retry_after(httpx.Response(429, headers={"Retry-After": "2"})) == 2.0
     assert retry_after(httpx.Response(429)) is None
     assert retry_after(httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.0
+
+
+async def _drive(
+    pacer: InProcessPacer, clock: Clock, *, seconds: float, idle: list[tuple[float, float]]
+) -> tuple[int, int]:
+    """Send bulk-create requests one after another (50 ms each) against the sandbox's fixed-window limiter,
+    pausing during ``idle`` spans (a run mapping its next batch); returns (accepted, answered 429)."""
+    from klaviyo_segment.devkit.sandbox.klaviyo.operations import match
+    from klaviyo_segment.devkit.sandbox.klaviyo.ratelimit import RateLimiter
+
+    op = match("POST", "/api/event-bulk-create-jobs")
+    assert op is not None
+    limiter = RateLimiter("on", clock=clock)
+    start, accepted, throttled = clock.now, 0, 0
+    while clock.now - start < seconds:
+        pause = next((end for begin, end in idle if begin <= clock.now - start < end), None)
+        if pause is not None:
+            clock.now = start + pause
+            continue
+        await pacer.acquire("bulk_create_events")
+        decision = limiter.check("pk_test", op[0])
+        assert decision is not None
+        clock.now += 0.05
+        if decision.allowed:
+            accepted += 1
+            headers = {"RateLimit-Remaining": str(decision.remaining), "RateLimit-Reset": str(decision.reset)}
+            pacer.observe("bulk_create_events", httpx.Response(202, headers=headers))
+        else:
+            throttled += 1
+            pacer.observe("bulk_create_events", httpx.Response(429, headers={"Retry-After": str(decision.retry_after)}))
+    return accepted, throttled
+
+
+async def test_pauses_are_made_up_against_klaviyos_fixed_windows() -> None:
+    """Klaviyo counts fixed windows and says what is left of the current one: a producer that pauses for 10 s
+    of every 30 s (a flow run between batches) still gets every request of each minute accepted, none
+    answered 429 (the sliding window lets the next burst make up the pause)."""
+    clock = Clock()
+    clock.now = 6_000.0  # a minute boundary: three whole fixed windows
+    pacer = InProcessPacer(clock=clock, sleep=clock.sleep)
+    idle = [(t, t + 10.0) for t in range(20, 180, 30)]
+    accepted, throttled = await _drive(pacer, clock, seconds=180.0, idle=idle)
+    assert throttled == 0
+    assert accepted >= 3 * 150  # the whole steady budget of three windows (+1 sent as the fourth one opens)
