@@ -160,4 +160,4 @@ async def forward_track(
     return await run_flow(NAME, messages, batch_ids, config, config_block, steps)
 
 
-SPEC = FlowSpec(name=NAME, flow=forward_track, process=process, accepts=accepts, routes=routes)
+SPEC = FlowSpec(name=NAME, flow=forward_track, process=process, accepts=accepts, routes=routes, overlapping_runs=2)

@@ -45,6 +45,11 @@ class FlowSpec:
     required_config_keys: tuple[str, ...] = ()
     #: The flow's part of ``routing.flows_for``; None = never fed Segment messages (e.g. fed by Klaviyo webhooks).
     routes: Router | None = None
+    #: Runs of this flow one process may have in flight at once (inline dispatch, ``run``). More than one only
+    #: where messages do not depend on each other's order (events carry their own time): while one run waits on
+    #: Klaviyo's rate limit, the next loads and maps, so the limit, not the run's own CPU phases, sets the pace.
+    #: Flows whose messages must apply in order per person (identify, audiences, consent) keep 1.
+    overlapping_runs: int = 1
 
     def __post_init__(self) -> None:
         flow_name = getattr(self.flow, "name", self.name)
@@ -52,6 +57,8 @@ class FlowSpec:
             raise ValueError(f"FlowSpec {self.name!r}: the Prefect flow is named {flow_name!r}")
         if self.process is None and (self.accepts or self.load_items or self.routes):
             raise ValueError(f"FlowSpec {self.name!r}: accepts/load_items/routes need a process (event flow)")
+        if self.overlapping_runs < 1:
+            raise ValueError(f"FlowSpec {self.name!r}: overlapping_runs must be >= 1")
         for key in self.required_config_keys:
             if key.count(".") != 1:
                 raise ValueError(f"FlowSpec {self.name!r}: required key {key!r} must be 'section.field'")

@@ -3,12 +3,14 @@
 Passing messages inline as flow parameters fails above 512 KB (Prefect answers 422; ~2,000 messages) and stores
 message content (PII) in Prefect's database. Instead the file is streamed into the state store as inbox batches
 (``BATCH_SIZE`` messages each) leased by this command (``run:<uuid>``: serve's dispatcher leaves them alone), and
-flow runs are started with ``batch_ids`` only, ``BATCHES_PER_RUN`` batches each, one after the other. Memory is
-bounded by one flow run's batches, whatever the file size; the summary is added up run by run.
+flow runs are started with ``batch_ids`` only, ``BATCHES_PER_RUN`` batches each, in file order (overlapping where
+the flow's spec allows it). Memory is bounded by the batches of the runs in flight, whatever the file size; the
+summary is added up run by run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -120,15 +122,27 @@ async def run_file(
         await store.close()
     totals = Totals(spec.name)
     progress("delivering", 0, count)
-    for start in range(0, len(ids), batches_per_run):
-        part, rest = ids[start : start + batches_per_run], ids[start:]
-        store = await Store.open(resolve_store_url(config=credentials_document(document)))
-        try:  # the batches still waiting keep their lease for as long as the runs before them take
-            await store.renew_staged(rest, owner, lease_seconds())
-        finally:
-            await store.close()
-        # return_state: a run with dead letters ends Failed, which would raise before its summary is read
-        summary, _state = await call_flow(spec.flow, batch_ids=part, config=document)
-        totals.add(summary)
-        progress("delivering", totals.summary["received"], count)
+    # Runs overlap where the flow allows it (forward-track: one maps while another waits on the rate limit);
+    # the semaphore hands out the runs in file order.
+    gate = asyncio.Semaphore(spec.overlapping_runs)
+
+    async def deliver(start: int) -> None:
+        async with gate:
+            part, rest = ids[start : start + batches_per_run], ids[start:]
+            store = await Store.open(resolve_store_url(config=credentials_document(document)))
+            try:  # the batches still waiting keep their lease for as long as the runs before them take
+                await store.renew_staged(rest, owner, lease_seconds())
+            finally:
+                await store.close()
+            # return_state: a run with dead letters ends Failed, which would raise before its summary is read
+            summary, _state = await call_flow(spec.flow, batch_ids=part, config=document)
+            totals.add(summary)
+            progress("delivering", totals.summary["received"], count)
+
+    try:
+        async with asyncio.TaskGroup() as group:  # a crashed run cancels the others; their batches stay staged
+            for start in range(0, len(ids), batches_per_run):
+                group.create_task(deliver(start))
+    except BaseExceptionGroup as group_error:  # the caller handles the crash itself, as with one run at a time
+        raise group_error.exceptions[0] from None
     return totals

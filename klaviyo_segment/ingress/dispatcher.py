@@ -100,6 +100,17 @@ def deployment_launcher(targets: dict[str, str] | None = None) -> Launcher:
     return launch
 
 
+def _overlapping_runs(flow: str) -> int:
+    """How many inline runs of ``flow`` may overlap (its FlowSpec); 1 for names the registry does not know."""
+    from klaviyo_segment.errors import ConfigError
+    from klaviyo_segment.flows import get_spec
+
+    try:
+        return get_spec(flow).overlapping_runs
+    except ConfigError:
+        return 1
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -137,6 +148,10 @@ class Dispatcher:
         self._wake = {f: asyncio.Event() for f in self.flows}
         self._in_flight: dict[str, list[str]] = {}  # deployments mode: run id -> its batch ids
         self._tasks: list[asyncio.Task[None]] = []
+        #: inline mode: runs one flow may have in flight (FlowSpec.overlapping_runs), and the runs themselves
+        self._overlap = {f: _overlapping_runs(f) for f in self.flows}
+        self._overlap_slots = {f: asyncio.Semaphore(n) for f, n in self._overlap.items()}
+        self._runs: set[asyncio.Task[None]] = set()
         #: flows whose first drain after start also takes batches a previous process dispatched but never ran
         self._recovering = set(self.flows)
 
@@ -156,10 +171,12 @@ class Dispatcher:
         self.wake_all()  # batches left over from the previous process
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = self._tasks + list(self._runs)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
+        self._runs.clear()
 
     async def _sweep(self) -> None:
         while True:
@@ -211,8 +228,43 @@ class Dispatcher:
         if wait > 0:
             await self._sleep(wait)
 
+    async def _run_inline(self, flow: str, chosen: list[Any], key: str) -> None:
+        """One inline run; a crash leaves the batches in the store for the sweeper (never raised into the loop)."""
+        ids = [b.id for b in chosen]
+        async with self._slots:
+            began = time.monotonic()
+            try:
+                summary = await self.launcher(flow, ids, key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the batches stay in the store; the sweeper retries
+                self.stats.failures += 1
+                log.warning("inline run of %s over %d batches failed: %s", flow, len(ids), type(exc).__name__)
+                return
+        self.stats.record(flow, summary)
+        self.stats.durations.setdefault(flow, []).append(round(time.monotonic() - began, 3))
+        ended = time.time()
+        self.stats.latencies.setdefault(flow, []).extend(
+            ended - b.created_at.timestamp() for b in chosen for _ in range(b.size)
+        )
+
     async def dispatch_once(self, flow: str) -> bool:
-        """Dispatch one coalesced run of ``flow``; False when nothing was waiting."""
+        """Dispatch one coalesced run of ``flow``; False when nothing was waiting. For a flow whose runs may
+        overlap (inline), a free run slot is awaited first, so the run takes everything committed meanwhile."""
+        if self.mode != "inline" or self._overlap[flow] == 1:
+            return await self._dispatch(flow, None)
+        slots = self._overlap_slots[flow]
+        await slots.acquire()
+        try:
+            started = await self._dispatch(flow, slots)
+        except BaseException:
+            slots.release()
+            raise
+        if not started:
+            slots.release()
+        return started
+
+    async def _dispatch(self, flow: str, slots: asyncio.Semaphore | None) -> bool:
         candidates = await self._candidates(flow)
         if candidates and self.min_interval > 0 and flow in self._last_start:
             await self._pace(flow)
@@ -236,22 +288,12 @@ class Dispatcher:
         self.stats.messages += sum(b.size for b in chosen)
         if self.mode == "inline":
             await self.store.mark_dispatched(ids, f"inline-{uuid.uuid4().hex[:12]}")
-            async with self._slots:
-                began = time.monotonic()
-                try:
-                    summary = await self.launcher(flow, ids, key)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - the batches stay in the store; the sweeper retries
-                    self.stats.failures += 1
-                    log.warning("inline run of %s over %d batches failed: %s", flow, len(ids), type(exc).__name__)
-                    return True
-            self.stats.record(flow, summary)
-            self.stats.durations.setdefault(flow, []).append(round(time.monotonic() - began, 3))
-            ended = time.time()
-            self.stats.latencies.setdefault(flow, []).extend(
-                ended - b.created_at.timestamp() for b in chosen for _ in range(b.size)
-            )
+            if slots is None:  # one run at a time: it runs in this loop
+                await self._run_inline(flow, chosen, key)
+                return True
+            task = asyncio.create_task(self._run_inline(flow, chosen, key), name=f"run-{flow}")
+            self._runs.add(task)
+            task.add_done_callback(lambda t: (self._runs.discard(t), slots.release()))
             return True
         await self._slots.acquire()
         try:

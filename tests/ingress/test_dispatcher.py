@@ -123,3 +123,44 @@ def test_idempotency_key_is_stable_for_a_retry_and_changes_after_a_dispatch() ->
         "f", [Info("b", None), Info("a", None)]
     )
     assert idempotency_key("f", [Info("a", None)]) != idempotency_key("f", [Info("a", "run-1")])
+
+
+class HeldWorker(Worker):
+    """A run that stays in flight until released: shows how many runs of one flow overlap."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.release = asyncio.Event()
+        self.active = self.peak = 0
+
+    async def __call__(self, flow: str, batch_ids: list[str], key: str) -> str:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await self.release.wait()
+            return await super().__call__(flow, batch_ids, key)
+        finally:
+            self.active -= 1
+
+
+@pytest.mark.parametrize(("flow", "overlap"), [("forward-track", 2), ("sync-identify", 1)])
+async def test_only_order_free_flows_overlap_their_runs(store: Store, flow: str, overlap: int) -> None:
+    """forward-track's next run maps while the previous one waits on Klaviyo; an identify run never overlaps
+    another (a person's changes apply in order). Each run is capped at 2 messages, so 6 commits need 3 runs."""
+    await _commit(store, 6, flow=flow)
+    worker = HeldWorker(store)
+    dispatcher = Dispatcher(store, worker, flows=[flow], max_messages=2, min_interval=0)
+    await dispatcher.start()
+    try:
+
+        async def saturated() -> bool:
+            return worker.active == overlap
+
+        await _until(saturated)
+        await asyncio.sleep(0.2)  # a third run would have started by now if the cap did not hold
+        assert worker.peak == overlap
+        worker.release.set()
+        await _until(lambda: _empty(store))
+    finally:
+        await dispatcher.stop()
+    assert sorted(len(ids) for _, ids in worker.calls) == [2, 2, 2]
