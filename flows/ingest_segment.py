@@ -124,6 +124,7 @@ async def stage(messages: Any, config_block: str | None = None) -> dict[str, Any
     name=NAME,
     description="Stage a Segment webhook event's messages in the state store and start only the "
     "flows that have work (one klaviyo-segment.batch.ready event each).",
+    flow_run_name="ingest-segment · event {event_id:.8}…",  # the event's id only (no content), not a random name
     log_prints=False,
 )
 async def ingest_segment(event_id: str, config_block: str | None = None) -> dict:

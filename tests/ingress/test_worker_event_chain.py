@@ -211,6 +211,8 @@ async def test_webhook_event_runs_only_the_flows_with_work_on_the_worker_fails_r
                 runs = await _runs(client)
                 [ingest] = runs["ingest-segment"]
                 assert ingest.parameters == {"event_id": ok_event}
+                assert ingest.name == f"ingest-segment · event {ok_event[:8]}…"
+                assert forward.name.startswith("forward-track · 1 msg · batch ")
                 assert ingest.state.is_completed() and forward.state.is_completed(), (ingest.state, forward.state)
                 assert set(runs) == {"ingest-segment", "forward-track"}, {k: len(v) for k, v in runs.items()}
                 for run in (ingest, forward):
