@@ -4,7 +4,8 @@
 
 Why: triggering every event flow from the webhook event started four deployments per ``segment.track`` (most had
 nothing to do) and put the messages (emails, phones) in each run's parameters, where Prefect keeps them. Here the
-trigger passes only ``{{ event.id }}``; the messages are read back from Prefect's events API and written to the
+trigger passes only ``{{ event.id | string }}`` (a lone ``{{ event.id }}`` is rendered ``| tojson`` by Prefect,
+which fails on the UUID: no run); the messages are read back from Prefect's events API and written to the
 store, where retention, ``delete`` and redaction apply. The event flows' deployments trigger on their own
 ``klaviyo-segment.batch.ready`` event with ``batch_ids`` parameters, exactly what the receiver's deployments
 dispatch passes. The webhook event itself stays in Prefect's events table for its retention period
@@ -46,7 +47,9 @@ async def read_event_messages(event_id: str, wait: float = EVENT_WAIT_SECONDS) -
     try:
         wanted = UUID(str(event_id))
     except ValueError:
-        raise ConfigError(f"event_id {event_id!r} is not an event id (the trigger passes {{{{ event.id }}}})") from None
+        raise ConfigError(
+            f"event_id {event_id!r} is not an event id (the trigger passes {{{{ event.id | string }}}})"
+        ) from None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     async with get_client() as client:
@@ -121,10 +124,11 @@ async def stage(messages: Any, config_block: str | None = None) -> dict[str, Any
     name=NAME,
     description="Stage a Segment webhook event's messages in the state store and start only the "
     "flows that have work (one klaviyo-segment.batch.ready event each).",
+    flow_run_name="ingest-segment · event {event_id:.8}…",  # the event's id only (no content), not a random name
     log_prints=False,
 )
 async def ingest_segment(event_id: str, config_block: str | None = None) -> dict:
-    """``event_id`` is the triggering event's id (``{{ event.id }}``): the messages never become parameters."""
+    """``event_id`` is the triggering event's id (``{{ event.id | string }}``): messages never become parameters."""
     from prefect.logging import get_run_logger
 
     summary = await stage(await read_event_messages(event_id), config_block)

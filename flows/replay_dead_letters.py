@@ -4,7 +4,9 @@ Why through each flow's own ``process``: a replay must apply exactly the rules a
 (including "already delivered" checks, so replaying twice sends nothing new). Copies are marked as replays
 (``context.replay = true``, see :func:`mark_replay`) so flows can tell a late delivery from live traffic;
 forward-track sends them with ``backfill: true``. A dead letter whose replay is sent or deliberately skipped is
-resolved; one that fails again stays (``runtime.finish`` re-records it, so its ``attempts`` grows).
+resolved; one that fails again stays (``runtime.finish`` re-records it, so its ``attempts`` grows), and the run
+ends Failed (PartlyFailed when some were sent), like every flow (``klaviyo_segment.run_state``): an automation on
+failed runs must hear that a replay did not fix everything. Callers use ``run_state.call_flow``.
 
 """
 
@@ -21,6 +23,7 @@ from klaviyo_segment import runtime
 from klaviyo_segment.errors import ConfigError
 from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.outcomes import Status
+from klaviyo_segment.run_state import final_state
 
 NAME = "replay-dead-letters"
 
@@ -80,7 +83,7 @@ async def replay_group(
 )
 async def replay_dead_letters(
     flow: str | None = None, ids: list[str] | None = None, config: dict | None = None, config_block: str | None = None
-) -> dict:
+) -> Any:
     """Retry what failed (after an outage, a fixed mapping or a granted scope) without re-sending what
     succeeded. ``flow`` and ``ids`` narrow the selection; both empty = every dead letter. Dead letters of a flow
     that cannot be replayed here (e.g. ``backfill-profiles`` rows) stay and are reported as failed."""
@@ -110,18 +113,20 @@ async def replay_dead_letters(
         per_flow[name] = summary
         resolved_ids.extend(resolved)
         totals.update({k: summary[k] for k in ("received", "sent", "skipped", "failed")})
-    return {
-        "flow": NAME,
-        "received": totals["received"],
-        "sent": totals["sent"],
-        "skipped": totals["skipped"],
-        "failed": totals["failed"],
-        "resolved": len(resolved_ids),
-        "remaining": len(letters) - len(resolved_ids),
-        "resolved_ids": resolved_ids,
-        "flows": per_flow,
-        "outcomes": outcomes,
-    }
+    return final_state(  # Failed/PartlyFailed when letters failed again: the rule of every flow (run_state)
+        {
+            "flow": NAME,
+            "received": totals["received"],
+            "sent": totals["sent"],
+            "skipped": totals["skipped"],
+            "failed": totals["failed"],
+            "resolved": len(resolved_ids),
+            "remaining": len(letters) - len(resolved_ids),
+            "resolved_ids": resolved_ids,
+            "flows": per_flow,
+            "outcomes": outcomes,
+        }
+    )
 
 
 SPEC = FlowSpec(name=NAME, flow=replay_dead_letters)

@@ -60,13 +60,14 @@ async def summary_of(state: Any) -> dict[str, Any]:
     raise RuntimeError(f"flow run ended {state.name!r} without a summary")
 
 
-async def call_flow(flow: Any, **parameters: Any) -> tuple[dict[str, Any], Any]:
-    """Run ``flow`` as a Prefect flow run and return (summary, final state), whether it Completed or Failed."""
+async def call_flow(flow: Any, /, **parameters: Any) -> tuple[dict[str, Any], Any]:
+    """Run ``flow`` as a Prefect flow run and return (summary, final state), whether it Completed or Failed.
+    ``flow`` is positional-only: replay-dead-letters has a parameter named ``flow``."""
     state = await flow(**parameters, return_state=True)
     return await summary_of(state), state
 
 
-async def run_summary(flow: Any, **parameters: Any) -> dict[str, Any]:
+async def run_summary(flow: Any, /, **parameters: Any) -> dict[str, Any]:
     """:func:`call_flow` when only the summary matters (tests, benchmarks)."""
     summary, _state = await call_flow(flow, **parameters)
     return summary

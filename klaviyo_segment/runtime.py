@@ -219,11 +219,11 @@ async def load_inputs(
     leased: list[str] = []
     if batch_ids is not None:
         batches = await env.store.lease(list(batch_ids), env.run_id, lease_seconds())
-        if len(batches) < len(set(batch_ids)):  # batches `klaviyo-segment run` staged for this run (leased by it)
+        # then batches `klaviyo-segment run` staged for this run, then (a Retry of this Failed run) its own
+        for take in (env.store.take_over_staged, env.store.retake_own):
             got = {b.id for b in batches}
-            batches += await env.store.take_over_staged(
-                [i for i in batch_ids if i not in got], env.run_id, lease_seconds()
-            )
+            if len(got) < len(set(batch_ids)):
+                batches += await take([i for i in batch_ids if i not in got], env.run_id, lease_seconds())
         raws = [m for b in batches for m in b.messages]
         leased = [b.id for b in batches]
     else:

@@ -444,18 +444,29 @@ class InboxMixin(DeadLetterMixin):
     async def take_over_staged(self, batch_ids: Sequence[str], owner: str, lease_seconds: float) -> list[Batch]:
         """Lease batches named by id that a ``run`` staged (owner ``run:...``, lease not expired) to ``owner``,
         the flow run that ``run`` started for them. Expired staged batches are plain claimable ones (``lease``)."""
+        b = t.inbox_batches.c
+        staged = b.lease_owner.startswith(STAGED_PREFIX, autoescape=True)
+        alive = b.lease_expires_us >= now_us()
+        return await self._take_over(batch_ids, owner, lease_seconds, b.status == "leased", staged, alive)
+
+    async def retake_own(self, batch_ids: Sequence[str], owner: str, lease_seconds: float) -> list[Batch]:
+        """Lease again the ``partial`` batches that ``owner`` itself finished: a Retry of a Failed flow run (UI,
+        ``prefect flow-run retry``) runs under the same flow-run id, and without this it would find its batches
+        closed and process nothing. Messages delivered before are skipped as duplicates; failed ones are sent
+        again and close their dead letters. Batches another run finished are left alone."""
+        b = t.inbox_batches.c
+        return await self._take_over(batch_ids, owner, lease_seconds, b.status == "partial", b.lease_owner == owner)
+
+    async def _take_over(
+        self, batch_ids: Sequence[str], owner: str, lease_seconds: float, *where: sa.ColumnElement[bool]
+    ) -> list[Batch]:
         ids = unique(batch_ids)
         if not ids:
             return []
         b = t.inbox_batches.c
         now = now_us()
         async with self._tx() as conn:
-            query = sa.select(b.id).where(
-                b.id.in_(ids),
-                b.status == "leased",
-                b.lease_owner.startswith(STAGED_PREFIX, autoescape=True),
-                b.lease_expires_us >= now,
-            )
+            query = sa.select(b.id).where(b.id.in_(ids), *where)
             if self.is_postgres:
                 query = query.with_for_update(skip_locked=True)
             taken = [r[0] for r in await conn.execute(query)]
@@ -465,6 +476,7 @@ class InboxMixin(DeadLetterMixin):
                 sa.update(t.inbox_batches)
                 .where(b.id.in_(taken))
                 .values(
+                    status="leased",
                     lease_owner=owner,
                     lease_expires_us=now + int(lease_seconds * 1_000_000),
                     attempts=b.attempts + 1,

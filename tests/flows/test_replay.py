@@ -8,11 +8,20 @@ from typing import Any
 import httpx
 
 from klaviyo_segment.flows.engagement_to_segment import engagement_to_segment
+from klaviyo_segment.flows.forward_track import forward_track
 from klaviyo_segment.flows.replay_dead_letters import mark_replay, replay_dead_letters
-from klaviyo_segment.run_state import run_summary  # a run with dead letters ends Failed
+from klaviyo_segment.run_state import call_flow, run_summary  # a run with dead letters ends Failed
 from klaviyo_segment.runtime import maybe_emit_threshold_event
 from klaviyo_segment.store import DeadLetterIn
 
+TRACK = {
+    "type": "track",
+    "messageId": "rp-1",
+    "userId": "rp-user",
+    "event": "Order Completed",
+    "timestamp": "2026-07-20T10:01:00Z",
+    "context": {"traits": {"email": "rp@example.com"}},
+}
 ALL_BUT_PROFILES_READ = [
     "events:read",
     "events:write",
@@ -69,9 +78,12 @@ async def test_replay_resolves_fixed_failures_and_keeps_the_rest(flow_env: Any) 
             ]
         )
 
-    replay = await replay_dead_letters(flow="engagement-to-segment")
+    replay, state = await call_flow(replay_dead_letters, flow="engagement-to-segment")
 
     assert (replay["received"], replay["sent"], replay["failed"]) == (3, 2, 1)
+    # one letter failed again: the run says so (an automation on failed runs fires), not Completed
+    assert state.is_failed() and state.name == "PartlyFailed"
+    assert state.message.startswith("1 of 3 messages failed — see dead letters (sent 2")
     assert replay["resolved"] == 2 and replay["remaining"] == 1
     sent = httpx.get(f"{segment}/__sandbox/messages").json()
     assert {m["event"] for m in sent} == {"Email Opened", "Email Unsubscribed"}
@@ -80,14 +92,28 @@ async def test_replay_resolves_fixed_failures_and_keeps_the_rest(flow_env: Any) 
     assert set(left) == {"BROKEN2", "row-1"} and left["BROKEN2"].attempts == 2
     assert left["BROKEN2"].message["context"] == {"replay": True}
 
-    everything = await replay_dead_letters()
+    everything, state = await call_flow(replay_dead_letters)
 
+    assert state.is_failed() and state.name == "Failed"  # nothing delivered: every letter failed again
+    assert state.message.startswith("2 of 2 messages failed")
     assert everything["sent"] == 0 and everything["resolved"] == 0 and everything["remaining"] == 2
     assert "unknown flow" in everything["flows"]["backfill-profiles"]["error"]
     assert len(httpx.get(f"{segment}/__sandbox/messages").json()) == 2, "replaying twice sends nothing new"
 
-    only = await replay_dead_letters(ids=[left["row-1"].id])
+    only, _ = await call_flow(replay_dead_letters, ids=[left["row-1"].id])
     assert only["received"] == 1 and "engagement-to-segment" not in only["flows"]
+
+
+async def test_replay_that_fixes_everything_completes(flow_env: Any) -> None:
+    flow_env.configure(scopes=["profiles:read"])  # forward-track needs events:write
+    first = await run_summary(forward_track, messages=[TRACK], config={})
+    assert first["failed"] == 1
+    flow_env.configure(scopes=None)
+    replay, state = await call_flow(replay_dead_letters, flow="forward-track")
+    assert (replay["sent"], replay["resolved"], replay["remaining"]) == (1, 1, 0)
+    assert state.is_completed() and state.name == "Completed" and not state.message
+    nothing, state = await call_flow(replay_dead_letters)
+    assert nothing["received"] == 0 and state.is_completed()
 
 
 def test_mark_replay_keeps_the_key_and_flags_the_copy() -> None:

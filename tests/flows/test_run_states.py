@@ -169,3 +169,25 @@ async def test_each_attempt_of_a_retried_run_has_its_own_artifact(flow_env: Any)
     async with flow_env.store() as store:
         [letter] = await store.list_dead_letters("forward-track")
     assert letter.attempts == 2  # one dead letter, failed twice: not two copies
+
+
+async def test_a_retry_of_a_failed_batch_run_processes_its_batch_again_and_no_other_run_does(flow_env: Any) -> None:
+    """A Retry re-runs the same flow run, whose batch it closed ``partial``: it must process that batch again
+    (before, it found nothing to lease and went green with 0 messages). Another run of the same batch gets nothing."""
+    flow_env.configure(scopes=NO_EVENTS)
+    async with flow_env.store() as store:
+        accepted = await store.accept(
+            [track("rb1", "u1"), track("rb2", "u2")], key=lambda m: m["messageId"], route=lambda m: ["forward-track"]
+        )
+    batch_id = accepted.batches["forward-track"]
+    retried = forward_track.with_options(retries=1, retry_delay_seconds=0)  # Prefect re-runs the same flow run
+    summary, state = await call_flow(retried, batch_ids=[batch_id], config={})
+    assert (summary["received"], summary["failed"]) == (2, 2) and state.is_failed()  # the 2nd attempt's summary
+    run, _, artifacts = await _api_view(state.state_details.flow_run_id)
+    assert run.run_count == 2 and len(artifacts) == 2
+    async with flow_env.store() as store:
+        [info] = await store.get_batches([batch_id])
+        assert info.status == "partial" and info.attempts == 2
+        assert [d.attempts for d in await store.list_dead_letters("forward-track")] == [2, 2]
+    other, state = await call_flow(forward_track, batch_ids=[batch_id], config={})
+    assert other["received"] == 0 and state.is_completed()  # a batch another run finished is not re-taken

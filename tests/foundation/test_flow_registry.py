@@ -62,7 +62,7 @@ def test_every_registered_flow_has_its_deployment_and_every_deployment_a_registe
             assert expects and all(e.startswith("klaviyo.") for e in expects), (spec.name, expects)
         elif spec.name == "ingest-segment":  # the webhook's event: only its id is a parameter
             assert expects == {"segment.*"}
-            assert [t["parameters"] for t in triggers] == [{"event_id": "{{ event.id }}"}]
+            assert [t["parameters"] for t in triggers] == [{"event_id": "{{ event.id | string }}"}]
         else:
             assert not triggers, f"auxiliary flow {spec.name} is started by hand, not by events"
         if "schedules" not in deployment or deployment.get("parameters", {}).get("poll"):

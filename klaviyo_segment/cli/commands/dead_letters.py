@@ -136,9 +136,13 @@ def register(app: typer.Typer) -> None:
         from klaviyo_segment.cli.commands.run import print_outcomes
         from klaviyo_segment.config_loading import load_process_config
         from klaviyo_segment.flows.replay_dead_letters import replay_dead_letters
+        from klaviyo_segment.run_state import call_flow
 
         _, document = load_process_config(config)
-        summary = asyncio.run(replay_dead_letters(flow=flow, ids=dead_letter_id or None, config=document))
+        # the run ends Failed when letters fail again: read the summary from its state instead of raising
+        summary, _state = asyncio.run(
+            call_flow(replay_dead_letters, flow=flow, ids=dead_letter_id or None, config=document)
+        )
         print_outcomes(summary)
         typer.echo(f"resolved {summary['resolved']}, remaining {summary['remaining']}", err=True)
         if as_json:
