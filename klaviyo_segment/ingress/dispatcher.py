@@ -178,6 +178,11 @@ class Dispatcher:
         self._tasks = []
         self._runs.clear()
 
+    async def wait_runs(self) -> None:
+        """Until the inline runs started so far (overlapping flows run them beside the loop) have ended."""
+        while self._runs:
+            await asyncio.gather(*list(self._runs), return_exceptions=True)
+
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(self.sweep_interval)

@@ -148,6 +148,7 @@ async def test_inline_dispatch_of_a_failed_run_is_not_a_crashed_dispatch(flow_en
         batch_id = accepted.batches["forward-track"]
         dispatcher = Dispatcher(store, inline_launcher({}), flows=["forward-track"], min_interval=0)
         assert await dispatcher.dispatch_once("forward-track")
+        await dispatcher.wait_runs()  # forward-track's runs overlap: this one runs beside the dispatch loop
         assert dispatcher.stats.failures == 0  # a Failed run is a finished run, not a launch error
         assert dispatcher.stats.outcomes["forward-track"]["failed"] == 2
         [info] = await store.get_batches([batch_id])
