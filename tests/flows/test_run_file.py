@@ -69,6 +69,9 @@ def _run_and_check(flow_env: Any, tmp_path: Path, count: int, options: list[str]
         "skipped": 1,
         "failed": 1,
     }
+    # stderr is no terminal here: plain progress lines (a CI log or a file gets them as the run goes)
+    assert f"forward-track (messages): {count + 2:,} of {count + 2:,} (100%)" in result.stderr
+    assert "staging (bytes):" in result.stderr
     assert sum(summary["reasons"].values()) == 2 and any(
         r.startswith("failed:malformed JSON") for r in summary["reasons"]
     )

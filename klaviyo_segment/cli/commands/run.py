@@ -4,10 +4,15 @@ real Prefect flow run (ephemeral local server, or PREFECT_API_URL), against KLAV
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import typer
+
+#: Without a terminal (stderr to a file or a CI log), one plain progress line this often.
+PLAIN_PROGRESS_SECONDS = 10.0
 
 
 def print_outcomes(summary: dict[str, Any], more: int = 0) -> None:
@@ -99,20 +104,36 @@ def _run_file(spec: Any, path: Path, document: Any, batch_size: int, batches_per
     from klaviyo_segment.run_file import run_file
 
     tasks: dict[str, TaskID] = {}
+    console = Console(stderr=True)
+    started = time.monotonic()
+    last_line = [float("-inf")]
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=False,
+        disable=not console.is_terminal,
     ) as bar:
 
         def progress(phase: str, completed: int, total: int | None) -> None:
             label = "staging (bytes)" if phase == "staging" else f"{spec.name} (messages)"
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(label, total=total)
-            bar.update(tasks[phase], completed=completed, total=total)
+            if console.is_terminal:
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(label, total=total)
+                bar.update(tasks[phase], completed=completed, total=total)
+                return
+            # stderr is a file or a CI log: a plain line every PLAIN_PROGRESS_SECONDS (and at each phase's end)
+            now = time.monotonic()
+            if now - last_line[0] >= PLAIN_PROGRESS_SECONDS or completed == total:
+                last_line[0] = now
+                of = f" of {total:,} ({completed / total:.0%})" if total else ""
+                print(
+                    f"{label}: {completed:,}{of}, {now - started:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
         return asyncio.run(
             run_file(spec, path, document, progress, batch_size=batch_size, batches_per_run=batches_per_run)
