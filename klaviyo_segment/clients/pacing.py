@@ -96,9 +96,10 @@ class InProcessPacer:
         win = self._windows.get(operation_id)
         if win is None:
             _, burst, steady, daily = tier_of(operation_id)
-            win = self._windows[operation_id] = _Window(
-                max(1, int(burst * self._scale)), max(1, int(steady * self._scale)), daily
-            )
+            planned = max(1, int(burst * self._scale))
+            if planned >= 5:
+                planned -= constants.BURST_HEADROOM
+            win = self._windows[operation_id] = _Window(planned, max(1, int(steady * self._scale)), daily)
         return win
 
     def _try_take(self, win: _Window, now: float) -> float:
