@@ -222,8 +222,8 @@ async def load_inputs(
     leased: list[str] = []
     if batch_ids is not None:
         batches = await env.store.lease(list(batch_ids), env.run_id, lease_seconds())
-        retriable = len(batches) >= len(set(batch_ids))
-        if not retriable:  # batches `klaviyo-segment run` staged for this run (leased by it)
+        retriable = bool(batches)  # inbox batches, which the dispatcher retries (``run --input`` stages its own)
+        if len(batches) < len(set(batch_ids)):  # batches `klaviyo-segment run` staged for this run (leased by it)
             got = {b.id for b in batches}
             batches += await env.store.take_over_staged(
                 [i for i in batch_ids if i not in got], env.run_id, lease_seconds()

@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
     app.command("chaos")(chaos_command)
 
 
-async def _deliver(urls: list[str], secret: str, messages: list[dict[str, Any]], batch: int, concurrency: int) -> int:
+async def _deliver(
+    urls: list[str], secret: str, messages: list[dict[str, Any]], batch: int, concurrency: int
+) -> tuple[int, list[int]]:
     """Signed batches like Segment sends them, alternating between the receivers (as a load balancer would);
     each retried on the same receiver until it commits it (its 200 is durable)."""
     import httpx
@@ -38,6 +40,7 @@ async def _deliver(urls: list[str], secret: str, messages: list[dict[str, Any]],
     chunks = [messages[i : i + batch] for i in range(0, len(messages), batch)]
     gate = asyncio.Semaphore(concurrency)
     retries = 0
+    committed: Counter[str] = Counter()  # batches each receiver committed
 
     async def post(client: httpx.AsyncClient, url: str, chunk: list[dict[str, Any]]) -> None:
         nonlocal retries
@@ -47,6 +50,7 @@ async def _deliver(urls: list[str], secret: str, messages: list[dict[str, Any]],
             for _attempt in range(50):
                 try:
                     if (await client.post(f"{url}/segment", content=body, headers=headers)).status_code == 200:
+                        committed[url] += 1
                         return
                 except httpx.HTTPError:
                     pass
@@ -56,7 +60,7 @@ async def _deliver(urls: list[str], secret: str, messages: list[dict[str, Any]],
 
     async with httpx.AsyncClient(timeout=30) as client:
         await asyncio.gather(*(post(client, urls[i % len(urls)], c) for i, c in enumerate(chunks)))
-    return retries
+    return retries, [committed[url] for url in urls]
 
 
 async def _wait_for_traffic(klaviyo_url: str, deadline: float) -> None:
@@ -252,7 +256,7 @@ async def run_chaos(
                     worker.wait()
                     kills += 1
                     worker = procs.spawn_worker(url, document, env)
-                retries = await delivery
+                retries, per_receiver = await delivery
                 print(
                     f"chaos: {len(stream)} messages accepted after {time.monotonic() - started:.1f}s",
                     file=sys.stderr,
@@ -298,6 +302,7 @@ async def run_chaos(
         "worker_kills": kills,
         "store": url.split(":", 1)[0],
         "receivers": receivers,
+        "batches_per_receiver": per_receiver,
         "duration_s": round(time.monotonic() - started, 1),
         "backlog_left": backlog,
         "expected": {

@@ -146,6 +146,7 @@ async def test_chaos_run_postgres_two_receivers(prefect_server: str, postgres_ur
     figures = await run_chaos(PG_MESSAGES, store_url=store_url, receivers=2, max_seconds=600, rate_scale=10.0)
     print(f"\nchaos figures (PostgreSQL, 2 receivers): {figures}")
     assert figures["store"] == "postgresql+asyncpg" and figures["receivers"] == 2
+    assert len(figures["batches_per_receiver"]) == 2 and min(figures["batches_per_receiver"]) > 0
     _assert_exact(figures)
 
 
