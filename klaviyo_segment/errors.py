@@ -57,3 +57,18 @@ class KlaviyoAPIError(APIError):
 
 class SegmentAPIError(APIError):
     service = "segment"
+
+
+def is_transient(error: ApiError | None) -> bool:
+    """An API error that may succeed later (429, 5xx, a network failure): it outlived the client's retries this
+    time, so it says nothing about the message. A message failing with it is retried with its batch, never
+    dead-lettered at once (see ``runtime.finish``)."""
+    if error is None:
+        return False
+    status = error.status
+    return bool(error.meta.get("retryable")) or status == 429 or (status is not None and status >= 500)
+
+
+class RetryLater(KlaviyoSegmentError):
+    """A run left messages that failed only transiently: its leased batches stay open and are retried after a
+    backoff (the store's attempt cap bounds this), instead of those valid messages becoming dead letters."""

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from klaviyo_segment import redact, run_logs, run_report
 from klaviyo_segment.config import AppConfig
-from klaviyo_segment.errors import ApiError, ConfigError
+from klaviyo_segment.errors import ApiError, ConfigError, RetryLater, is_transient
 from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.outcomes import Outcome, Status, summarize
 from klaviyo_segment.segment_spec import SegmentMessage, klaviyo_opted_out, message_key, parse_message
@@ -175,6 +175,9 @@ async def open_env(
 class Inputs:
     items: list[Item]
     batch_ids: list[str]
+    #: The batches came from the inbox, where the dispatcher retries them: a transient failure is retried then
+    #: (``finish``). Batches ``run --input`` staged, and inline messages, dead-letter it at once.
+    retriable: bool = False
 
 
 def _parse(index: int, raw: Any) -> tuple[Item, Outcome | None]:
@@ -219,6 +222,7 @@ async def load_inputs(
     leased: list[str] = []
     if batch_ids is not None:
         batches = await env.store.lease(list(batch_ids), env.run_id, lease_seconds())
+        retriable = bool(batches)  # inbox batches, which the dispatcher retries (``run --input`` stages its own)
         # then batches `klaviyo-segment run` staged for this run, then (a Retry of this Failed run) its own
         for take in (env.store.take_over_staged, env.store.retake_own):
             got = {b.id for b in batches}
@@ -227,9 +231,9 @@ async def load_inputs(
         raws = [m for b in batches for m in b.messages]
         leased = [b.id for b in batches]
     else:
-        raws = list(messages or [])
+        raws, retriable = list(messages or []), False
     items, outcomes = (load_items or load_segment_items)(raws)
-    return Inputs(items=items, batch_ids=leased), outcomes
+    return Inputs(items=items, batch_ids=leased, retriable=retriable and bool(leased)), outcomes
 
 
 def outcome(
@@ -302,6 +306,10 @@ async def finish(env: FlowEnv, inputs: Inputs, outcomes: dict[str, Outcome]) -> 
 
         raws = {item.key: item.raw for item in inputs.items}
         failed = [o for o in ordered if o.status == Status.FAILED]
+        # A transient error (429, 5xx, network) that outlived the client's retries says nothing about the
+        # message: retry it with its batch after a backoff (capped by the store) instead of dead-lettering it.
+        later = [o for o in failed if inputs.retriable and is_transient(o.error)]
+        failed = [o for o in failed if not (inputs.retriable and is_transient(o.error))]
         dead_letter_ids: list[str] = []
         if failed:
             dead_letter_ids = await env.store.add_dead_letters(
@@ -321,6 +329,10 @@ async def finish(env: FlowEnv, inputs: Inputs, outcomes: dict[str, Outcome]) -> 
         if sent_ids:
             await env.store.claim_once([delivered_key(env.flow, key) for key in sent_ids])
             await _resolve_delivered(env, sent_ids)
+        if later:
+            error = f"{len(later)} message(s) failed transiently, e.g. {later[0].message_id}: {later[0].reason}"
+            await _record_batch_failure(env, inputs.batch_ids, redact.redact(error)[:500])
+            raise RetryLater(f"{env.flow}: {error}; the batch is retried after a backoff")
         status = "partial" if failed else "done"
         for batch_id in inputs.batch_ids:
             await env.store.complete(batch_id, env.run_id, status=status)

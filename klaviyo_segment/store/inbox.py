@@ -197,13 +197,21 @@ class InboxMixin(DeadLetterMixin):
             last = _summary(batch.summary_text).get("last_error")
             why = last or "no run completed it (worker killed or run crashed before recording an error)"
             reason = f"gave up after {batch.attempts} attempts: {why}"
+            # Messages an earlier attempt delivered (runtime.delivered_key marks) are not failures: only the rest
+            # is dead-lettered (a run retried for a transient failure delivers part of its batch).
+            marks = [f"delivered:{batch.flow}:{mid}" for mid in batch.message_ids]
+            delivered: set[str] = set()
+            for part in chunks(unique(marks)):
+                query = sa.select(t.idempotency.c.key).where(t.idempotency.c.key.in_(part))
+                delivered.update(r[0] for r in await conn.execute(query))
             await self._upsert_dead_letters(
                 conn,
                 [
                     DeadLetterIn(
                         flow=batch.flow, message=m if isinstance(m, dict) else {"raw": m}, message_id=mid, reason=reason
                     )
-                    for mid, m in zip(batch.message_ids, batch.messages, strict=False)
+                    for mid, m, mark in zip(batch.message_ids, batch.messages, marks, strict=False)
+                    if mark not in delivered
                 ],
             )
         await conn.execute(

@@ -16,8 +16,10 @@ from klaviyo_segment.devkit.chaos_expect import Expected, compare, expected_stat
 from klaviyo_segment.devkit.cli.chaos import _with_invalid, failed_checks, run_chaos
 from klaviyo_segment.devkit.demo import demo_config
 from klaviyo_segment.devkit.sandbox.segment.generators import CHURN_AUDIENCE, generate_stream
+from tests.fixtures.postgres import create_database
 
 MESSAGES = int(os.environ.get("KS_CHAOS_MESSAGES", "20000"))
+PG_MESSAGES = int(os.environ.get("KS_CHAOS_PG_MESSAGES", "5000"))
 LISTS = {
     name: name.upper()[:6]
     for name in [
@@ -110,11 +112,8 @@ def test_poison_mix_refuses_repairs_and_expects_the_repaired_form() -> None:
     assert len(legacy) == 8 and len(bad) == 2
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-async def test_chaos_run(prefect_server: str) -> None:
-    figures = await run_chaos(MESSAGES, max_seconds=600, rate_scale=10.0)
-    print(f"\nchaos figures: {figures}")
+def _assert_exact(figures: dict[str, Any]) -> None:
+    """Faults and the kill happened, poison was mixed in, and the run ended exact (see ``failed_checks``)."""
     assert figures["faults"].get("503", 0) > 0 and figures["faults"].get("reset", 0) > 0
     assert figures["worker_kills"] == 1
     assert figures["invalid"] > 0 and figures["dead_letters"] >= figures["invalid"]
@@ -127,3 +126,40 @@ async def test_chaos_run(prefect_server: str) -> None:
     assert all(figures["expected"].values()), figures["expected"]  # every category had something to check
     assert {name: figures["exactness"][name] for name in failures(figures["exactness"])} == {}
     assert failed_checks(figures) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_chaos_run(prefect_server: str) -> None:
+    figures = await run_chaos(MESSAGES, max_seconds=600, rate_scale=10.0)
+    print(f"\nchaos figures: {figures}")
+    _assert_exact(figures)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(900)
+async def test_chaos_run_postgres_two_receivers(prefect_server: str, postgres_url: str) -> None:
+    """The multi-receiver layout: two receiver processes group-commit into one PostgreSQL store while the worker
+    process (SIGKILLed mid-run) dispatches; deliveries alternate between the receivers."""
+    store_url = create_database(postgres_url)
+    figures = await run_chaos(PG_MESSAGES, store_url=store_url, receivers=2, max_seconds=600, rate_scale=10.0)
+    print(f"\nchaos figures (PostgreSQL, 2 receivers): {figures}")
+    assert figures["store"] == "postgresql+asyncpg" and figures["receivers"] == 2
+    assert len(figures["batches_per_receiver"]) == 2 and min(figures["batches_per_receiver"]) > 0
+    _assert_exact(figures)
+
+
+def test_one_valid_message_dead_lettered_fails_the_run() -> None:
+    """No tolerance: a single valid message dead-lettered fails the run, even with Klaviyo's state exact."""
+    figures: dict[str, Any] = {
+        "exactness": {},
+        "backlog_left": {},
+        "dead_letters_without_reason": 0,
+        "invalid_not_dead_lettered": [],
+        "dead_letters_not_invalid": [],
+        "messages": 20_000,
+        "poison": {},
+    }
+    assert failed_checks(figures) == []
+    assert failed_checks(figures | {"dead_letters_not_invalid": ["m-1"]}) == ["dead_letters_not_invalid"]
