@@ -36,6 +36,10 @@ GET_LISTS_PAGE_MAX = 10
 LIST_CREATE_DAILY_MAX = 150
 #: Planned steady limit of the L tier: below the spec's 750/min (DOCS say 700).
 L_TIER_STEADY_PLANNED = 700
+#: ``run --input``: messages per staged inbox batch (the receiver's batches are of the same order) and batches per
+#: flow run: 10,000 messages a run, two forward-track runs in flight, 401 MB peak RSS over 200,000 messages.
+RUN_BATCH_SIZE = 5_000
+RUN_BATCHES_PER_RUN = 2
 #: Requests per second planned below a burst limit of 5 or more. Klaviyo counts fixed 1-s windows by arrival,
 #: and network jitter moves a request sent at the end of one second into the next: pacing exactly at the burst
 #: limit drew a 429 about once a minute (6 of 986 requests in a 1,000,000-event run, 0.6 %).

@@ -3,9 +3,10 @@
 Measured on forward-track (20,000 messages, bench process): CPython's collector took ~40 % of the flow path's CPU,
 because every young-generation collection that reaches the old generations walks the hundreds of thousands of
 objects Prefect, SQLAlchemy and pydantic create at import time. Those objects live as long as the process, so
-they are moved out of the collector's sight once (``gc.freeze``), and the young generation is collected less
-often: 243 -> 140 us of CPU per message. Reference counting still frees everything that is not in a cycle at once;
-cyclic garbage is still collected, just in larger steps.
+they are moved out of the collector's sight once (``gc.freeze``): 243 -> 135 us of CPU per message; collecting the
+young generation every 5,000 allocations instead of 700: 112 us. The older generations keep CPython's ratios:
+collecting them 20x less often held ~200 MB more cyclic garbage in a 200,000-message ``run`` (616 vs 401 MB peak).
+Reference counting still frees everything that is not in a cycle at once.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import gc
 import threading
 
 #: Allocations between young-generation collections (CPython's default is 700).
-YOUNG_THRESHOLD = 20_000
-#: Young collections per middle one, middle per old (defaults 10, 10).
-OLDER_THRESHOLD = 20
+YOUNG_THRESHOLD = 5_000
+#: Young collections per middle one, middle per old (CPython's defaults: a larger figure costs memory, above).
+OLDER_THRESHOLD = 10
 
 _lock = threading.Lock()
 _done = False

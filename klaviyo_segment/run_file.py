@@ -17,13 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from klaviyo_segment import constants
 from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.run_state import call_flow
 
-#: Messages per inbox batch (the receiver's batches are of the same order).
-BATCH_SIZE = 5_000
-#: Batches per flow run: 20,000 messages keep a run's peak memory well under 500 MB.
-BATCHES_PER_RUN = 4
+BATCH_SIZE = constants.RUN_BATCH_SIZE
+BATCHES_PER_RUN = constants.RUN_BATCHES_PER_RUN
 #: Non-sent outcomes kept for the table ``run`` prints (the counts cover all of them).
 KEEP_OUTCOMES = 500
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import typer
 
+from klaviyo_segment import constants
+
 #: Without a terminal (stderr to a file or a CI log), one plain progress line this often.
 PLAIN_PROGRESS_SECONDS = 10.0
 
@@ -48,10 +50,10 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as a JSON line last on stdout."),
         since: str | None = typer.Option(None, "--since", help="engagement-to-segment polling start (ISO-8601)."),
         batch_size: int = typer.Option(
-            5_000, "--batch-size", min=1, hidden=True, help="Messages per staged inbox batch."
+            constants.RUN_BATCH_SIZE, "--batch-size", min=1, hidden=True, help="Messages per staged inbox batch."
         ),
         batches_per_run: int = typer.Option(
-            4, "--batches-per-run", min=1, hidden=True, help="Staged batches per flow run."
+            constants.RUN_BATCHES_PER_RUN, "--batches-per-run", min=1, hidden=True, help="Staged batches per flow run."
         ),
     ) -> None:
         """Run one flow on a file of messages (or poll Klaviyo for engagement-to-segment without --input)."""
