@@ -113,18 +113,34 @@ async def _trickle(args: argparse.Namespace) -> dict[str, Any]:
     return {"sent": len(messages), "acked": len(acked), "members": len(seen), "latencies": latencies, "rate": args.rate}
 
 
+async def _deliver_raw(args: argparse.Namespace) -> dict[str, Any]:
+    """Single events over keep-alive connections (bench/rawclient.py): requests built before the clock starts."""
+    from klaviyo_segment.bench.rawclient import build_requests, deliver_raw
+    from klaviyo_segment.bench.runner import percentile, track_messages
+
+    requests = build_requests(args.url, args.secret, track_messages(args.count, args.seed, event=args.event))
+    report = await deliver_raw(args.url, requests, args.concurrency, args.max_seconds)
+    latencies = report["latencies"]
+    return report | {
+        "ack_p50": percentile(latencies, 50),
+        "ack_p99": percentile(latencies, 99),
+        "latencies": [round(x, 5) for x in latencies],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="klaviyo_segment.bench.client")
     sub = parser.add_subparsers(dest="mode", required=True)
-    d = sub.add_parser("deliver")
-    d.add_argument("--url", required=True)
-    d.add_argument("--secret", required=True)
-    d.add_argument("--count", type=int, required=True)
-    d.add_argument("--batch", type=int, default=0)
-    d.add_argument("--concurrency", type=int, default=4)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--event", default="Bench Ingress")
-    d.add_argument("--max-seconds", type=float, default=1800.0)
+    for mode in ("deliver", "deliver-raw"):
+        d = sub.add_parser(mode)
+        d.add_argument("--url", required=True)
+        d.add_argument("--secret", required=True)
+        d.add_argument("--count", type=int, required=True)
+        d.add_argument("--batch", type=int, default=0)
+        d.add_argument("--concurrency", type=int, default=4)
+        d.add_argument("--seed", type=int, default=0)
+        d.add_argument("--event", default="Bench Ingress")
+        d.add_argument("--max-seconds", type=float, default=1800.0)
     t = sub.add_parser("trickle")
     t.add_argument("--url", required=True)
     t.add_argument("--secret", required=True)
@@ -135,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--rate", type=float, default=10.0)
     t.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    report = asyncio.run(_deliver(args) if args.mode == "deliver" else _trickle(args))
+    modes = {"deliver": _deliver, "deliver-raw": _deliver_raw, "trickle": _trickle}
+    report = asyncio.run(modes[args.mode](args))
     print(json.dumps(report), flush=True)
 
 

@@ -114,8 +114,8 @@ async def deliver_from(
     processes: int, url: str, secret: str, count: int, *, batch: int, concurrency: int, seed: int, event: str
 ) -> dict[str, Any]:
     """The delivery simulator split over ``processes`` load generators (``concurrency`` requests in flight in
-    total). Why several: httpx's async pool costs grow with the connections it holds (~5 ms CPU per request at
-    32), so one generator process cannot offer 1,000 single-event requests/s on its own."""
+    total). Single events (``batch`` 0) use the lean raw generator (bench/rawclient.py): httpx's async pool costs
+    ~1 ms of CPU per request at 32 connections, more than the receiver spends on one."""
     from klaviyo_segment.bench.runner import percentile
 
     shares = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
@@ -123,7 +123,7 @@ async def deliver_from(
     reports = await asyncio.gather(
         *(
             run_client(
-                "deliver",
+                "deliver" if batch else "deliver-raw",
                 "--url",
                 url,
                 "--secret",

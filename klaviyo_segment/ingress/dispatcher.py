@@ -21,6 +21,7 @@ The sweeper wakes every loop periodically: batches whose dispatch failed, whose 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -233,6 +234,10 @@ class Dispatcher:
         if wait > 0:
             await self._sleep(wait)
 
+    def _run_ended(self, slots: asyncio.Semaphore, task: asyncio.Task[None]) -> None:
+        self._runs.discard(task)
+        slots.release()
+
     async def _run_inline(self, flow: str, chosen: list[Any], key: str) -> None:
         """One inline run; a crash leaves the batches in the store for the sweeper (never raised into the loop)."""
         ids = [b.id for b in chosen]
@@ -298,7 +303,7 @@ class Dispatcher:
                 return True
             task = asyncio.create_task(self._run_inline(flow, chosen, key), name=f"run-{flow}")
             self._runs.add(task)
-            task.add_done_callback(lambda t: (self._runs.discard(t), slots.release()))
+            task.add_done_callback(functools.partial(self._run_ended, slots))
             return True
         await self._slots.acquire()
         try:
