@@ -125,8 +125,12 @@ async def test_lease_is_read_at_lease_time(monkeypatch: pytest.MonkeyPatch) -> N
             seen.append(seconds)
             return []
 
+        async def retake_own(self, ids: list[str], owner: str, seconds: float) -> list[object]:
+            seen.append(seconds)
+            return []
+
     env = runtime.FlowEnv(flow="sync-identify", config=AppConfig(), store=Recording(), klaviyo=None)
     await runtime.load_inputs(env, None, ["b1"])
     monkeypatch.setenv(c.ENV_LEASE_SECONDS, "30")
     await runtime.load_inputs(env, None, ["b1"])
-    assert seen == [600.0, 600.0, 30.0, 30.0]  # lease, then take over what `run` staged
+    assert seen == [600.0] * 3 + [30.0] * 3  # lease, take over what `run` staged, retake a Failed run's own

@@ -112,6 +112,17 @@ async def _logs(client: Any, run_id: Any) -> list[str]:
     return [log.message for log in logs]
 
 
+async def _logs_once(client: Any, run_id: Any, wanted: Callable[[list[str]], bool]) -> list[str]:
+    """The run's logs once ``wanted`` holds: a flow-run process ships its logs to the API in batches (every
+    ~2 s), so on a busy machine they can land after the run's final state."""
+
+    async def probe() -> list[str] | None:
+        logs = await _logs(client, run_id)
+        return logs if wanted(logs) else None
+
+    return await _until("the run's log lines", probe)
+
+
 async def _artifacts(client: Any, run_id: Any) -> list[Any]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -219,8 +230,11 @@ async def test_webhook_event_runs_only_the_flows_with_work_on_the_worker_fails_r
                     assert run.work_pool_name == POOL and run.infrastructure_pid, run  # executed by the worker
                 assert set(forward.parameters) == {"batch_ids"}
                 assert len(klaviyo.events(METRIC)) == 1
-                ingest_logs = await _logs(client, ingest.id)
-                assert any("1 received, 1 staged" in m and "batches for forward-track" in m for m in ingest_logs)
+                await _logs_once(  # times out (fails) unless the line arrives
+                    client,
+                    ingest.id,
+                    lambda logs: any("1 received, 1 staged" in m and "batches for forward-track" in m for m in logs),
+                )
 
                 # (b) a key without events:write: the run ends Failed, its reason in its logs (redacted)
                 klaviyo.configure(scopes=NO_EVENTS)
@@ -234,7 +248,14 @@ async def test_webhook_event_runs_only_the_flows_with_work_on_the_worker_fails_r
                 failed = await _final(client, failed.id)
                 assert failed.state.type.value == "FAILED" and failed.state.name == "Failed", failed.state
                 assert failed.state.message.startswith("2 of 2 messages failed — see dead letters")
-                logs = await _logs(client, failed.id)
+                logs = await _logs_once(
+                    client,
+                    failed.id,
+                    lambda logs: (
+                        sum(m.startswith("dead letter ") for m in logs) >= 2
+                        and any(m.startswith("forward-track: received 2") for m in logs)
+                    ),
+                )
                 summary = [m for m in logs if m.startswith("forward-track: received 2, sent 0, skipped 0, failed 2")]
                 assert len(summary) == 1, logs
                 dead = [m for m in logs if m.startswith("dead letter ")]
@@ -257,10 +278,11 @@ async def test_webhook_event_runs_only_the_flows_with_work_on_the_worker_fails_r
                 assert len(sent) == 3, "each message reached Klaviyo exactly once"
                 async with klaviyo.store() as store:
                     assert await store.count_dead_letters("forward-track") == 0
-                retry_logs = await _logs(client, failed.id)
-                assert any(
-                    m == "forward-track: 2 dead letters resolved (their messages were delivered)" for m in retry_logs
-                ), retry_logs
+                await _logs_once(
+                    client,
+                    failed.id,
+                    lambda logs: "forward-track: 2 dead letters resolved (their messages were delivered)" in logs,
+                )
                 artifacts = await _artifacts(client, failed.id)
                 assert sorted(a.key for a in artifacts) == [
                     "forward-track-outcomes",
