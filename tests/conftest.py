@@ -33,6 +33,9 @@ def _clean_user_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name in _USER_ENV or name.startswith(_USER_ENV_PREFIX):
             monkeypatch.delenv(name)
+    # Commands invoked in-process may set it for their process (the bench CLI: WARNING); restored after each test
+    # so a later test's subprocesses (a Prefect worker) do not inherit a quieter log level.
+    monkeypatch.delenv("PREFECT_LOGGING_LEVEL", raising=False)
 
 
 _SESSION_START = 0.0

@@ -190,6 +190,9 @@ async def test_webhook_event_runs_only_the_flows_with_work_on_the_worker_fails_r
             KLAVIYO_SEGMENT_STORE_URL=klaviyo.store_url,
             KLAVIYO_SEGMENT_HOME=str(tmp_path),
             PREFECT_WORKER_QUERY_SECONDS="1",
+            # the runs' INFO lines are asserted: never inherit a quieter level from the test process (the bench
+            # CLI, invoked in-process by tests/bench, sets PREFECT_LOGGING_LEVEL=WARNING)
+            PREFECT_LOGGING_LEVEL="INFO",
         )
         extra = {k: env[k] for k in ("PREFECT_HOME",)}
         pool = _prefect(["work-pool", "create", POOL, "--type", "process", "--overwrite"], api_url, **extra)
