@@ -23,6 +23,8 @@ from klaviyo_segment.services.bulk import (
 
 #: Values per ``any()`` filter: one page (100) answers the whole chunk, and the URL stays well under 8 KB.
 LOOKUP_CHUNK = 100
+#: Lookup requests one call keeps in flight (get_profiles is L tier: 75/s burst, 700/min planned).
+LOOKUPS_IN_FLIGHT = 4
 LOOKUP_URL_BUDGET = 6000
 
 
@@ -79,11 +81,19 @@ def match_key(field: str, value: Any) -> Any:
 async def find_profiles(
     client: KlaviyoClient, field: str, values: Sequence[str], *, additional_fields: Sequence[str] = ()
 ) -> dict[Any, dict[str, Any]]:
-    """Profiles keyed by the (normalised) identifier value, in few calls; unknown values are simply absent."""
-    found: dict[Any, dict[str, Any]] = {}
-    for part in lookup_chunks(values):
+    """Profiles keyed by the (normalised) identifier value, in few calls; unknown values are simply absent.
+    Several chunks are looked up at once (:data:`LOOKUPS_IN_FLIGHT`): one after another, the request latency, not
+    Klaviyo's limit, set the pace of sync-identify's identity check; the client's pacer keeps the limit."""
+
+    async def pages(part: list[str]) -> list[dict[str, Any]]:
         params = b.get_profiles_params(field, part, additional_fields=additional_fields)
-        async for page in client.paginate("get_profiles", params):
+        return [page async for page in client.paginate("get_profiles", params)]
+
+    chunks = lookup_chunks(values)
+    results = await gather_limited([functools.partial(pages, part) for part in chunks], LOOKUPS_IN_FLIGHT)
+    found: dict[Any, dict[str, Any]] = {}
+    for chunk_pages in results:  # chunk order: the first profile seen for a value wins, as before
+        for page in chunk_pages:
             for profile in page.get("data") or []:
                 value = profile.get("id") if field == "id" else (profile.get("attributes") or {}).get(field)
                 if value is not None:
