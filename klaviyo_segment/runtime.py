@@ -25,6 +25,7 @@ from klaviyo_segment.errors import ApiError, ConfigError, RetryLater, is_transie
 from klaviyo_segment.flowspec import FlowSpec
 from klaviyo_segment.outcomes import Outcome, Status, summarize
 from klaviyo_segment.segment_spec import SegmentMessage, klaviyo_opted_out, message_key, parse_message
+from klaviyo_segment.store.state import delivered_key  # re-exported: flows import it from here
 
 logger = logging.getLogger("klaviyo_segment.runtime")
 for _name in ("klaviyo_segment", "prefect.flow_runs", "prefect.task_runs"):
@@ -278,10 +279,6 @@ async def common_rules(
     return todo
 
 
-def delivered_key(flow: str, key: str) -> str:
-    return f"delivered:{flow}:{key}"
-
-
 async def finish(env: FlowEnv, inputs: Inputs, outcomes: dict[str, Outcome]) -> dict[str, Any]:
     """Record what happened: dead letters for failures, delivered marks for sends, the run's artifact,
     and the leased batches' completion. Returns the contract summary plus the per-message outcomes."""
@@ -305,11 +302,13 @@ async def finish(env: FlowEnv, inputs: Inputs, outcomes: dict[str, Outcome]) -> 
         from klaviyo_segment.store import DeadLetterIn
 
         raws = {item.key: item.raw for item in inputs.items}
-        failed = [o for o in ordered if o.status == Status.FAILED]
         # A transient error (429, 5xx, network) that outlived the client's retries says nothing about the
         # message: retry it with its batch after a backoff (capped by the store) instead of dead-lettering it.
-        later = [o for o in failed if inputs.retriable and is_transient(o.error)]
-        failed = [o for o in failed if not (inputs.retriable and is_transient(o.error))]
+        failed: list[Outcome] = []
+        later: list[Outcome] = []
+        for o in ordered:
+            if o.status == Status.FAILED:
+                (later if inputs.retriable and is_transient(o.error) else failed).append(o)
         dead_letter_ids: list[str] = []
         if failed:
             dead_letter_ids = await env.store.add_dead_letters(

@@ -92,24 +92,45 @@ def plan_bulk_events(prepared: Sequence[tuple[int, PreparedEvent]]) -> BulkEvent
     return BulkEventsPlan(body=body, groups=groups)
 
 
+@dataclass
+class PreparedEvents:
+    """Every event of a call, prepared once: the sendable ones (label, entry) in order, the repeats (label ->
+    label of the first copy) and the invalid ones (label -> the ValueError/TypeError naming why)."""
+
+    sendable: list[tuple[int, PreparedEvent]] = field(default_factory=list)
+    duplicates: dict[int, int] = field(default_factory=dict)
+    invalid: dict[int, Exception] = field(default_factory=dict)
+
+
+def prepare_events(events: Sequence[Mapping[str, Any]], labels: Sequence[int] | None = None) -> PreparedEvents:
+    """Validate and build each event once, and drop repeats of an earlier (valid) event."""
+    out = PreparedEvents()
+    first_of: dict[tuple[Any, ...], int] = {}
+    for label, event in zip(labels if labels is not None else range(len(events)), events, strict=True):
+        try:
+            entry = prepare_event(event)
+        except (ValueError, TypeError) as exc:
+            out.invalid[label] = exc
+            continue
+        dup = duplicate_key(event)
+        if dup is not None:
+            if dup in first_of:
+                out.duplicates[label] = first_of[dup]
+                continue
+            first_of[dup] = label
+        out.sendable.append((label, entry))
+    return out
+
+
 def bulk_create_events_body(
     events: Sequence[Mapping[str, Any]], indices: Sequence[int] | None = None
 ) -> BulkEventsPlan:
     """``POST /api/event-bulk-create-jobs``: events grouped per profile, in-request duplicate unique_ids removed
-    (the endpoint fails the whole request on them). ``indices`` label the events (default 0..n-1)."""
-    labels = list(indices) if indices is not None else list(range(len(events)))
-    seen: dict[tuple[Any, ...], int] = {}
-    duplicates: dict[int, int] = {}
-    prepared: list[tuple[int, PreparedEvent]] = []
-    for label, event in zip(labels, events, strict=True):
-        entry = prepare_event(event)
-        dup = duplicate_key(event)
-        if dup is not None:
-            if dup in seen:
-                duplicates[label] = seen[dup]
-                continue
-            seen[dup] = label
-        prepared.append((label, entry))
-    plan = plan_bulk_events(prepared)
-    plan.duplicates = duplicates
+    (the endpoint fails the whole request on them). ``indices`` label the events (default 0..n-1). An invalid
+    event raises its ``ValueError``."""
+    prepared = prepare_events(events, indices)
+    if prepared.invalid:
+        raise next(iter(prepared.invalid.values()))
+    plan = plan_bulk_events(prepared.sendable)
+    plan.duplicates = prepared.duplicates
     return plan

@@ -149,9 +149,8 @@ class Dispatcher:
         self._wake = {f: asyncio.Event() for f in self.flows}
         self._in_flight: dict[str, list[str]] = {}  # deployments mode: run id -> its batch ids
         self._tasks: list[asyncio.Task[None]] = []
-        #: inline mode: runs one flow may have in flight (FlowSpec.overlapping_runs), and the runs themselves
-        self._overlap = {f: _overlapping_runs(f) for f in self.flows}
-        self._overlap_slots = {f: asyncio.Semaphore(n) for f, n in self._overlap.items()}
+        #: inline mode: run slots of the flows whose runs may overlap (FlowSpec.overlapping_runs > 1), and the runs
+        self._overlap_slots = {f: asyncio.Semaphore(n) for f in self.flows if (n := _overlapping_runs(f)) > 1}
         self._runs: set[asyncio.Task[None]] = set()
         #: flows whose first drain after start also takes batches a previous process dispatched but never ran
         self._recovering = set(self.flows)
@@ -261,9 +260,9 @@ class Dispatcher:
     async def dispatch_once(self, flow: str) -> bool:
         """Dispatch one coalesced run of ``flow``; False when nothing was waiting. For a flow whose runs may
         overlap (inline), a free run slot is awaited first, so the run takes everything committed meanwhile."""
-        if self.mode != "inline" or self._overlap[flow] == 1:
+        slots = self._overlap_slots.get(flow) if self.mode == "inline" else None
+        if slots is None:
             return await self._dispatch(flow, None)
-        slots = self._overlap_slots[flow]
         await slots.acquire()
         try:
             started = await self._dispatch(flow, slots)

@@ -10,7 +10,7 @@ from typing import Any
 
 from klaviyo_segment import constants
 from klaviyo_segment.builders import klaviyo as b
-from klaviyo_segment.builders.bulk_events import PreparedEvent, duplicate_key, plan_bulk_events, prepare_event
+from klaviyo_segment.builders.bulk_events import plan_bulk_events, prepare_events
 from klaviyo_segment.errors import ApiError
 from klaviyo_segment.outcomes import ItemResult
 from klaviyo_segment.services.bulk import (
@@ -51,22 +51,11 @@ async def bulk_create_events(events: Sequence[Mapping[str, Any]], credentials: C
     Repeats of a unique_id (in the request, or reported by the server) succeed with ``value={"duplicate": True}``
     because the first copy is the one Klaviyo records.
     """
-    results: dict[int, ItemResult] = {}
-    prepared: dict[int, PreparedEvent] = {}
-    first_of: dict[tuple[Any, ...], int] = {}
-    for i, event in enumerate(events):  # each event is validated and built once, then reused below
-        try:
-            entry = prepare_event(event)
-        except (ValueError, TypeError) as exc:
-            results[i] = invalid(i, exc)
-            continue
-        dup = duplicate_key(event)
-        if dup is not None and dup in first_of:
-            results[i] = ItemResult(index=i, ok=True, value={"duplicate": True, "duplicate_of": first_of[dup]})
-            continue
-        if dup is not None:
-            first_of[dup] = i
-        prepared[i] = entry
+    each = prepare_events(events)  # each event is validated and built once, then reused below
+    results = {i: invalid(i, exc) for i, exc in each.invalid.items()}
+    for i, first in each.duplicates.items():
+        results[i] = ItemResult(index=i, ok=True, value={"duplicate": True, "duplicate_of": first})
+    prepared = dict(each.sendable)
     good = list(prepared)
     chunks, oversize = b.chunk(
         [prepared[i] for i in good], max_count=constants.BULK_EVENTS_MAX, size_of=lambda e: e.size

@@ -20,6 +20,7 @@ from klaviyo_segment.store import tables as t
 from klaviyo_segment.store.dead_letters import DeadLetterMixin
 from klaviyo_segment.store.engine import MANY, chunks, dumps, from_us, loads, now_us, unique
 from klaviyo_segment.store.models import AcceptResult, Batch, BatchInfo, DeadLetterIn
+from klaviyo_segment.store.state import delivered_key, done_keys
 
 _OPEN = ("pending", "leased")
 _FINAL = ("done", "partial")
@@ -197,13 +198,10 @@ class InboxMixin(DeadLetterMixin):
             last = _summary(batch.summary_text).get("last_error")
             why = last or "no run completed it (worker killed or run crashed before recording an error)"
             reason = f"gave up after {batch.attempts} attempts: {why}"
-            # Messages an earlier attempt delivered (runtime.delivered_key marks) are not failures: only the rest
-            # is dead-lettered (a run retried for a transient failure delivers part of its batch).
-            marks = [f"delivered:{batch.flow}:{mid}" for mid in batch.message_ids]
-            delivered: set[str] = set()
-            for part in chunks(unique(marks)):
-                query = sa.select(t.idempotency.c.key).where(t.idempotency.c.key.in_(part))
-                delivered.update(r[0] for r in await conn.execute(query))
+            # Messages an earlier attempt delivered are not failures: only the rest is dead-lettered (a run retried
+            # for a transient failure delivers part of its batch).
+            marks = [delivered_key(batch.flow, mid) if mid else None for mid in batch.message_ids]
+            delivered = await done_keys(conn, [m for m in marks if m])
             await self._upsert_dead_letters(
                 conn,
                 [

@@ -7,9 +7,25 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from klaviyo_segment.store import tables as t
 from klaviyo_segment.store.engine import MANY, StoreBase, chunks, dumps, from_us, loads, now_us, to_us, unique
+
+
+def delivered_key(flow: str, key: str) -> str:
+    """The idempotency mark of a message a flow delivered (written by the run's finish, read before sending)."""
+    return f"delivered:{flow}:{key}"
+
+
+async def done_keys(conn: AsyncConnection, keys: Sequence[str]) -> set[str]:
+    """Which of ``keys`` carry an idempotency mark, inside the caller's transaction."""
+    done: set[str] = set()
+    for part in chunks(unique(keys)):
+        done.update(
+            r[0] for r in await conn.execute(sa.select(t.idempotency.c.key).where(t.idempotency.c.key.in_(part)))
+        )
+    return done
 
 
 class StateMixin(StoreBase):
@@ -83,14 +99,8 @@ class StateMixin(StoreBase):
         return claimed
 
     async def is_done(self, keys: Sequence[str]) -> set[str]:
-        done: set[str] = set()
         async with self._tx() as conn:
-            for part in chunks(unique(keys)):
-                done.update(
-                    r[0]
-                    for r in await conn.execute(sa.select(t.idempotency.c.key).where(t.idempotency.c.key.in_(part)))
-                )
-        return done
+            return await done_keys(conn, keys)
 
     async def unmark(self, keys: Sequence[str]) -> None:
         """Forget markers whose side effect failed after claim_once, so a later run retries it."""
